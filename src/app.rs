@@ -1,0 +1,99 @@
+//! The process: load, start workers and listeners, reload until told to
+//! stop, then drain.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+
+use crate::config;
+use crate::reload::Reloader;
+use crate::server::Workers;
+use crate::table::{Live, RoutingTable};
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The main configuration file.
+    pub config: PathBuf,
+    /// Worker threads (each one runtime, one accept loop per listener).
+    pub workers: usize,
+}
+
+/// Applies the configured `log_level`; does nothing when the level is fixed
+/// (by `RUST_LOG`, which overrides the configuration).
+#[derive(Clone, Default)]
+pub struct LogControl(Option<Arc<SetLevel>>);
+
+type SetLevel = dyn Fn(&str) + Send + Sync;
+
+impl LogControl {
+    /// Levels are applied by `set`.
+    pub fn new(set: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        LogControl(Some(Arc::new(set)))
+    }
+
+    /// The level cannot be changed.
+    pub fn fixed() -> Self {
+        LogControl(None)
+    }
+
+    pub(crate) fn set_level(&self, level: &str) {
+        if let Some(set) = &self.0 {
+            set(level);
+        }
+    }
+}
+
+impl std::fmt::Debug for LogControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "LogControl"
+        } else {
+            "LogControl(fixed)"
+        })
+    }
+}
+
+/// Serve the configuration at `options.config` until `shutdown` resolves,
+/// then drain gracefully and return.
+///
+/// # Errors
+///
+/// A configuration that does not load (the error is [`config::Errors`], with
+/// every problem found), or a listener that cannot be bound.
+pub async fn run(
+    options: RunOptions,
+    log: LogControl,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let config = config::load(&options.config)?;
+    let live: Live = Arc::new(ArcSwap::from_pointee(RoutingTable::build(&config, None, 1)));
+    let workers = Workers::start(options.workers, live.clone())?;
+    let root = CancellationToken::new();
+    let reloader = Reloader::start(options.config, config, &workers, live.clone(), root.clone(), log)?;
+    tracing::info!(
+        workers = options.workers,
+        "ginx {} started",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    tokio::select! {
+        // Dropping the reloader (when shutdown wins) closes the control
+        // plane's copy of every listening socket.
+        () = reloader.run(&workers, CancellationToken::new()) => {}
+        () = shutdown => {}
+    }
+
+    let grace = live.load().shutdown_timeout;
+    tracing::info!(timeout = ?grace, "shutting down: no new connections, draining open ones");
+    root.cancel();
+    // Each connection enforces `grace` itself; the backstop only guards
+    // against a connection that ignores it.
+    workers.drain(grace + Duration::from_secs(1)).await;
+    tracing::info!("stopped");
+    Ok(())
+}

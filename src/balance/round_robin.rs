@@ -1,0 +1,115 @@
+//! Smooth weighted round robin, as nginx does it.
+//!
+//! nginx keeps a `current_weight` per server and, on every pick, adds each
+//! server's weight to its current weight, picks the largest, and subtracts the
+//! total from the winner. That sequence is periodic with period
+//! `sum(weights) / gcd(weights)`, and it interleaves heavy servers with light
+//! ones (5,1,1 gives a a b a c a a, not a a a a a b c).
+//!
+//! Rather than mutating per-server weights under a lock on every request, we
+//! compute one period of that sequence when the snapshot is built and walk it
+//! with a single atomic cursor. The cursor belongs to the upstream (it is
+//! carried over by name when a reload rebuilds the snapshot), so a reload that
+//! keeps the same servers and weights continues the rotation where it was.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use super::Policy;
+
+/// The rotation position of one upstream; outlives snapshots.
+pub type RoundRobinCursor = Arc<AtomicUsize>;
+
+/// Smooth weighted round robin over a precomputed period.
+#[derive(Debug)]
+pub struct RoundRobin {
+    /// One period of nginx's smooth weighted sequence, as server indices.
+    sequence: Box<[u32]>,
+    cursor: RoundRobinCursor,
+}
+
+impl RoundRobin {
+    /// A policy over servers with these weights (each at least 1), continuing
+    /// from `cursor`.
+    pub fn new(weights: &[u32], cursor: RoundRobinCursor) -> Self {
+        RoundRobin {
+            sequence: smooth_sequence(weights).into_boxed_slice(),
+            cursor,
+        }
+    }
+}
+
+impl Policy for RoundRobin {
+    fn pick(&self) -> usize {
+        let n = self.cursor.fetch_add(1, Ordering::Relaxed);
+        self.sequence[n % self.sequence.len()] as usize
+    }
+}
+
+/// One period of nginx's smooth weighted round robin.
+fn smooth_sequence(weights: &[u32]) -> Vec<u32> {
+    assert!(!weights.is_empty(), "an upstream has at least one server");
+    let divisor = weights.iter().copied().fold(0, gcd).max(1);
+    let weights: Vec<i64> = weights.iter().map(|&w| i64::from(w.max(1) / divisor)).collect();
+    let total: i64 = weights.iter().sum();
+    let mut current = vec![0i64; weights.len()];
+    (0..total)
+        .map(|_| {
+            let mut best = 0;
+            for (i, w) in weights.iter().enumerate() {
+                current[i] += w;
+                // Strictly greater: on a tie the earlier server wins, as in nginx.
+                if current[i] > current[best] {
+                    best = i;
+                }
+            }
+            current[best] -= total;
+            best as u32
+        })
+        .collect()
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn picks(weights: &[u32], n: usize) -> String {
+        let rr = RoundRobin::new(weights, Default::default());
+        (0..n).map(|_| (b'a' + rr.pick() as u8) as char).collect()
+    }
+
+    #[test]
+    fn smooth_as_nginx() {
+        assert_eq!(picks(&[5, 1, 1], 7), "aabacaa");
+        assert_eq!(picks(&[5, 1, 1], 14), "aabacaaaabacaa");
+    }
+
+    #[test]
+    fn equal_weights_alternate() {
+        assert_eq!(picks(&[1, 1, 1], 6), "abcabc");
+        assert_eq!(picks(&[3, 3], 4), "abab");
+    }
+
+    #[test]
+    fn weights_reduced_by_gcd() {
+        assert_eq!(smooth_sequence(&[10, 20]).len(), 3);
+        assert_eq!(picks(&[1, 2], 3), "bab");
+    }
+
+    #[test]
+    fn cursor_is_shared() {
+        let cursor = RoundRobinCursor::default();
+        let first = RoundRobin::new(&[1, 1], cursor.clone());
+        assert_eq!(first.pick(), 0);
+        let rebuilt = RoundRobin::new(&[1, 1], cursor);
+        assert_eq!(rebuilt.pick(), 1);
+    }
+}

@@ -1,0 +1,244 @@
+//! Located configuration errors.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use super::Source;
+
+/// A position in a configuration file: `FILE:LINE:COL`, 1-based, the column
+/// counted in characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Location {
+    /// The file, as given (main file) or as produced by an include glob.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: u32,
+    /// 1-based column, in characters.
+    pub column: u32,
+}
+
+impl Location {
+    /// The location of byte `offset` in `text` (the contents of `file`).
+    ///
+    /// An offset past the end or inside a character is moved back to the
+    /// nearest character boundary.
+    pub(crate) fn at(file: &Path, text: &str, offset: usize) -> Location {
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = &text[..offset];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let line = before.matches('\n').count() + 1;
+        let column = before[line_start..].chars().count() + 1;
+        Location {
+            file: file.to_path_buf(),
+            line: u32::try_from(line).unwrap_or(u32::MAX),
+            column: u32::try_from(column).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+/// One configuration problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// A problem at a position in a file: displays as `FILE:LINE:COL: message`.
+    #[error("{location}: {message}")]
+    At {
+        /// Where the problem is.
+        location: Location,
+        /// What is wrong and what to do, lowercase.
+        message: String,
+    },
+    /// A problem with a whole file (e.g. it cannot be read): displays as
+    /// `PATH: message`.
+    #[error("{}: {message}", path.display())]
+    File {
+        /// The file concerned.
+        path: PathBuf,
+        /// What is wrong and what to do, lowercase.
+        message: String,
+    },
+}
+
+impl Error {
+    /// An error at byte `span.start` of `text`, the contents of `file`.
+    pub(crate) fn at(file: &Path, text: &str, span: Range<usize>, message: String) -> Error {
+        Error::At {
+            location: Location::at(file, text, span.start),
+            message,
+        }
+    }
+
+    /// An error about the whole file `path`.
+    pub(crate) fn file(path: &Path, message: String) -> Error {
+        Error::File {
+            path: path.to_path_buf(),
+            message,
+        }
+    }
+
+    /// The file the problem is in.
+    pub fn path(&self) -> &Path {
+        match self {
+            Error::At { location, .. } => &location.file,
+            Error::File { path, .. } => path,
+        }
+    }
+
+    /// The position of the problem, if it has one.
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            Error::At { location, .. } => Some(location),
+            Error::File { .. } => None,
+        }
+    }
+
+    /// The message, without the location.
+    pub fn message(&self) -> &str {
+        match self {
+            Error::At { message, .. } | Error::File { message, .. } => message,
+        }
+    }
+
+    /// `(line, column)` for sorting; whole-file errors come first.
+    fn position(&self) -> (u32, u32) {
+        self.location().map_or((0, 0), |l| (l.line, l.column))
+    }
+}
+
+/// Every problem found while loading a configuration, one per line when
+/// displayed, sorted by file (in the order the files were read) then position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Errors {
+    errors: Vec<Error>,
+    /// The files that were read in this attempt (main file first), so that a
+    /// caller can tell whether a failed configuration changed since.
+    pub sources: Vec<Source>,
+}
+
+impl Errors {
+    /// Collects `errors`, sorting them by the position of their file in
+    /// `file_order` (files not in it last), then by line and column.
+    pub(crate) fn new(mut errors: Vec<Error>, sources: Vec<Source>, file_order: &[PathBuf]) -> Errors {
+        let rank = |e: &Error| {
+            let file = file_order
+                .iter()
+                .position(|p| p == e.path())
+                .unwrap_or(usize::MAX);
+            (file, e.position())
+        };
+        errors.sort_by_key(rank);
+        errors.dedup();
+        Errors { errors, sources }
+    }
+
+    /// The errors, in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Error> {
+        self.errors.iter()
+    }
+
+    /// How many errors there are.
+    pub fn len(&self) -> usize {
+        self.errors.len()
+    }
+
+    /// Whether there is no error (never the case for a failed load).
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+impl fmt::Display for Errors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Errors {}
+
+impl<'a> IntoIterator for &'a Errors {
+    type Item = &'a Error;
+    type IntoIter = std::slice::Iter<'a, Error>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.errors.iter()
+    }
+}
+
+impl IntoIterator for Errors {
+    type Item = Error;
+    type IntoIter = std::vec::IntoIter<Error>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.errors.into_iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_counts_lines_and_characters() {
+        let text = "ab\nçé = 1\n";
+        let at = |o| Location::at(Path::new("f.toml"), text, o).to_string();
+        assert_eq!(at(0), "f.toml:1:1");
+        assert_eq!(at(2), "f.toml:1:3");
+        assert_eq!(at(3), "f.toml:2:1");
+        // "çé" is 4 bytes, 2 characters.
+        assert_eq!(at(7), "f.toml:2:3");
+        // Inside a character: moved back to its start.
+        assert_eq!(at(4), "f.toml:2:1");
+        // Past the end: the end.
+        assert_eq!(at(100), "f.toml:3:1");
+    }
+
+    #[test]
+    fn error_display_forms() {
+        let e = Error::at(Path::new("conf.d/a.toml"), "x\ny", 2..3, "bad".into());
+        assert_eq!(e.to_string(), "conf.d/a.toml:2:1: bad");
+        assert_eq!(e.message(), "bad");
+        assert_eq!(e.path(), Path::new("conf.d/a.toml"));
+        let e = Error::file(Path::new("ginx.toml"), "cannot read file".into());
+        assert_eq!(e.to_string(), "ginx.toml: cannot read file");
+        assert!(e.location().is_none());
+    }
+
+    #[test]
+    fn errors_sorted_by_file_order_then_position() {
+        let b = Path::new("b.toml");
+        let a = Path::new("a.toml");
+        let text = "1\n2\n3\n";
+        let errs = Errors::new(
+            vec![
+                Error::at(a, text, 4..5, "a3".into()),
+                Error::at(b, text, 2..3, "b2".into()),
+                Error::at(a, text, 0..1, "a1".into()),
+                Error::file(b, "b".into()),
+            ],
+            Vec::new(),
+            &[b.to_path_buf(), a.to_path_buf()],
+        );
+        assert_eq!(
+            errs.to_string(),
+            "b.toml: b\nb.toml:2:1: b2\na.toml:1:1: a1\na.toml:3:1: a3"
+        );
+        assert_eq!(errs.len(), 4);
+        assert!(!errs.is_empty());
+        assert_eq!(errs.iter().count(), 4);
+    }
+}

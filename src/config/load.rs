@@ -1,0 +1,531 @@
+//! Reading files and following includes: path -> [(path, text)] -> Config.
+//!
+//! Files are read depth first: a file, then each file its `include` entries
+//! name (glob results sorted), each file at most once. Every file is parsed on
+//! its own so that one broken file does not hide the problems of the others.
+
+use std::collections::HashSet;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use super::error::{Error, Errors};
+use super::raw;
+use super::validate::{self, Parsed};
+use super::{Config, Source};
+
+/// Characters that make an include entry a glob pattern.
+const GLOB_META: [char; 3] = ['*', '?', '['];
+
+/// The file system as the loader sees it; a trait so tests can use memory.
+pub(crate) trait Fs {
+    /// The whole text of a file.
+    fn read(&self, path: &Path) -> io::Result<String>;
+    /// Whether something exists at `path`.
+    fn exists(&self, path: &Path) -> bool;
+    /// The files (not directories) matching a glob `pattern`, sorted.
+    fn glob(&self, pattern: &str) -> Result<Vec<PathBuf>, String>;
+    /// What identifies a file, so that each is loaded once.
+    fn identity(&self, path: &Path) -> PathBuf;
+}
+
+/// The real file system.
+struct RealFs;
+
+impl Fs for RealFs {
+    fn read(&self, path: &Path) -> io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+
+    fn glob(&self, pattern: &str) -> Result<Vec<PathBuf>, String> {
+        let paths = glob::glob_with(pattern, match_options()).map_err(|e| e.msg.to_owned())?;
+        let mut files = Vec::new();
+        for entry in paths {
+            let path = entry.map_err(|e| format!("cannot read {}: {}", e.path().display(), e.error()))?;
+            if !path.is_dir() {
+                files.push(path);
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    fn identity(&self, path: &Path) -> PathBuf {
+        std::fs::canonicalize(path).unwrap_or_else(|_| normalize(path))
+    }
+}
+
+/// How include globs match: `*` stays within one directory and does not
+/// match a leading `.` (editor backups, lock files), as in a shell.
+fn match_options() -> glob::MatchOptions {
+    glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: true,
+    }
+}
+
+/// `path` with `.` removed and `..` applied where possible, without touching
+/// the file system.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The directory a path is in, `.` for a bare file name.
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        Some(_) => PathBuf::from("."),
+        None => path.to_path_buf(),
+    }
+}
+
+/// A toml error (syntax, type, unknown key) as a located error, its message
+/// on one line.
+pub(crate) fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> Error {
+    let message = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ");
+    match e.span() {
+        Some(span) => Error::at(path, text, span, message),
+        None => Error::file(path, message),
+    }
+}
+
+/// Load the configuration rooted at `path` from the real file system.
+pub(crate) fn load(path: &Path) -> Result<Config, Errors> {
+    load_with(&RealFs, path)
+}
+
+/// Load the configuration rooted at `path` from `fs`.
+pub(crate) fn load_with(fs: &dyn Fs, path: &Path) -> Result<Config, Errors> {
+    let mut loader = Loader {
+        fs,
+        seen: HashSet::new(),
+        order: Vec::new(),
+        parsed: Vec::new(),
+        errors: Vec::new(),
+        watch_dirs: Vec::new(),
+        complete: true,
+    };
+    loader.visit(path.to_path_buf());
+    let parts = validate::validate(&loader.parsed, path, loader.complete, &mut loader.errors);
+    let sources: Vec<Source> = loader
+        .parsed
+        .into_iter()
+        .map(|p| Source {
+            path: p.path,
+            text: p.text,
+        })
+        .collect();
+    if !loader.errors.is_empty() {
+        return Err(Errors::new(loader.errors, sources, &loader.order));
+    }
+    Ok(Config {
+        global: parts.global,
+        listeners: parts.listeners,
+        upstreams: parts.upstreams,
+        sources,
+        watch_dirs: loader.watch_dirs,
+    })
+}
+
+struct Loader<'f> {
+    fs: &'f dyn Fs,
+    /// Identities of the files already visited.
+    seen: HashSet<PathBuf>,
+    /// Every file visited, read or not, in order: the order of errors.
+    order: Vec<PathBuf>,
+    /// Every file read, in order.
+    parsed: Vec<Parsed>,
+    errors: Vec<Error>,
+    watch_dirs: Vec<PathBuf>,
+    /// False once a file could not be read or parsed.
+    complete: bool,
+}
+
+impl Loader<'_> {
+    fn watch(&mut self, dir: PathBuf) {
+        let mut dir: PathBuf = dir.components().filter(|c| *c != Component::CurDir).collect();
+        if dir.as_os_str().is_empty() {
+            dir = PathBuf::from(".");
+        }
+        if !self.watch_dirs.contains(&dir) {
+            self.watch_dirs.push(dir);
+        }
+    }
+
+    /// Read and parse `path`, then the files it includes.
+    fn visit(&mut self, path: PathBuf) {
+        if !self.seen.insert(self.fs.identity(&path)) {
+            return;
+        }
+        self.order.push(path.clone());
+        self.watch(parent_dir(&path));
+        let text = match self.fs.read(&path) {
+            Ok(text) => text,
+            Err(e) => {
+                self.errors
+                    .push(Error::file(&path, format!("cannot read file: {e}")));
+                self.complete = false;
+                return;
+            }
+        };
+        let (file, includes) = match raw::parse(&text) {
+            Ok(mut file) => {
+                let includes = std::mem::take(&mut file.include);
+                (Some(file), includes)
+            }
+            Err(e) => {
+                self.errors.push(toml_error(&path, &text, &e));
+                self.complete = false;
+                (None, raw::includes(&text))
+            }
+        };
+        let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
+        let mut children = Vec::new();
+        for entry in &includes {
+            match self.expand(&dir, entry.get_ref()) {
+                Ok(paths) => children.extend(paths),
+                Err(message) => {
+                    self.errors.push(Error::at(&path, &text, entry.span(), message));
+                    self.complete = false;
+                }
+            }
+        }
+        self.parsed.push(Parsed { path, text, file });
+        for child in children {
+            self.visit(child);
+        }
+    }
+
+    /// The files an include entry of a file in `dir` names, noting the
+    /// directories to watch for it.
+    fn expand(&mut self, dir: &Path, entry: &str) -> Result<Vec<PathBuf>, String> {
+        if entry.is_empty() {
+            return Err(
+                "empty include entry: remove it or give a path or glob like \"conf.d/*.toml\"".to_owned(),
+            );
+        }
+        let joined = dir.join(entry);
+        if !entry.contains(GLOB_META) {
+            if self.fs.exists(&joined) {
+                // Its directory is watched once it is read.
+                return Ok(vec![joined]);
+            }
+            self.watch(parent_dir(&joined));
+            return Err(format!(
+                "included file {} does not exist: create it or remove it from `include` (a glob like \"conf.d/*.toml\" may match nothing)",
+                joined.display()
+            ));
+        }
+        if let Err(e) = glob::Pattern::new(entry) {
+            return Err(format!(
+                "invalid include pattern `{entry}`: {} at character {}",
+                e.msg,
+                e.pos + 1
+            ));
+        }
+        let literal: PathBuf = Path::new(entry)
+            .components()
+            .take_while(|c| !c.as_os_str().to_string_lossy().contains(GLOB_META))
+            .collect();
+        self.watch(dir.join(literal));
+        // The including file's directory is literal text, not a pattern.
+        let pattern = if Path::new(entry).is_absolute() || dir.as_os_str().is_empty() {
+            entry.to_owned()
+        } else {
+            let dir = glob::Pattern::escape(&dir.to_string_lossy());
+            format!("{dir}{}{entry}", std::path::MAIN_SEPARATOR)
+        };
+        self.fs.glob(&pattern)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    /// Files in memory; directories are implied by the file paths.
+    struct MemFs(BTreeMap<PathBuf, String>);
+
+    impl MemFs {
+        fn new(files: &[(&str, &str)]) -> MemFs {
+            MemFs(
+                files
+                    .iter()
+                    .map(|(p, t)| (PathBuf::from(p), (*t).to_owned()))
+                    .collect(),
+            )
+        }
+    }
+
+    impl Fs for MemFs {
+        fn read(&self, path: &Path) -> io::Result<String> {
+            self.0
+                .get(&normalize(path))
+                .cloned()
+                .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+        }
+
+        fn exists(&self, path: &Path) -> bool {
+            let path = normalize(path);
+            self.0.keys().any(|p| p.starts_with(&path))
+        }
+
+        fn glob(&self, pattern: &str) -> Result<Vec<PathBuf>, String> {
+            let pattern = glob::Pattern::new(pattern).map_err(|e| e.msg.to_owned())?;
+            Ok(self
+                .0
+                .keys()
+                .filter(|p| pattern.matches_path_with(p, match_options()))
+                .cloned()
+                .collect())
+        }
+
+        fn identity(&self, path: &Path) -> PathBuf {
+            normalize(path)
+        }
+    }
+
+    fn load_mem(files: &[(&str, &str)]) -> Result<Config, Errors> {
+        load_with(&MemFs::new(files), Path::new(files[0].0))
+    }
+
+    fn errors(files: &[(&str, &str)]) -> Vec<String> {
+        load_mem(files)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn paths(sources: &[Source]) -> Vec<&str> {
+        sources.iter().map(|s| s.path.to_str().unwrap()).collect()
+    }
+
+    const WEB: &str = "[listener.web]\nbind = \"127.0.0.1:8080\"\nupstream = \"app\"\n";
+    const UP: &str = "[upstream.app]\nservers = [\"127.0.0.1:9001\"]\n";
+
+    #[test]
+    fn includes_nested_sorted_and_once() {
+        let cfg = load_mem(&[
+            ("ginx.toml", "include = [\"conf.d/*.toml\", \"conf.d/b.toml\"]\n"),
+            ("conf.d/b.toml", "include = [\"../ginx.toml\", \"sub/*.toml\"]\n"),
+            ("conf.d/a.toml", WEB),
+            ("conf.d/sub/up.toml", UP),
+            ("conf.d/.hidden.toml", "garbage ["),
+            ("conf.d/other.txt", "garbage ["),
+        ])
+        .unwrap();
+        assert_eq!(
+            paths(&cfg.sources),
+            [
+                "ginx.toml",
+                "conf.d/a.toml",
+                "conf.d/b.toml",
+                "conf.d/sub/up.toml"
+            ]
+        );
+        assert_eq!(cfg.sources[1].text, WEB);
+        assert_eq!(
+            cfg.watch_dirs,
+            [PathBuf::from("."), "conf.d".into(), "conf.d/sub".into()]
+        );
+        assert_eq!(cfg.listeners.len(), 1);
+        assert_eq!(cfg.upstreams["app"].servers.len(), 1);
+        assert_eq!(cfg.global.shutdown_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn include_cycle_is_followed_once() {
+        let cfg = load_mem(&[
+            ("ginx.toml", "include = [\"a.toml\"]\n"),
+            ("a.toml", &format!("include = [\"b.toml\"]\n{WEB}")),
+            (
+                "b.toml",
+                &format!("include = [\"a.toml\", \"./ginx.toml\"]\n{UP}"),
+            ),
+        ])
+        .unwrap();
+        assert_eq!(paths(&cfg.sources), ["ginx.toml", "a.toml", "b.toml"]);
+    }
+
+    #[test]
+    fn watch_dirs_include_unmatched_globs() {
+        let cfg = load_mem(&[(
+            "etc/ginx.toml",
+            &format!("include = [\"conf.d/*.toml\", \"more/*/x?.toml\", \"*.extra\"]\n{WEB}{UP}"),
+        )])
+        .unwrap();
+        assert_eq!(paths(&cfg.sources), ["etc/ginx.toml"]);
+        assert_eq!(
+            cfg.watch_dirs,
+            [PathBuf::from("etc"), "etc/conf.d".into(), "etc/more".into()]
+        );
+    }
+
+    #[test]
+    fn missing_main_file() {
+        let errs = load_with(&MemFs::new(&[]), Path::new("ginx.toml")).unwrap_err();
+        assert_eq!(
+            errs.to_string(),
+            format!(
+                "ginx.toml: cannot read file: {}",
+                io::Error::from(io::ErrorKind::NotFound)
+            )
+        );
+        assert!(errs.sources.is_empty());
+    }
+
+    #[test]
+    fn missing_include_and_bad_glob() {
+        let main = format!("include = [\n  \"conf.d/x.toml\",\n  \"conf.d/[a.toml\",\n  \"\",\n]\n{WEB}");
+        assert_eq!(
+            errors(&[("ginx.toml", &main)]),
+            [
+                "ginx.toml:2:3: included file conf.d/x.toml does not exist: create it or remove it from `include` (a glob like \"conf.d/*.toml\" may match nothing)",
+                "ginx.toml:3:3: invalid include pattern `conf.d/[a.toml`: invalid range pattern at character 8",
+                "ginx.toml:4:3: empty include entry: remove it or give a path or glob like \"conf.d/*.toml\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_include_skips_reference_checks() {
+        // `app` might be defined in the missing file: only one error.
+        let main = format!("include = [\"up.toml\"]\n{WEB}");
+        assert_eq!(errors(&[("ginx.toml", &main)]).len(), 1);
+    }
+
+    #[test]
+    fn errors_in_several_files_reported_together() {
+        let errs = load_mem(&[
+            ("ginx.toml", &format!("include = [\"conf.d/*.toml\"]\n{WEB}")),
+            (
+                "conf.d/b.toml",
+                "[upstream.app]\nservers = [\"127.0.0.1:1\"]\nconnect_timeout = \"5 parsecs\"\n",
+            ),
+            ("conf.d/a.toml", "[upstream.other\n"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            errs.to_string(),
+            "conf.d/a.toml:1:16: invalid table header: expected `.`, `]`\n\
+             conf.d/b.toml:3:19: invalid duration `5 parsecs` for `connect_timeout`: use a number with a unit, like \"250ms\", \"5s\" or \"2m\""
+        );
+        assert_eq!(errs.len(), 2);
+        assert_eq!(
+            paths(&errs.sources),
+            ["ginx.toml", "conf.d/a.toml", "conf.d/b.toml"]
+        );
+    }
+
+    #[test]
+    fn includes_of_a_file_with_a_type_error_are_followed() {
+        let errs = load_mem(&[
+            ("ginx.toml", &format!("include = [\"a.toml\"]\n{WEB}{UP}")),
+            (
+                "a.toml",
+                "include = [\"b.toml\"]\n[global]\naccess_log = \"yes\"\n",
+            ),
+            ("b.toml", "[global]\nlog_level = \"loud\"\n"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            errs.to_string(),
+            "a.toml:3:14: invalid type: string \"yes\", expected a boolean\n\
+             b.toml:2:13: invalid log_level `loud`: use one of trace, debug, info, warn, error"
+        );
+    }
+
+    #[test]
+    fn duplicate_listener_across_files_exact_position() {
+        let errs = load_mem(&[
+            (
+                "ginx.toml",
+                &format!("include = [\"conf.d/*.toml\"]\n\n{WEB}{UP}"),
+            ),
+            (
+                "conf.d/a.toml",
+                "# second\n\n[listener.web]\nbind = \"127.0.0.1:8081\"\nupstream = \"app\"\n",
+            ),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            errs.to_string(),
+            "conf.d/a.toml:3:1: listener `web` is already defined at ginx.toml:3:1: rename one of them or remove it"
+        );
+    }
+
+    #[test]
+    fn real_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        std::fs::create_dir(dir.join("conf.d")).unwrap();
+        std::fs::create_dir(dir.join("conf.d/sub.toml")).unwrap(); // a directory: skipped
+        std::fs::write(
+            dir.join("ginx.toml"),
+            "include = [\"conf.d/*.toml\", \"later/*.toml\"]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("conf.d/a.toml"),
+            format!("include = [\"../ginx.toml\"]\n{WEB}"),
+        )
+        .unwrap();
+        std::fs::write(dir.join("conf.d/b.toml"), UP).unwrap();
+        let main = dir.join("ginx.toml");
+        let cfg = super::super::load(&main).unwrap();
+        let sources: Vec<PathBuf> = cfg.sources.iter().map(|s| s.path.clone()).collect();
+        assert_eq!(
+            sources,
+            [main.clone(), dir.join("conf.d/a.toml"), dir.join("conf.d/b.toml")]
+        );
+        assert_eq!(
+            cfg.watch_dirs,
+            [dir.to_path_buf(), dir.join("conf.d"), dir.join("later")]
+        );
+
+        std::fs::write(dir.join("conf.d/b.toml"), "[upstream.app]\nservers = []\n").unwrap();
+        let errs = super::super::load(&main).unwrap_err();
+        assert_eq!(
+            errs.to_string(),
+            format!(
+                "{}:2:11: upstream `app` has no servers: add servers = [\"HOST:PORT\"]",
+                dir.join("conf.d/b.toml").display()
+            )
+        );
+        assert_eq!(errs.sources.len(), 3);
+        assert_eq!(errs.sources[2].text, "[upstream.app]\nservers = []\n");
+
+        let missing = dir.join("nope.toml");
+        let errs = super::super::load(&missing).unwrap_err();
+        assert_eq!(
+            errs.to_string(),
+            format!(
+                "{}: cannot read file: No such file or directory (os error 2)",
+                missing.display()
+            )
+        );
+    }
+}

@@ -1,0 +1,41 @@
+//! ginx: a config-file-driven HTTP reverse proxy and load balancer.
+//!
+//! ```text
+//! ginx.toml + conf.d/*.toml
+//!    │ config::load            read every file, parse each on its own, validate all together
+//!    ▼
+//! config::Config               plain data; every error located as FILE:LINE:COL
+//!    │ RoutingTable::build     infallible; carries per-server state over by identity
+//!    ▼
+//! Arc<RoutingTable> ──ArcSwap::store──▶ Live      one atomic switch per reload
+//!    │ per request: live.load() → Router::route → UpstreamPool::candidates → forward
+//!    ▼
+//! proxy::handle                one request: route, pick, forward, map errors to a status
+//! ```
+//!
+//! # Layout
+//!
+//! - [`config`]: files → validated [`config::Config`] (the only fallible step).
+//! - [`table`]: the immutable routing snapshot built from a `Config`.
+//! - [`balance`]: selection policies (which server first).
+//! - [`upstream`]: upstream pools and per-server state that outlives a snapshot:
+//!   failure hold-out, idle connection pools, connecting.
+//! - [`proxy`]: one request from route to response.
+//! - [`server`]: worker threads, bound sockets, accept loops, connection draining.
+//! - [`reload`]: file watcher, SIGHUP and poll → load → bind → swap.
+//! - [`run`]: wires them together for `main`.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+#![warn(missing_docs, clippy::all)]
+
+pub mod balance;
+pub mod config;
+pub mod proxy;
+pub mod reload;
+pub mod server;
+pub mod table;
+pub mod upstream;
+
+mod app;
+
+pub use app::{run, LogControl, RunOptions};

@@ -1,0 +1,140 @@
+//! The `ginx` command: parse arguments, set up logging and the runtime, run.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::{fmt, prelude::*, reload, EnvFilter};
+
+/// A config-file-driven HTTP reverse proxy and load balancer.
+#[derive(Debug, Parser)]
+#[command(name = "ginx", version, about)]
+struct Cli {
+    /// The main configuration file.
+    #[arg(
+        short,
+        long,
+        value_name = "PATH",
+        default_value = "ginx.toml",
+        env = "GINX_CONFIG"
+    )]
+    config: PathBuf,
+    /// Load and validate the configuration (all includes), then exit.
+    #[arg(short = 't', long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.check {
+        return check(&cli.config);
+    }
+    let log = init_logging();
+    match run(cli, log) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            match error.downcast_ref::<ginx::config::Errors>() {
+                Some(errors) => {
+                    for error in errors.iter() {
+                        eprintln!("{error}");
+                    }
+                    eprintln!(
+                        "ginx: not started: the configuration has {} error(s)",
+                        errors.len()
+                    );
+                }
+                None => eprintln!("ginx: {error:#}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match ginx::config::load(path) {
+        Ok(config) => {
+            println!(
+                "ginx: configuration {} is ok ({} listeners, {} upstreams, {} servers)",
+                path.display(),
+                config.listeners.len(),
+                config.upstreams.len(),
+                config.server_count()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for error in errors.iter() {
+                eprintln!("{error}");
+            }
+            eprintln!(
+                "ginx: configuration {} test failed ({} error(s))",
+                path.display(),
+                errors.len()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli, log: ginx::LogControl) -> anyhow::Result<()> {
+    let workers = match std::env::var("GINX_WORKERS") {
+        Ok(n) => n
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .with_context(|| format!("GINX_WORKERS={n}: expected a positive number of worker threads"))?,
+        Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    // The control plane (signals, reloads) runs here; requests run on the
+    // workers' own runtimes.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("creating the control runtime")?;
+    let options = ginx::RunOptions {
+        config: cli.config,
+        workers,
+    };
+    runtime.block_on(ginx::run(options, log, shutdown_signal()))
+}
+
+/// Resolves on SIGINT or SIGTERM. (SIGHUP belongs to reload.)
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// Logs go to stderr. `RUST_LOG` fixes the filter; otherwise the
+/// configuration's `log_level` applies, and reloads may change it.
+fn init_logging() -> ginx::LogControl {
+    if let Ok(filter) = EnvFilter::try_from_default_env() {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(format_layer())
+            .init();
+        return ginx::LogControl::fixed();
+    }
+    let (filter, handle) = reload::Layer::new(EnvFilter::new("info"));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(format_layer())
+        .init();
+    ginx::LogControl::new(move |level| {
+        let _ = handle.modify(|filter| *filter = EnvFilter::new(level));
+    })
+}
+
+fn format_layer<S>() -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+}

@@ -1,0 +1,355 @@
+//! Proxying over real sockets: balancing, routing, headers, failures, streaming.
+
+mod support;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, StatusCode};
+use support::*;
+
+fn upstream(name: &str, servers: &[String]) -> String {
+    let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+    format!("[upstream.{name}]\nservers = [{}]\n", list.join(", "))
+}
+
+#[tokio::test]
+async fn round_robin_alternates() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let config = format!(
+        "[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n{}",
+        upstream("app", &[a.addr.to_string(), b.addr.to_string()])
+    );
+    let ginx = Ginx::start(&config, &[], &["web"]).await;
+    assert_eq!(
+        bodies(ginx.addr("web"), "/", 6).await,
+        ["a", "b", "a", "b", "a", "b"]
+    );
+}
+
+#[tokio::test]
+async fn smooth_weighted_round_robin() {
+    let (a, b, c) = (
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    );
+    let config = format!(
+        r#"
+[listener.web]
+bind = "127.0.0.1:0"
+upstream = "app"
+
+[upstream.app]
+balance = "weighted_round_robin"
+servers = [{{ addr = "{}", weight = 5 }}, "http://{}", {{ addr = "{}", weight = 1 }}]
+"#,
+        a.addr, b.addr, c.addr
+    );
+    let ginx = Ginx::start(&config, &[], &["web"]).await;
+    let got = bodies(ginx.addr("web"), "/", 14).await.concat();
+    assert_eq!(got, "aabacaaaabacaa");
+}
+
+#[tokio::test]
+async fn routes_by_host_and_longest_prefix() {
+    let names = ["default", "api", "apiv2", "exact", "wild", "deep"];
+    let mut backends = Vec::new();
+    for n in names {
+        backends.push(Backend::start(n).await);
+    }
+    let mut config = String::from(
+        r#"
+[listener.web]
+bind = "127.0.0.1:0"
+upstream = "default"
+
+[[listener.web.route]]
+path = "/api/"
+upstream = "api"
+
+[[listener.web.route]]
+path = "/api/v2/"
+upstream = "apiv2"
+
+[[listener.web.route]]
+host = "*.example.com"
+upstream = "wild"
+
+[[listener.web.route]]
+host = "*.deep.example.com"
+upstream = "deep"
+
+[[listener.web.route]]
+host = "www.example.com"
+upstream = "exact"
+
+[[listener.web.route]]
+path = "/health"
+respond = { status = 200, body = "ok\n" }
+"#,
+    );
+    for b in &backends {
+        config.push_str(&upstream(&b.name, &[b.addr.to_string()]));
+    }
+    let ginx = Ginx::start(&config, &[], &["web"]).await;
+    let addr = ginx.addr("web");
+    let route =
+        |host: &'static str, path: &'static str| async move { get_host(addr, host, path).await.text() };
+    assert_eq!(route("localhost", "/").await, "default");
+    assert_eq!(route("localhost", "/api/x").await, "api");
+    assert_eq!(route("localhost", "/api/v2/x").await, "apiv2");
+    assert_eq!(
+        route("localhost", "/api").await,
+        "default",
+        "prefix /api/ does not match /api"
+    );
+    // An exact host beats a wildcard, whatever the order; ports and case do not matter.
+    assert_eq!(route("WWW.Example.com:8080", "/").await, "exact");
+    assert_eq!(route("a.example.com", "/api/x").await, "wild");
+    assert_eq!(
+        route("x.deep.example.com", "/").await,
+        "deep",
+        "longest wildcard wins"
+    );
+    assert_eq!(
+        route("example.com", "/").await,
+        "default",
+        "*.example.com does not match example.com"
+    );
+    let health = get(addr, "/health").await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.text(), "ok\n");
+}
+
+#[tokio::test]
+async fn strip_prefix_keeps_query_and_encoding() {
+    let api = Backend::start("api").await;
+    let config = format!(
+        r#"
+[listener.web]
+bind = "127.0.0.1:0"
+
+[[listener.web.route]]
+path = "/api/"
+upstream = "api"
+strip_prefix = true
+
+{}"#,
+        upstream("api", &[api.addr.to_string()])
+    );
+    let ginx = Ginx::start(&config, &[], &["web"]).await;
+    let addr = ginx.addr("web");
+    get(addr, "/api/users?q=1").await;
+    assert_eq!(api.last_seen().uri, "/users?q=1");
+    get(addr, "/api/").await;
+    assert_eq!(api.last_seen().uri, "/");
+    get(addr, "/api/a%2Fb/c%20d?x=%41").await;
+    assert_eq!(api.last_seen().uri, "/a%2Fb/c%20d?x=%41");
+    // No route and no default upstream: 404.
+    let missing = get(addr, "/other").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn forwarded_and_hop_by_hop_headers() {
+    let app = Backend::start("app").await;
+    let config = format!(
+        "[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n{}",
+        upstream("app", &[app.addr.to_string()])
+    );
+    let ginx = Ginx::start(&config, &[], &["web"]).await;
+    let req = Request::get("/__hop")
+        .header("host", "site.test:8080")
+        .header("x-forwarded-for", "10.1.1.1")
+        .header("connection", "keep-alive, x-drop-me")
+        .header("x-drop-me", "1")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-connection", "keep-alive")
+        .header("te", "trailers")
+        .header("upgrade", "websocket")
+        .header("x-kept", "yes")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let reply = send(ginx.addr("web"), req).await.unwrap();
+    let seen = app.last_seen();
+    assert_eq!(
+        seen.header("host").as_deref(),
+        Some("site.test:8080"),
+        "client Host kept"
+    );
+    assert_eq!(
+        seen.header("x-forwarded-for").as_deref(),
+        Some("10.1.1.1, 127.0.0.1")
+    );
+    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(seen.header("x-forwarded-host").as_deref(), Some("site.test:8080"));
+    assert_eq!(seen.header("x-kept").as_deref(), Some("yes"));
+    for hop in [
+        "x-drop-me",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "upgrade",
+        "transfer-encoding",
+    ] {
+        assert_eq!(seen.header(hop), None, "{hop} must not be forwarded");
+    }
+    // `Connection` itself is what hyper sets for the upstream hop, not the client's.
+    assert!(!seen
+        .header_all("connection")
+        .iter()
+        .any(|v| v.contains("x-drop-me")));
+    // And in the other direction.
+    assert_eq!(reply.headers.get("x-end-to-end").unwrap(), "kept");
+    assert!(reply.headers.get("x-private").is_none());
+    assert!(reply.headers.get("keep-alive").is_none());
+}
+
+#[tokio::test]
+async fn fails_over_past_a_dead_server_then_502_when_all_down() {
+    let live = Backend::start("live").await;
+    // A port with nothing listening: bind, note the port, close.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = format!(
+        "[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n{}",
+        upstream("app", &[dead.to_string(), live.addr.to_string()])
+    );
+    let ginx = Ginx::start(&config, &[], &["web"]).await;
+    let addr = ginx.addr("web");
+    // Every request succeeds: the dead server is skipped, then held out.
+    for _ in 0..6 {
+        let reply = get(addr, "/").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.text(), "live");
+    }
+    assert!(
+        ginx.wait_log("server failed; trying the next one", DEADLINE)
+            .await
+    );
+
+    live.stop();
+    // Wait until the stopped backend refuses connections.
+    let gone = live.addr;
+    assert!(eventually(DEADLINE, || std::net::TcpStream::connect(gone).is_err()).await);
+    let reply = get(addr, "/").await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(reply.text(), "502 Bad Gateway\n");
+    // The process is fine and answers the next request.
+    assert_eq!(get(addr, "/").await.status, StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test]
+async fn a_lone_server_is_retried_at_once_after_it_comes_back() {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = probe.local_addr().unwrap();
+    drop(probe);
+    let config = format!(
+        "[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n{}",
+        upstream("app", &[port.to_string()])
+    );
+    let ginx = Ginx::start(&config, &[], &["web"]).await;
+    let addr = ginx.addr("web");
+    assert_eq!(get(addr, "/").await.status, StatusCode::BAD_GATEWAY);
+    let back = Backend::serve("back", tokio::net::TcpListener::bind(port).await.unwrap());
+    assert_eq!(
+        get(addr, "/").await.text(),
+        "back",
+        "a lone server is never held out (nginx)"
+    );
+    assert_eq!(back.hits(), 1);
+}
+
+#[tokio::test]
+async fn streams_large_bodies_both_ways() {
+    const SIZE: usize = 256 * 1024 * 1024;
+    let app = Backend::start("app").await;
+    let config = format!(
+        "[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n{}",
+        upstream("app", &[app.addr.to_string()])
+    );
+    let ginx = Ginx::start(&config, &[], &["web"]).await;
+    let addr = ginx.addr("web");
+
+    // Download: checksum what arrives.
+    let reply = get(addr, &format!("/__download/{SIZE}")).await;
+    assert_eq!(reply.body.len(), SIZE);
+    let mut expected = Vec::with_capacity(SIZE);
+    let chunk = pattern(64 * 1024);
+    while expected.len() < SIZE {
+        let n = (SIZE - expected.len()).min(chunk.len());
+        expected.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(sha256_hex(&reply.body), sha256_hex(&expected));
+    drop(reply);
+
+    // Upload: the backend checksums what it receives, streamed.
+    let frames = upload_stream(SIZE);
+    let req = Request::post("/__upload")
+        .header("host", "localhost")
+        .body(http_body_util::StreamBody::new(frames))
+        .unwrap();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = sender.send_request(req).await.unwrap();
+    use http_body_util::BodyExt;
+    let text = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        String::from_utf8_lossy(&text),
+        format!("{SIZE} {}", sha256_hex(&expected))
+    );
+
+    // Memory did not grow with the body: far below one body's size.
+    let peak_mib = ginx.peak_rss_kib() / 1024;
+    assert!(
+        peak_mib < 64,
+        "ginx peak RSS {peak_mib} MiB for a {} MiB body",
+        SIZE >> 20
+    );
+}
+
+/// A request body stream of `size` pattern bytes, in 64 KiB frames.
+fn upload_stream(
+    size: usize,
+) -> impl futures_core::Stream<Item = Result<hyper::body::Frame<Bytes>, std::io::Error>> + Send + 'static {
+    struct Up(usize, Bytes);
+    impl futures_core::Stream for Up {
+        type Item = Result<hyper::body::Frame<Bytes>, std::io::Error>;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            if self.0 == 0 {
+                return std::task::Poll::Ready(None);
+            }
+            let n = self.0.min(self.1.len());
+            self.0 -= n;
+            std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(self.1.slice(..n)))))
+        }
+    }
+    Up(size, Bytes::from(pattern(64 * 1024)))
+}
+
+#[tokio::test]
+async fn bad_requests_get_400_and_the_process_lives() {
+    let app = Backend::start("app").await;
+    let config = format!(
+        "[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n{}",
+        upstream("app", &[app.addr.to_string()])
+    );
+    let ginx = Ginx::start(&config, &[], &["web"]).await;
+    let addr = ginx.addr("web");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    raw.write_all(b"GARBAGE \x01\x02 HTTP/9.9\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, raw.read_to_end(&mut buf)).await;
+    let head = String::from_utf8_lossy(&buf);
+    assert!(head.starts_with("HTTP/1.1 400"), "got {head:?}");
+    assert_eq!(get(addr, "/").await.text(), "app");
+}

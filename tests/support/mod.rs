@@ -1,0 +1,475 @@
+//! Test harness: real upstream servers on ephemeral ports, a real `ginx`
+//! process, and conditions waited on with deadlines (never fixed sleeps).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+/// The default deadline for anything a test waits on.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Poll `cond` every 20 ms until it holds or `timeout` passes.
+pub async fn eventually<F: FnMut() -> bool>(timeout: Duration, mut cond: F) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A request as a backend saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    /// All values of a header, in order.
+    pub fn header_all(&self, name: &str) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.header_all(name).into_iter().next()
+    }
+}
+
+/// An upstream server on 127.0.0.1:0 that answers with its name.
+///
+/// Special paths: `/__sleep/MS` answers after MS milliseconds;
+/// `/__download/BYTES` streams BYTES of a fixed pattern; `/__upload` reads
+/// the request body and answers `LEN SHA256HEX`; `/__hop` answers with
+/// hop-by-hop headers set.
+#[derive(Clone)]
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub hits: Arc<AtomicUsize>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(name, listener)
+    }
+
+    /// Serve on an existing listener (to restart on a known port).
+    pub fn serve(name: &str, listener: TcpListener) -> Backend {
+        let backend = Backend {
+            name: name.to_owned(),
+            addr: listener.local_addr().unwrap(),
+            seen: Default::default(),
+            hits: Default::default(),
+            stop: Default::default(),
+        };
+        let b = backend.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    accepted = listener.accept() => match accepted { Ok(a) => a, Err(_) => continue },
+                    () = b.stop.cancelled() => return,
+                };
+                let b = b.clone();
+                tokio::spawn(async move {
+                    let stop = b.stop.clone();
+                    let svc = hyper::service::service_fn(move |req| b.clone().answer(req));
+                    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                    tokio::select! {
+                        _ = conn => {}
+                        () = stop.cancelled() => {}
+                    }
+                });
+            }
+        });
+        backend
+    }
+
+    /// Stop accepting and close every open connection: the server is dead.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn last_seen(&self) -> Seen {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("backend saw a request")
+    }
+
+    async fn answer(
+        self,
+        req: Request<Incoming>,
+    ) -> Result<Response<http_body_util::combinators::BoxBody<Bytes, std::io::Error>>, Infallible> {
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        self.seen.lock().unwrap().push(Seen {
+            method: req.method().to_string(),
+            uri: req.uri().to_string(),
+            headers: req
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .collect(),
+        });
+        let path = req.uri().path().to_owned();
+        let full = |s: String| Full::new(Bytes::from(s)).map_err(|never| match never {}).boxed();
+        if let Some(ms) = path.strip_prefix("/__sleep/") {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap())).await;
+            return Ok(Response::new(full(self.name.clone())));
+        }
+        if let Some(n) = path.strip_prefix("/__download/") {
+            let total: usize = n.parse().unwrap();
+            let chunk = Bytes::from(pattern(64 * 1024));
+            let frames = futures_stream(total, chunk);
+            let mut resp = Response::new(StreamBody::new(frames).boxed());
+            resp.headers_mut().insert("content-length", total.into());
+            return Ok(resp);
+        }
+        if path == "/__upload" {
+            let mut body = req.into_body();
+            let mut hasher = Sha256::new();
+            let mut len = 0usize;
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.unwrap().into_data() {
+                    len += data.len();
+                    hasher.update(&data);
+                }
+            }
+            return Ok(Response::new(full(format!("{len} {:x}", hasher.finalize()))));
+        }
+        let mut resp = Response::new(full(self.name.clone()));
+        if path == "/__hop" {
+            let h = resp.headers_mut();
+            h.insert("connection", "x-private".parse().unwrap());
+            h.insert("x-private", "secret".parse().unwrap());
+            h.insert("keep-alive", "timeout=5".parse().unwrap());
+            h.insert("x-end-to-end", "kept".parse().unwrap());
+        }
+        resp.headers_mut().insert("x-backend", self.name.parse().unwrap());
+        Ok(resp)
+    }
+}
+
+/// `n` bytes of a fixed, non-trivial pattern.
+pub fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+/// A stream of `total` bytes made of repeated `chunk`s.
+fn futures_stream(total: usize, chunk: Bytes) -> Chunks {
+    Chunks { left: total, chunk }
+}
+
+struct Chunks {
+    left: usize,
+    chunk: Bytes,
+}
+
+impl futures_core::Stream for Chunks {
+    type Item = Result<Frame<Bytes>, std::io::Error>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.left.min(self.chunk.len());
+        self.left -= n;
+        std::task::Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..n)))))
+    }
+}
+
+/// Sha256 of a byte slice, hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(data))
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Send one request on a new connection and read the whole response.
+pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> std::io::Result<Reply> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(conn);
+    let resp = sender.send_request(req).await.map_err(std::io::Error::other)?;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
+/// GET `path` with `Host: host`.
+pub async fn get_host(addr: SocketAddr, host: &str, path: &str) -> Reply {
+    let req = Request::get(path)
+        .header("host", host)
+        .body(Full::default())
+        .unwrap();
+    send(addr, req).await.expect("request through ginx")
+}
+
+/// GET `path` with `Host: localhost`.
+pub async fn get(addr: SocketAddr, path: &str) -> Reply {
+    get_host(addr, "localhost", path).await
+}
+
+/// Bodies of `n` sequential GETs.
+pub async fn bodies(addr: SocketAddr, path: &str, n: usize) -> Vec<String> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(get(addr, path).await.text());
+    }
+    out
+}
+
+/// A running `ginx` process with its configuration in a temporary directory.
+pub struct Ginx {
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Ginx {
+    /// Path of the main configuration file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("ginx.toml")
+    }
+
+    /// Write `ginx.toml` (and any `(relative path, text)` files) and start
+    /// ginx, waiting until every listener named in `listeners` is bound.
+    pub async fn start(main: &str, files: &[(&str, &str)], listeners: &[&str]) -> Ginx {
+        let dir = tempfile::tempdir().unwrap();
+        write_file(&dir.path().join("ginx.toml"), main);
+        for (path, text) in files {
+            write_file(&dir.path().join(path), text);
+        }
+        Self::start_in(dir, listeners, &[]).await
+    }
+
+    /// Start ginx on an existing directory, with extra environment.
+    pub async fn start_in(dir: tempfile::TempDir, listeners: &[&str], env: &[(&str, &str)]) -> Ginx {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ginx"));
+        command
+            .arg("-c")
+            .arg(dir.path().join("ginx.toml"))
+            .env_remove("RUST_LOG")
+            .env("GINX_WORKERS", "2")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("spawning ginx");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if std::env::var_os("GINX_TEST_LOG").is_some() {
+                    eprintln!("ginx| {line}");
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let ginx = Ginx {
+            dir,
+            child: Some(child),
+            log,
+        };
+        for name in listeners {
+            let needle = format!("listener={name} addr=");
+            assert!(
+                ginx.wait_log(&needle, DEADLINE).await,
+                "ginx did not bind listener {name}; log:\n{}",
+                ginx.log_text()
+            );
+        }
+        ginx
+    }
+
+    /// The address a listener is bound to (the latest `listening` line).
+    pub fn addr(&self, listener: &str) -> SocketAddr {
+        let needle = format!("listener={listener} addr=");
+        let log = self.log.lock().unwrap();
+        let line = log
+            .iter()
+            .rev()
+            .find(|l| l.contains("listening") && l.contains(&needle))
+            .unwrap_or_else(|| panic!("no listening line for {listener}"));
+        let rest = &line[line.find(&needle).unwrap() + needle.len()..];
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    /// Write a file relative to the config directory.
+    pub fn write(&self, path: &str, text: &str) {
+        write_file(&self.dir.path().join(path), text);
+    }
+
+    /// Replace a file by writing a temporary file and renaming it over.
+    pub fn rename_over(&self, path: &str, text: &str) {
+        let target = self.dir.path().join(path);
+        let tmp = target.with_extension("tmp-edit");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &target).unwrap();
+    }
+
+    /// Number of log lines so far (to wait for lines after a point).
+    pub fn log_len(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Log lines from index `from` on.
+    pub fn log_since(&self, from: usize) -> Vec<String> {
+        self.log.lock().unwrap()[from..].to_vec()
+    }
+
+    /// Wait for a log line containing `needle`.
+    pub async fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        self.wait_log_since(0, needle, timeout).await
+    }
+
+    /// Wait for a log line containing `needle` at index `from` or later.
+    pub async fn wait_log_since(&self, from: usize, needle: &str, timeout: Duration) -> bool {
+        let log = self.log.clone();
+        eventually(timeout, || {
+            log.lock().unwrap()[from..].iter().any(|l| l.contains(needle))
+        })
+        .await
+    }
+
+    /// Wait until generation `n` is applied.
+    pub async fn wait_generation(&self, n: u64) -> bool {
+        self.wait_log(&format!("generation={n} "), DEADLINE).await
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// Send a signal (by name: "HUP", "TERM", ...) to ginx.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -s {signal} failed");
+    }
+
+    /// Wait for ginx to exit; its exit code.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Peak resident memory of ginx in KiB (VmHWM).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Ginx {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn write_file(path: &Path, text: &str) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// Run `ginx --check` on a directory's ginx.toml; (exit code, stdout, stderr).
+pub fn check(dir: &Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ginx"))
+        .current_dir(dir)
+        .args(["--check", "-c", "ginx.toml"])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Count of each distinct string.
+pub fn tally(items: &[String]) -> HashMap<String, usize> {
+    let mut map = HashMap::new();
+    for item in items {
+        *map.entry(item.clone()).or_default() += 1;
+    }
+    map
+}
