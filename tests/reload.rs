@@ -122,8 +122,14 @@ async fn invalid_reload_keeps_serving_the_old_config() {
     let before = ginx.log_len();
     // Two broken files: all errors are reported together. The second is
     // written first so that one reload sees both.
-    ginx.write("conf.d/zz.toml", "[upstream.other]\nservers = [\"127.0.0.1:1\"]\nbogus = 1\n");
-    ginx.write("conf.d/app.toml", "[upstream.app]\nservers = [\"not an address\"]\n");
+    ginx.write(
+        "conf.d/zz.toml",
+        "[upstream.other]\nservers = [\"127.0.0.1:1\"]\nbogus = 1\n",
+    );
+    ginx.write(
+        "conf.d/app.toml",
+        "[upstream.app]\nservers = [\"not an address\"]\n",
+    );
     assert!(
         ginx.wait_log_since(before, "configuration rejected; keeping generation 1", DEADLINE)
             .await

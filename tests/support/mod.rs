@@ -100,7 +100,8 @@ impl Backend {
                 tokio::spawn(async move {
                     let stop = b.stop.clone();
                     let svc = hyper::service::service_fn(move |req| b.clone().answer(req));
-                    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc);
                     tokio::select! {
                         _ = conn => {}
                         () = stop.cancelled() => {}
