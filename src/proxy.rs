@@ -128,8 +128,8 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Result<Respo
             %method,
             path = %uri,
             status = response.status().as_u16(),
-            upstream = server.as_ref().map_or("-", |s| &*s.name),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            upstream = %server.as_ref().map_or("-", |s| &*s.name),
+            duration_ms = %format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
         );
     }
     Ok(response)
