@@ -41,9 +41,11 @@ impl LogControl {
         LogControl(None)
     }
 
+    /// Apply `log_level`. The access log has its own switch (`access_log`),
+    /// so its target stays at `info` whatever the level.
     pub(crate) fn set_level(&self, level: &str) {
         if let Some(set) = &self.0 {
-            set(level);
+            set(&format!("{level},ginx::access=info"));
         }
     }
 }

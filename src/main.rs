@@ -56,11 +56,11 @@ fn check(path: &std::path::Path) -> ExitCode {
     match ginx::config::load(path) {
         Ok(config) => {
             println!(
-                "ginx: configuration {} is ok ({} listeners, {} upstreams, {} servers)",
+                "ginx: configuration {} is ok ({}, {}, {})",
                 path.display(),
-                config.listeners.len(),
-                config.upstreams.len(),
-                config.server_count()
+                count(config.listeners.len(), "listener"),
+                count(config.upstreams.len(), "upstream"),
+                count(config.server_count(), "server")
             );
             ExitCode::SUCCESS
         }
@@ -76,6 +76,11 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// "1 listener", "2 listeners".
+fn count(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
 fn run(cli: Cli, log: ginx::LogControl) -> anyhow::Result<()> {

@@ -37,10 +37,28 @@ pub struct ConnInfo {
     /// The listener that accepted the connection; the routing table is
     /// looked up by this name on every request.
     pub listener: Arc<str>,
-    /// The peer address, for `X-Forwarded-For` and the access log.
+    /// The peer address, for the access log.
     pub client: SocketAddr,
+    /// The peer's IP as a header value, made once per connection rather
+    /// than once per request: most requests carry no `X-Forwarded-For` and
+    /// then get exactly this value.
+    client_ip: HeaderValue,
     /// The current routing table.
     pub live: Live,
+}
+
+impl ConnInfo {
+    /// What requests on a connection from `client` to `listener` share.
+    pub fn new(listener: Arc<str>, client: SocketAddr, live: Live) -> Self {
+        let client_ip =
+            HeaderValue::from_str(&client.ip().to_string()).expect("an IP address is a valid header value");
+        ConnInfo {
+            listener,
+            client,
+            client_ip,
+            live,
+        }
+    }
 }
 
 /// Why a request could not be proxied. [`Error::status`] is the one place
@@ -89,11 +107,12 @@ impl Error {
 pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Result<Response<ProxyBody>, Infallible> {
     let (target, access_log) = {
         let table = conn.live.load();
+        // An absolute-form target's authority overrides Host (RFC 9112 3.2.2).
         let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().host());
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()));
         let target = table
             .router(&conn.listener)
             .and_then(|router| router.route(host, req.uri().path()))
@@ -142,7 +161,7 @@ async fn forward(
     strip: Option<usize>,
     conn: &ConnInfo,
 ) -> Result<(Response<ProxyBody>, Arc<ServerState>), Error> {
-    let mut req = upstream_request(req, strip, conn.client);
+    let mut req = upstream_request(req, strip, &conn.client_ip);
     let mut last = None;
     let holds_out = pool.holds_out_failures();
     'servers: for server in pool.candidates() {
@@ -198,18 +217,21 @@ async fn forward(
 
 /// The request as it is sent upstream: origin-form target (prefix stripped
 /// if asked), hop-by-hop headers removed, `X-Forwarded-*` set, HTTP/1.1.
-fn upstream_request(req: Request<Incoming>, strip: Option<usize>, client: SocketAddr) -> Request<Incoming> {
+fn upstream_request(
+    req: Request<Incoming>,
+    strip: Option<usize>,
+    client_ip: &HeaderValue,
+) -> Request<Incoming> {
     let (mut parts, body) = req.into_parts();
     let headers = &mut parts.headers;
 
-    if !headers.contains_key(header::HOST) {
-        if let Some(value) = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            headers.insert(header::HOST, value);
-        }
+    // An absolute-form target's authority overrides Host (RFC 9112 3.2.2).
+    if let Some(value) = parts
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        headers.insert(header::HOST, value);
     }
     if strip.is_some() || parts.uri.scheme().is_some() {
         parts.uri = origin_form(&parts.uri, strip.unwrap_or(0));
@@ -219,14 +241,14 @@ fn upstream_request(req: Request<Incoming>, strip: Option<usize>, client: Socket
     // client when the body is first read, as nginx does.
     headers.remove(header::EXPECT);
 
-    let ip = client.ip().to_string();
     let forwarded_for = match joined(headers, &X_FORWARDED_FOR) {
-        Some(previous) => format!("{previous}, {ip}"),
-        None => ip,
+        Some(previous) => {
+            let ip = client_ip.to_str().unwrap_or_default();
+            HeaderValue::from_str(&format!("{previous}, {ip}")).unwrap_or_else(|_| client_ip.clone())
+        }
+        None => client_ip.clone(),
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert(X_FORWARDED_FOR.clone(), value);
-    }
+    headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert(X_FORWARDED_HOST.clone(), host);

@@ -133,6 +133,11 @@ impl Reloader {
             Ok(config) => config,
             Err(errors) => return self.reject(trigger, errors),
         };
+        // A valid configuration whose listeners could not be bound last time
+        // fails the same way until something changes: say so once.
+        if trigger != Trigger::Signal && self.last_failure.as_ref() == Some(&config.sources) {
+            return;
+        }
         if config.sources == self.active.sources {
             self.last_failure = None;
             if trigger == Trigger::Signal {

@@ -210,11 +210,7 @@ impl Worker {
             };
             match accepted {
                 Ok((stream, client)) => {
-                    let info = Arc::new(ConnInfo {
-                        listener: listener.clone(),
-                        client,
-                        live: self.live.clone(),
-                    });
+                    let info = Arc::new(ConnInfo::new(listener.clone(), client, self.live.clone()));
                     let connection = self.clone().serve_connection(stream, info, stop.clone());
                     tokio::spawn(self.connections.track_future(connection));
                 }

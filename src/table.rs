@@ -225,7 +225,7 @@ fn build_router(listener: &config::Listener, upstreams: &HashMap<Arc<str>, Arc<U
                 strip: strip_prefix.then_some(prefix.len()),
             },
             RouteAction::Respond { status, body } => Target::Respond {
-                status: StatusCode::from_u16(*status).expect("validated: status in 100..=599"),
+                status: StatusCode::from_u16(*status).expect("validated: status in 200..=599"),
                 body: Bytes::from(body.clone()),
             },
         };

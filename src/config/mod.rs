@@ -40,9 +40,8 @@ pub fn load(path: &Path) -> Result<Config, Errors> {
 
 /// A complete, validated configuration. Plain data: no sockets, no atomics.
 ///
-/// Two configs compare equal when they would produce the same running proxy;
-/// `sources` and `watch_dirs` are bookkeeping and take part in the comparison
-/// only through [`Config::sources`] being used for change detection.
+/// Reload decides whether anything changed by comparing [`Config::sources`]
+/// (the texts read), and describes what changed by comparing the parts.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `[global]` settings, defaults filled in.
@@ -129,7 +128,7 @@ pub enum RouteAction {
     },
     /// Answer directly (`respond = { status, body }`).
     Respond {
-        /// HTTP status, 100..=599.
+        /// HTTP status, 200..=599 (a final response).
         status: u16,
         /// Response body; empty by default.
         body: String,

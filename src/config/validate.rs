@@ -274,6 +274,18 @@ impl Validator<'_> {
         }
         for entry in u.servers.iter().flat_map(|l| l.get_ref()) {
             if let Some(s) = self.server(at, entry) {
+                // A server's state is keyed by its address: listing it twice
+                // would make two entries share one state.
+                if servers.iter().any(|seen: &ServerSpec| seen.addr == s.addr) {
+                    self.errors.push(at.error(
+                        entry.span(),
+                        format!(
+                            "server `{}` is listed twice in upstream `{name}`: list it once and give it a weight instead",
+                            s.name
+                        ),
+                    ));
+                    continue;
+                }
                 servers.push(s);
             }
         }
@@ -492,7 +504,9 @@ impl Validator<'_> {
                 }
                 let status = &respond.status;
                 match u16::try_from(*status.get_ref()) {
-                    Ok(code @ 100..=599) => Some(RouteAction::Respond {
+                    // 1xx are not final responses: hyper cannot send one as
+                    // the answer to a request.
+                    Ok(code @ 200..=599) => Some(RouteAction::Respond {
                         status: code,
                         body: respond.body.clone(),
                     }),
@@ -500,7 +514,7 @@ impl Validator<'_> {
                         self.errors.push(at.error(
                             status.span(),
                             format!(
-                                "invalid status {}: use an HTTP status code from 100 to 599",
+                                "invalid status {}: use an HTTP status code from 200 to 599",
                                 status.get_ref()
                             ),
                         ));
@@ -1020,11 +1034,31 @@ servers = ["[::1]:9003"]
                 "ginx.toml:6:1: route has neither `upstream` nor `respond`: add upstream = \"NAME\" or respond = { status = 200 }",
                 "ginx.toml:10:16: `strip_prefix` only applies to routes with `upstream`: remove it from this `respond` route",
                 "ginx.toml:13:16: `strip_prefix = true` needs a `path` to strip: add path = \"/prefix/\"",
-                "ginx.toml:15:22: invalid status 600: use an HTTP status code from 100 to 599",
+                "ginx.toml:15:22: invalid status 600: use an HTTP status code from 200 to 599",
                 "ginx.toml:16:8: invalid path `x`: a route path must start with \"/\", like \"/api/\"",
                 "ginx.toml:18:8: empty host: remove `host` to match any host, or give a name like \"api.example.com\"",
                 "ginx.toml:21:8: invalid host `*.a.com:8080`: remove the port, a route matches the host name on any port",
             ]
+        );
+    }
+
+    #[test]
+    fn a_server_is_listed_once_per_upstream() {
+        let text = "[listener.web]\nbind = \"127.0.0.1:1\"\nupstream = \"a\"\n\
+                    [upstream.a]\nservers = [\"127.0.0.1:2\", { addr = \"http://127.0.0.1:2\", weight = 2 }]\n";
+        assert_eq!(
+            errors(&[("ginx.toml", text)]),
+            ["ginx.toml:5:27: server `127.0.0.1:2` is listed twice in upstream `a`: list it once and give it a weight instead"]
+        );
+    }
+
+    #[test]
+    fn final_statuses_only() {
+        let text =
+            "[listener.web]\nbind = \"127.0.0.1:1\"\n[[listener.web.route]]\nrespond = { status = 101 }\n";
+        assert_eq!(
+            errors(&[("ginx.toml", text)]),
+            ["ginx.toml:4:22: invalid status 101: use an HTTP status code from 200 to 599"]
         );
     }
 
