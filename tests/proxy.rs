@@ -353,3 +353,62 @@ async fn bad_requests_get_400_and_the_process_lives() {
     assert!(head.starts_with("HTTP/1.1 400"), "got {head:?}");
     assert_eq!(get(addr, "/").await.text(), "app");
 }
+
+/// A listener whose accept queue is full: the kernel drops further SYNs, so
+/// connecting to it times out instead of being refused.
+fn black_hole() -> (socket2::Socket, Vec<std::net::TcpStream>) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into())
+        .unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    // Fill the queue; connects that would block are what we want to provoke.
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(s) = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)) {
+            fillers.push(s);
+        }
+    }
+    (socket, fillers)
+}
+
+#[tokio::test]
+async fn connect_timeout_fails_over_then_504() {
+    let (hole, _fillers) = black_hole();
+    let hole_addr = hole.local_addr().unwrap().as_socket().unwrap();
+    let live = Backend::start("live").await;
+    let config = format!(
+        r#"
+[listener.web]
+bind = "127.0.0.1:0"
+upstream = "pair"
+
+[[listener.web.route]]
+path = "/only-hole"
+upstream = "hole"
+
+[upstream.pair]
+servers = ["{hole_addr}", "{}"]
+connect_timeout = "200ms"
+
+[upstream.hole]
+servers = ["{hole_addr}"]
+connect_timeout = "200ms"
+"#,
+        live.addr
+    );
+    let ginx = Ginx::start(&config, &[], &["web"]).await;
+    let addr = ginx.addr("web");
+    for _ in 0..2 {
+        assert_eq!(
+            get(addr, "/").await.text(),
+            "live",
+            "a timed-out server is skipped"
+        );
+    }
+    assert!(ginx.log_text().contains("connect timed out"));
+    let reply = get(addr, "/only-hole").await;
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(reply.text(), "504 Gateway Timeout\n");
+}
