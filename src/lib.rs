@@ -22,6 +22,7 @@
 //!   failure hold-out, idle connection pools, connecting.
 //! - [`proxy`]: one request from route to response.
 //! - [`server`]: worker threads, bound sockets, accept loops, connection draining.
+//! - [`timer`]: hyper's header-read timeout without a timer per request.
 //! - [`reload`]: file watcher, SIGHUP and poll → load → bind → swap.
 //! - [`run`]: wires them together for `main`.
 #![forbid(unsafe_code)]
@@ -34,6 +35,7 @@ pub mod proxy;
 pub mod reload;
 pub mod server;
 pub mod table;
+pub mod timer;
 pub mod upstream;
 
 mod app;

@@ -236,10 +236,11 @@ fn upstream_request(
     if strip.is_some() || parts.uri.scheme().is_some() {
         parts.uri = origin_form(&parts.uri, strip.unwrap_or(0));
     }
-    remove_hop_by_hop(headers);
-    // We do not forward `Expect: 100-continue`: hyper answers it towards the
-    // client when the body is first read, as nginx does.
-    headers.remove(header::EXPECT);
+    // `Expect: 100-continue` is not forwarded either: hyper answers it
+    // towards the client when the body is first read, as nginx does.
+    remove_hop_by_hop(headers, std::slice::from_ref(&header::EXPECT));
+    // Room for the X-Forwarded-* headers, so the map grows at most once.
+    headers.reserve(3);
 
     let forwarded_for = match joined(headers, &X_FORWARDED_FOR) {
         Some(previous) => {
@@ -280,7 +281,7 @@ fn upstream_response(
     server: &Arc<ServerState>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
-    remove_hop_by_hop(&mut parts.headers);
+    remove_hop_by_hop(&mut parts.headers, &[]);
     let mut body = ProxyBody(Kind::Upstream {
         body,
         conn: Some((sender, server.clone())),
@@ -312,6 +313,7 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1).
+/// `Connection` must stay first: [`remove_hop_by_hop`] relies on it.
 static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -322,17 +324,45 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
-/// Remove hop-by-hop headers, including every header `Connection` names.
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    if let Some(named) = joined(headers, &header::CONNECTION) {
-        for name in named.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
-                headers.remove(name);
-            }
+/// Remove hop-by-hop headers, including every header `Connection` names,
+/// and any of `also` (at most 9 names: presence is tracked in a `u16`).
+///
+/// This runs twice per request, so it costs one pass of name comparisons
+/// (no hashing) when nothing is to be removed, and removes only what is
+/// there otherwise.
+fn remove_hop_by_hop(headers: &mut HeaderMap, also: &[HeaderName]) {
+    let listed = HOP_BY_HOP.iter().chain(also);
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = listed.clone().position(|hop| hop == name) {
+            present |= 1 << i;
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    if present == 0 {
+        return;
+    }
+    // Bit 0 is `Connection`: remove what it names. `close` and `keep-alive`
+    // are the usual tokens and name nothing to remove beyond the list.
+    if present & 1 != 0 {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| {
+                !t.is_empty() && !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive")
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for (i, name) in listed.enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
@@ -467,7 +497,7 @@ mod tests {
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-kept", HeaderValue::from_static("1"));
-        remove_hop_by_hop(&mut h);
+        remove_hop_by_hop(&mut h, &[]);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
     }

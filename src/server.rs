@@ -30,7 +30,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use socket2::{Domain, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -40,9 +40,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::proxy::{self, ConnInfo};
 use crate::table::Live;
-
-/// How long hyper waits for a request's header to arrive.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::timer::{CheckedTimer, CHECK_INTERVAL};
 
 /// Backlog of listening sockets (nginx uses 511; the kernel caps it at
 /// `net.core.somaxconn`).
@@ -237,30 +235,44 @@ impl Worker {
         let _ = stream.set_nodelay(true);
         let live = info.live.clone();
         let service = service_fn(move |req| proxy::handle(req, info.clone()));
-        let mut connection = pin!(self.http.serve_connection(TokioIo::new(stream), service));
-        tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(%error, "client connection ended with an error");
+        // A connection keeps the header-read timeout it was accepted with.
+        let mut http = self.http.clone();
+        http.header_read_timeout(live.load().header_read_timeout);
+        let mut connection = pin!(http.serve_connection(TokioIo::new(stream), service));
+        // Re-polls the connection so hyper sees its header-read deadline
+        // pass (see `crate::timer`): the only timer this connection needs.
+        let mut check = tokio::time::interval(CHECK_INTERVAL);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                result = connection.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "client connection ended with an error");
+                    }
+                    return;
                 }
-            }
-            () = stop.cancelled() => {
-                connection.as_mut().graceful_shutdown();
-                let grace = live.load().shutdown_timeout;
-                if tokio::time::timeout(grace, connection).await.is_err() {
-                    tracing::debug!("connection still busy at the shutdown deadline; closing it");
-                }
+                () = stop.cancelled() => break,
+                _ = check.tick() => {}
             }
         }
+        connection.as_mut().graceful_shutdown();
+        let mut grace = pin!(tokio::time::sleep(live.load().shutdown_timeout));
+        loop {
+            tokio::select! {
+                biased;
+                _ = connection.as_mut() => return,
+                () = grace.as_mut() => break,
+                _ = check.tick() => {}
+            }
+        }
+        tracing::debug!("connection still busy at the shutdown deadline; closing it");
     }
 }
 
 fn http_builder() -> http1::Builder {
     let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(true);
+    builder.timer(CheckedTimer).keep_alive(true);
     builder
 }
 

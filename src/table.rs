@@ -34,6 +34,8 @@ pub struct RoutingTable {
     pub access_log: bool,
     /// How long a stopping connection may take to finish.
     pub shutdown_timeout: std::time::Duration,
+    /// How long a client may take to send a request head (and stay idle).
+    pub header_read_timeout: std::time::Duration,
     listeners: HashMap<Arc<str>, Router>,
     upstreams: HashMap<Arc<str>, Arc<UpstreamPool>>,
     /// Round-robin positions by upstream name, kept for the next build.
@@ -150,6 +152,7 @@ impl RoutingTable {
             generation,
             access_log: config.global.access_log,
             shutdown_timeout: config.global.shutdown_timeout,
+            header_read_timeout: config.global.header_read_timeout,
             listeners,
             upstreams,
             cursors,

@@ -412,3 +412,48 @@ connect_timeout = "200ms"
     assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(reply.text(), "504 Gateway Timeout\n");
 }
+
+#[tokio::test]
+async fn slow_and_idle_clients_are_closed_by_the_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = Backend::start("app").await;
+    let config = format!(
+        "[global]\nheader_read_timeout = \"1s\"\n\n[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n{}",
+        upstream("app", &[app.addr.to_string()])
+    );
+    let ginx = Ginx::start(&config, &[], &["web"]).await;
+    let addr = ginx.addr("web");
+
+    // A head that never ends (slowloris).
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(DEADLINE, slow.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "a slow head is cut");
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(900),
+        "cut too early: {waited:?}"
+    );
+    assert!(
+        waited < std::time::Duration::from_secs(4),
+        "cut too late: {waited:?}"
+    );
+
+    // An idle keep-alive connection after a complete exchange.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    idle.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(DEADLINE, idle.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "an idle keep-alive connection is closed");
+    assert!(String::from_utf8_lossy(&rest).ends_with("app"));
+    // A request whose response takes longer than the timeout is not cut:
+    // the timeout covers reading the head, not waiting for the upstream.
+    assert_eq!(get(addr, "/__sleep/2500").await.text(), "app");
+}

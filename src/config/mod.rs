@@ -81,6 +81,10 @@ pub struct Global {
     /// `shutdown_timeout`: how long a graceful shutdown waits for in-flight
     /// requests. Default 30s.
     pub shutdown_timeout: Duration,
+    /// `header_read_timeout`: how long a client connection may take to send
+    /// a request head, counted from when the connection starts waiting for
+    /// it (so it also closes idle keep-alive connections). Default 30s.
+    pub header_read_timeout: Duration,
 }
 
 /// `[listener.NAME]`.

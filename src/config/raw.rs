@@ -46,6 +46,7 @@ pub(crate) struct Global {
     pub access_log: Option<Spanned<bool>>,
     pub watch: Option<Spanned<bool>>,
     pub shutdown_timeout: Option<Spanned<DurationText>>,
+    pub header_read_timeout: Option<Spanned<DurationText>>,
 }
 
 /// `[listener.NAME]`.

@@ -49,6 +49,7 @@ pub(crate) fn validate(files: &[Parsed], main: &Path, complete: bool, errors: &m
             access_log: false,
             watch: true,
             shutdown_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(30),
         },
         global_set: HashMap::new(),
         listeners: BTreeMap::new(),
@@ -194,6 +195,35 @@ impl Validator<'_> {
                 }
             }
         }
+        if let Some(timeout) = &g.header_read_timeout {
+            if self.global_once(at, "header_read_timeout", timeout.span()) {
+                if let Some(d) = self.positive_duration(at, timeout, "header_read_timeout") {
+                    self.global.header_read_timeout = d;
+                }
+            }
+        }
+    }
+
+    /// A duration that must not be zero (a timeout of nothing would fail
+    /// everything).
+    fn positive_duration(
+        &mut self,
+        at: At<'_>,
+        value: &Spanned<raw::DurationText>,
+        key: &str,
+    ) -> Option<Duration> {
+        let d = self.duration(at, value, key)?;
+        if d.is_zero() {
+            self.errors.push(at.error(
+                value.span(),
+                format!(
+                    "invalid duration `{}` for `{key}`: it must be greater than zero, like \"5s\"",
+                    value.get_ref().0
+                ),
+            ));
+            return None;
+        }
+        Some(d)
     }
 
     fn duration(&mut self, at: At<'_>, value: &Spanned<raw::DurationText>, key: &str) -> Option<Duration> {
@@ -292,20 +322,9 @@ impl Validator<'_> {
 
         let connect_timeout = match &u.connect_timeout {
             None => Duration::from_secs(5),
-            Some(t) => match self.duration(at, t, "connect_timeout") {
-                Some(d) if d.is_zero() => {
-                    self.errors.push(at.error(
-                        t.span(),
-                        format!(
-                            "invalid duration `{}` for `connect_timeout`: it must be greater than zero, like \"5s\"",
-                            t.get_ref().0
-                        ),
-                    ));
-                    Duration::from_secs(5)
-                }
-                Some(d) => d,
-                None => Duration::from_secs(5),
-            },
+            Some(t) => self
+                .positive_duration(at, t, "connect_timeout")
+                .unwrap_or(Duration::from_secs(5)),
         };
 
         if first {
@@ -880,7 +899,7 @@ servers = ["[::1]:9003"]
         );
         assert_eq!(
             errors(&[("ginx.toml", "[global]\nlog = 1\n")]),
-            ["ginx.toml:2:1: unknown field `log`, expected one of `log_level`, `access_log`, `watch`, `shutdown_timeout`"]
+            ["ginx.toml:2:1: unknown field `log`, expected one of `log_level`, `access_log`, `watch`, `shutdown_timeout`, `header_read_timeout`"]
         );
         assert_eq!(
             errors(&[("ginx.toml", "listeners = 1\n")]),
