@@ -42,6 +42,11 @@ use crate::proxy::{self, ConnInfo};
 use crate::table::Live;
 use crate::timer::{CheckedTimer, CHECK_INTERVAL};
 
+/// Largest request head (request line and headers) accepted; larger ones
+/// get 431. nginx's default limit is 4 buffers of 8 KiB; hyper's default
+/// is its whole read buffer, about 400 KiB.
+pub const MAX_HEADER_SIZE: usize = 32 * 1024;
+
 /// Backlog of listening sockets (nginx uses 511; the kernel caps it at
 /// `net.core.somaxconn`).
 const LISTEN_BACKLOG: i32 = 1024;
@@ -272,7 +277,10 @@ impl Worker {
 
 fn http_builder() -> http1::Builder {
     let mut builder = http1::Builder::new();
-    builder.timer(CheckedTimer).keep_alive(true);
+    builder
+        .timer(CheckedTimer)
+        .keep_alive(true)
+        .max_header_size(MAX_HEADER_SIZE);
     builder
 }
 

@@ -457,3 +457,31 @@ async fn slow_and_idle_clients_are_closed_by_the_header_read_timeout() {
     // the timeout covers reading the head, not waiting for the upstream.
     assert_eq!(get(addr, "/__sleep/2500").await.text(), "app");
 }
+
+#[tokio::test]
+async fn oversized_request_heads_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = Backend::start("app").await;
+    let config = format!(
+        "[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n{}",
+        upstream("app", &[app.addr.to_string()])
+    );
+    let ginx = Ginx::start(&config, &[], &["web"]).await;
+    let addr = ginx.addr("web");
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let big = "a".repeat(40 * 1024);
+    let request = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    let _ = raw.write_all(request.as_bytes()).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, raw.read_to_end(&mut buf)).await;
+    let head = String::from_utf8_lossy(&buf);
+    assert!(head.starts_with("HTTP/1.1 431"), "got {head:?}");
+    assert_eq!(app.hits(), 0);
+    // A head just under the limit passes.
+    let req = hyper::Request::get("/")
+        .header("host", "x")
+        .header("x-big", "a".repeat(16 * 1024))
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    assert_eq!(send(addr, req).await.unwrap().text(), "app");
+}
