@@ -73,10 +73,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let config = config::load(&options.config)?;
-    let live: Live = Arc::new(ArcSwap::from_pointee(RoutingTable::build(&config, None, 1)));
+    let resolved = crate::dns::resolve_blocking(&config);
+    let live: Live = Arc::new(ArcSwap::from_pointee(RoutingTable::build(
+        &config, &resolved, None, 1,
+    )));
     let workers = Workers::start(options.workers, live.clone())?;
     let root = CancellationToken::new();
     let reloader = Reloader::start(options.config, config, &workers, live.clone(), root.clone(), log)?;
+    // Health checks run beside the reloader on this (control) runtime.
+    tokio::spawn(crate::health::run(live.clone()));
     tracing::info!(
         workers = options.workers,
         "ginx {} started",

@@ -18,8 +18,10 @@
 //! - [`config`]: files → validated [`config::Config`] (the only fallible step).
 //! - [`table`]: the immutable routing snapshot built from a `Config`.
 //! - [`balance`]: selection policies (which server first).
+//! - [`dns`]: host names of upstream servers, resolved to addresses.
 //! - [`upstream`]: upstream pools and per-server state that outlives a snapshot:
 //!   failure hold-out, idle connection pools, connecting.
+//! - [`health`]: active health checks, one task for every server.
 //! - [`proxy`]: one request from route to response.
 //! - [`server`]: worker threads, bound sockets, accept loops, connection draining.
 //! - [`timer`]: hyper's header-read timeout without a timer per request.
@@ -31,6 +33,8 @@
 
 pub mod balance;
 pub mod config;
+pub mod dns;
+pub mod health;
 pub mod proxy;
 pub mod reload;
 pub mod server;

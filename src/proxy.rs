@@ -6,21 +6,24 @@
 //! is handed to the upstream connection as it arrives, and the upstream's
 //! body is handed back to the client the same way ([`ProxyBody`]).
 //!
-//! Failover: a server that cannot be connected to is held out of rotation
-//! for [`crate::upstream::FAIL_TIMEOUT`] and the request moves to the next
-//! candidate. That is always safe, whatever the method, because nothing of
-//! the request has reached a server yet. A pooled connection that turns out
-//! to be closed before the request was written is replaced the same way.
-//! Once a request has been written, a failure is answered with 502: whether
-//! to re-send it is a question of idempotency and retry policy, which this
-//! module does not decide.
+//! Failover and retries: the pool offers its servers in policy order,
+//! available ones only (primaries, then backups). An attempt that fails as
+//! `retry_on` allows moves to the next server, up to `retries` extra
+//! attempts, never to the same server twice. A request that never reached a
+//! server (connect failure) can always go elsewhere, whatever its method; one
+//! that was written can be sent again only if it has no body and an
+//! idempotent method (or `retry_non_idempotent`). A pooled keep-alive
+//! connection that the server closed just as we used it is replaced
+//! transparently, without counting as an attempt. Every outcome feeds the
+//! server's passive health ([`ServerState::record_failure`],
+//! [`ServerState::record_response`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -28,8 +31,12 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::balance::hash_key;
+use crate::config::HashKey;
 use crate::table::{Live, Target};
-use crate::upstream::{ConnectError, Sender, ServerState, UpstreamPool};
+use crate::upstream::{
+    ConnectError, HoldOutReason, InFlight, Sender, ServerState, UpstreamBody, UpstreamPool,
+};
 
 /// What one client connection's requests share.
 #[derive(Debug)]
@@ -68,25 +75,54 @@ pub enum Error {
     /// No route of the listener matches and it has no default upstream.
     #[error("no route matches")]
     NoRoute,
-    /// Every server of the upstream is held out or failed to connect.
-    #[error("upstream `{upstream}`: no server could take the request{}", last.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default())]
+    /// No server of the upstream is available.
+    #[error("upstream `{upstream}`: no server available")]
     NoServer {
         /// The upstream's name.
         upstream: Arc<str>,
-        /// The last connect error, if any server was tried.
-        last: Option<ConnectError>,
     },
-    /// The request was sent but no response came back.
-    #[error("upstream `{upstream}` server {server}: {source}")]
-    Upstream {
+    /// The last attempt failed (and no retry was allowed or left).
+    #[error("upstream `{upstream}` server {server}: {failure}")]
+    Failed {
         /// The upstream's name.
         upstream: Arc<str>,
-        /// The server that failed.
+        /// The server of the last attempt.
         server: Arc<str>,
-        /// What hyper reported.
-        #[source]
-        source: hyper::Error,
+        /// What went wrong.
+        failure: Failure,
     },
+}
+
+/// How one attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// No connection could be established.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The connection closed or failed before a response header arrived.
+    #[error("no response: {0}")]
+    Reset(#[source] hyper::Error),
+    /// No response header within `read_timeout`.
+    #[error("no response within {0:?}")]
+    ReadTimeout(Duration),
+}
+
+impl Failure {
+    fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            Failure::Connect(ConnectError::Timeout(_)) | Failure::ReadTimeout(_)
+        )
+    }
+
+    /// Whether `retry_on` allows moving on after this failure.
+    fn retry_allowed(&self, retry_on: &crate::config::RetryOn) -> bool {
+        match self {
+            _ if self.is_timeout() => retry_on.timeout,
+            Failure::Connect(_) => retry_on.connect,
+            Failure::Reset(_) | Failure::ReadTimeout(_) => retry_on.reset,
+        }
+    }
 }
 
 impl Error {
@@ -94,11 +130,8 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::NoRoute => StatusCode::NOT_FOUND,
-            Error::NoServer {
-                last: Some(ConnectError::Timeout(_)),
-                ..
-            } => StatusCode::GATEWAY_TIMEOUT,
-            Error::NoServer { .. } | Error::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Error::Failed { failure, .. } if failure.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
+            Error::NoServer { .. } | Error::Failed { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 }
@@ -154,65 +187,193 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Result<Respo
     Ok(response)
 }
 
-/// Send `req` to the first candidate of `pool` that takes it.
+/// Send `req` to the servers of `pool` until one answers or the retry
+/// policy says stop.
 async fn forward(
     req: Request<Incoming>,
     pool: &UpstreamPool,
     strip: Option<usize>,
     conn: &ConnInfo,
 ) -> Result<(Response<ProxyBody>, Arc<ServerState>), Error> {
-    let mut req = upstream_request(req, strip, &conn.client_ip);
-    let mut last = None;
-    let holds_out = pool.holds_out_failures();
-    'servers: for server in pool.candidates() {
-        if holds_out && !server.is_available() {
-            continue;
+    let settings = &pool.settings;
+    let key = settings.hash.as_ref().map_or(0, |k| request_key(k, &req, conn));
+    let req = upstream_request(req, strip, &conn.client_ip);
+    // A written request can be sent again only if nothing of it is lost:
+    // no body, and a method that may be repeated.
+    let replay = (req.body().is_end_stream()
+        && (settings.retry_non_idempotent || req.method().is_idempotent()))
+    .then(|| Replay::of(&req));
+    let (parts, body) = req.into_parts();
+    let mut unsent = Some(Request::from_parts(parts, UpstreamBody::Client(body)));
+
+    let mut attempts_left = settings.retries.saturating_add(1);
+    let mut last_failure: Option<(Arc<ServerState>, Failure)> = None;
+    let mut last_5xx: Option<(Response<ProxyBody>, Arc<ServerState>)> = None;
+    for server in pool.candidates(key) {
+        if attempts_left == 0 {
+            break;
         }
-        loop {
-            // A pooled connection first; a fresh one when none is idle.
-            let (mut sender, fresh) = match server.checkout().await {
-                Some(sender) => (sender, false),
-                None => match server.connect(pool.connect_timeout).await {
-                    Ok(sender) => (sender, true),
-                    Err(error) => {
-                        tracing::warn!(upstream = %pool.name, server = %server.name, %error, "server failed; trying the next one");
-                        if holds_out {
-                            server.hold_out();
-                        }
-                        last = Some(error);
-                        continue 'servers;
-                    }
-                },
-            };
-            match sender.try_send_request(req).await {
-                Ok(response) => {
-                    server.mark_ok();
-                    return Ok((upstream_response(response, sender, server), server.clone()));
+        let Some(req) = unsent.take().or_else(|| replay.as_ref().map(Replay::request)) else {
+            break;
+        };
+        attempts_left -= 1;
+        match attempt(server, req, pool, replay.as_ref()).await {
+            Ok(response) => {
+                let status = response.status();
+                if let Some(reason) = server.record_response(status.as_u16(), settings) {
+                    log_hold_out(pool, server, reason);
                 }
-                Err(mut error) => match error.take_message() {
-                    // Not written: the connection closed before we used it.
-                    // Safe to send elsewhere, whatever the method.
-                    Some(unsent) if !fresh => req = unsent,
-                    Some(unsent) => {
-                        req = unsent;
-                        last = Some(ConnectError::Handshake(error.into_error()));
-                        continue 'servers;
-                    }
-                    None => {
-                        return Err(Error::Upstream {
-                            upstream: pool.name.clone(),
-                            server: server.name.clone(),
-                            source: error.into_error(),
-                        })
-                    }
-                },
+                let retry_5xx = status.is_server_error()
+                    && settings.retry_on.status_5xx
+                    && attempts_left > 0
+                    && replay.is_some();
+                if !retry_5xx {
+                    return Ok((response, server.clone()));
+                }
+                tracing::warn!(upstream = %pool.name, server = %server.name, %status, "retrying on another server");
+                last_5xx = Some((response, server.clone()));
+            }
+            Err((failure, back)) => {
+                if let Some(reason) = server.record_failure(settings) {
+                    log_hold_out(pool, server, reason);
+                }
+                tracing::warn!(upstream = %pool.name, server = %server.name, error = %failure, "attempt failed");
+                let allowed = failure.retry_allowed(&settings.retry_on);
+                unsent = back;
+                last_failure = Some((server.clone(), failure));
+                if !allowed {
+                    break;
+                }
             }
         }
     }
-    Err(Error::NoServer {
-        upstream: pool.name.clone(),
-        last,
+    if let Some((response, server)) = last_5xx {
+        return Ok((response, server));
+    }
+    Err(match last_failure {
+        Some((server, failure)) => Error::Failed {
+            upstream: pool.name.clone(),
+            server: server.name.clone(),
+            failure,
+        },
+        None => Error::NoServer {
+            upstream: pool.name.clone(),
+        },
     })
+}
+
+/// One attempt on one server. On failure, the request comes back if it was
+/// never written (so it can go elsewhere whatever its method).
+async fn attempt(
+    server: &Arc<ServerState>,
+    mut req: Request<UpstreamBody>,
+    pool: &UpstreamPool,
+    replay: Option<&Replay>,
+) -> Result<Response<ProxyBody>, (Failure, Option<Request<UpstreamBody>>)> {
+    let settings = &pool.settings;
+    // One transparent resend for the race where a pooled connection is
+    // closed by the server just as we write on it.
+    let mut resend_left = 1;
+    loop {
+        let (mut sender, pooled) = match server.checkout().await {
+            Some(sender) => (sender, true),
+            None => match server.connect(settings.connect_timeout).await {
+                Ok(sender) => (sender, false),
+                Err(error) => return Err((Failure::Connect(error), Some(req))),
+            },
+        };
+        let in_flight = server.start_request();
+        let sent = tokio::select! {
+            biased;
+            sent = sender.try_send_request(req) => sent,
+            () = crate::timer::deadline(settings.read_timeout) => {
+                // Dropping the send closes that connection.
+                return Err((Failure::ReadTimeout(settings.read_timeout), None));
+            }
+        };
+        match sent {
+            Ok(response) => return Ok(upstream_response(response, sender, in_flight)),
+            Err(mut error) => match error.take_message() {
+                // Not written: the connection was closed before we used it.
+                Some(unsent) if pooled => req = unsent,
+                Some(unsent) => return Err((Failure::Reset(error.into_error()), Some(unsent))),
+                None => match replay {
+                    Some(replay) if pooled && resend_left > 0 => {
+                        resend_left -= 1;
+                        tracing::debug!(server = %server.name, error = %error.error(), "pooled connection failed; resending on a new one");
+                        req = replay.request();
+                    }
+                    _ => return Err((Failure::Reset(error.into_error()), None)),
+                },
+            },
+        }
+    }
+}
+
+/// What it takes to send a request again: its head (it has no body).
+struct Replay {
+    method: http::Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    fn of(req: &Request<Incoming>) -> Self {
+        Replay {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+        }
+    }
+
+    fn request(&self) -> Request<UpstreamBody> {
+        let mut req = Request::new(UpstreamBody::Empty);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+fn log_hold_out(pool: &UpstreamPool, server: &ServerState, reason: HoldOutReason) {
+    let (why, limit) = match reason {
+        HoldOutReason::Failures => ("max_fails", pool.settings.max_fails),
+        HoldOutReason::Consecutive5xx => ("eject_on_5xx", pool.settings.eject_on_5xx.unwrap_or(0)),
+    };
+    tracing::warn!(
+        upstream = %pool.name,
+        server = %server.name,
+        reason = why,
+        limit,
+        hold_out = ?pool.settings.fail_timeout,
+        "server held out"
+    );
+}
+
+/// The bytes consistent hashing hashes for this request.
+fn request_key(key: &HashKey, req: &Request<Incoming>, conn: &ConnInfo) -> u64 {
+    match key {
+        HashKey::ClientIp => hash_key(conn.client_ip.as_bytes()),
+        HashKey::Uri => hash_key(
+            req.uri()
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .as_bytes(),
+        ),
+        HashKey::Header(name) => hash_key(req.headers().get(name.as_str()).map_or(&[][..], |v| v.as_bytes())),
+        HashKey::Cookie(name) => {
+            let value = req
+                .headers()
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|pair| pair.trim().split_once('='))
+                .find(|(n, _)| *n == name)
+                .map_or("", |(_, v)| v);
+            hash_key(value.as_bytes())
+        }
+    }
 }
 
 /// The request as it is sent upstream: origin-form target (prefix stripped
@@ -274,17 +435,19 @@ fn origin_form(uri: &Uri, strip: usize) -> Uri {
 }
 
 /// The upstream's response as sent to the client. The connection goes back
-/// to the pool when the body has been read to its end.
+/// to the pool when the body has been read to its end; the request counts
+/// as in flight until then.
 fn upstream_response(
     response: Response<Incoming>,
     sender: Sender,
-    server: &Arc<ServerState>,
+    in_flight: InFlight,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers, &[]);
     let mut body = ProxyBody(Kind::Upstream {
         body,
-        conn: Some((sender, server.clone())),
+        conn: Some(sender),
+        in_flight: Some(in_flight),
     });
     body.release_if_done();
     Response::from_parts(parts, body)
@@ -388,7 +551,9 @@ enum Kind {
         body: Incoming,
         /// The connection the body arrives on; back to its server's pool
         /// once the body is complete, dropped (closing it) otherwise.
-        conn: Option<(Sender, Arc<ServerState>)>,
+        conn: Option<Sender>,
+        /// Ends the request's in-flight count when the body is done.
+        in_flight: Option<InFlight>,
     },
     Full(Option<Bytes>),
 }
@@ -400,12 +565,23 @@ impl ProxyBody {
     }
 
     fn release_if_done(&mut self) {
-        if let Kind::Upstream { body, conn } = &mut self.0 {
+        if let Kind::Upstream { body, .. } = &self.0 {
             if body.is_end_stream() {
-                if let Some((sender, server)) = conn.take() {
-                    server.check_in(sender);
+                self.release(true);
+            }
+        }
+    }
+
+    /// The body is done: the connection goes back to the pool if `reuse`,
+    /// and the request stops counting as in flight.
+    fn release(&mut self, reuse: bool) {
+        if let Kind::Upstream { conn, in_flight, .. } = &mut self.0 {
+            if let Some(in_flight) = in_flight.take() {
+                if let (Some(sender), true) = (conn.take(), reuse) {
+                    in_flight.server().check_in(sender);
                 }
             }
+            *conn = None;
         }
     }
 }
@@ -421,16 +597,12 @@ impl Body for ProxyBody {
         let this = self.get_mut();
         match &mut this.0 {
             Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            Kind::Upstream { body, conn } => {
+            Kind::Upstream { body, .. } => {
                 let frame = ready!(Pin::new(body).poll_frame(cx));
                 match &frame {
                     // The connection's state is unknown after an error.
-                    Some(Err(_)) => drop(conn.take()),
-                    None => {
-                        if let Some((sender, server)) = conn.take() {
-                            server.check_in(sender);
-                        }
-                    }
+                    Some(Err(_)) => this.release(false),
+                    None => this.release(true),
                     Some(Ok(_)) => this.release_if_done(),
                 }
                 Poll::Ready(frame)
@@ -455,8 +627,10 @@ impl Body for ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
-        // The server may stop polling once the body reports its end.
+        // The server may stop polling once the body reports its end; a body
+        // dropped before its end leaves its connection unusable.
         self.release_if_done();
+        self.release(false);
     }
 }
 
@@ -467,15 +641,29 @@ mod tests {
     #[test]
     fn status_mapping() {
         assert_eq!(Error::NoRoute.status(), StatusCode::NOT_FOUND);
-        let no_server = |last| Error::NoServer {
+        let none = Error::NoServer {
             upstream: "app".into(),
-            last,
         };
-        assert_eq!(no_server(None).status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(none.status(), StatusCode::BAD_GATEWAY);
+        let failed = |failure| Error::Failed {
+            upstream: "app".into(),
+            server: "s".into(),
+            failure,
+        };
         let refused = ConnectError::Io(std::io::ErrorKind::ConnectionRefused.into());
-        assert_eq!(no_server(Some(refused)).status(), StatusCode::BAD_GATEWAY);
-        let timeout = ConnectError::Timeout(std::time::Duration::from_secs(1));
-        assert_eq!(no_server(Some(timeout)).status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            failed(Failure::Connect(refused)).status(),
+            StatusCode::BAD_GATEWAY
+        );
+        let timeout = ConnectError::Timeout(Duration::from_secs(1));
+        assert_eq!(
+            failed(Failure::Connect(timeout)).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            failed(Failure::ReadTimeout(Duration::from_secs(1))).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
     }
 
     #[test]

@@ -158,7 +158,14 @@ impl Reloader {
             }
         };
         let generation = self.generation + 1;
-        let table = RoutingTable::build(&config, Some(&self.live.load()), generation);
+        // Host names resolve off the async threads: that may block.
+        let config = Arc::new(config);
+        let for_dns = config.clone();
+        let resolved = tokio::task::spawn_blocking(move || crate::dns::resolve_blocking(&for_dns))
+            .await
+            .unwrap_or_default();
+        let config = Arc::try_unwrap(config).unwrap_or_else(|shared| (*shared).clone());
+        let table = RoutingTable::build(&config, &resolved, Some(&self.live.load()), generation);
         self.live.store(Arc::new(table));
         self.listeners.commit(plan, workers, &self.root);
         self.log.set_level(&config.global.log_level);

@@ -18,9 +18,10 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::StatusCode;
 
-use crate::balance::{RoundRobin, RoundRobinCursor};
+use crate::balance::{Ketama, LeastConn, Policy, Random, RoundRobin};
 use crate::config::{self, Balance, Config, HostPattern, RouteAction};
-use crate::upstream::{ServerState, UpstreamPool};
+use crate::dns::Resolved;
+use crate::upstream::{PoolSettings, PoolState, ServerState, Tier, UpstreamPool};
 
 /// The swappable handle to the current table.
 pub type Live = Arc<ArcSwap<RoutingTable>>;
@@ -38,8 +39,6 @@ pub struct RoutingTable {
     pub header_read_timeout: std::time::Duration,
     listeners: HashMap<Arc<str>, Router>,
     upstreams: HashMap<Arc<str>, Arc<UpstreamPool>>,
-    /// Round-robin positions by upstream name, kept for the next build.
-    cursors: HashMap<Arc<str>, RoundRobinCursor>,
 }
 
 /// What a matching route does.
@@ -126,21 +125,21 @@ fn normalize_host(host: &str) -> std::borrow::Cow<'_, str> {
 }
 
 impl RoutingTable {
-    /// Build generation `generation` of the table from `config`, taking over
-    /// server state and round-robin positions from `previous`.
-    pub fn build(config: &Config, previous: Option<&RoutingTable>, generation: u64) -> Self {
-        let mut cursors = HashMap::new();
+    /// Build generation `generation` of the table from `config` (with its
+    /// host names `resolved`), taking over server and pool state from
+    /// `previous`.
+    pub fn build(
+        config: &Config,
+        resolved: &Resolved,
+        previous: Option<&RoutingTable>,
+        generation: u64,
+    ) -> Self {
         let upstreams: HashMap<Arc<str>, Arc<UpstreamPool>> = config
             .upstreams
             .values()
             .map(|upstream| {
-                let name: Arc<str> = upstream.name.as_str().into();
-                let cursor = previous
-                    .and_then(|p| p.cursors.get(&name).cloned())
-                    .unwrap_or_default();
-                cursors.insert(name.clone(), cursor.clone());
-                let pool = build_pool(upstream, name.clone(), cursor, previous);
-                (name, Arc::new(pool))
+                let pool = build_pool(upstream, resolved, previous);
+                (pool.name.clone(), Arc::new(pool))
             })
             .collect();
         let listeners = config
@@ -155,7 +154,6 @@ impl RoutingTable {
             header_read_timeout: config.global.header_read_timeout,
             listeners,
             upstreams,
-            cursors,
         }
     }
 
@@ -169,37 +167,93 @@ impl RoutingTable {
         self.upstreams.get(name)
     }
 
+    /// Every upstream pool.
+    pub fn upstreams(&self) -> impl Iterator<Item = &Arc<UpstreamPool>> {
+        self.upstreams.values()
+    }
+
     /// The state object of a server, if this table has it.
     fn server_state(&self, upstream: &str, addr: std::net::SocketAddr) -> Option<&Arc<ServerState>> {
-        self.upstreams
-            .get(upstream)?
-            .servers
-            .iter()
-            .find(|s| s.addr == addr)
+        self.upstreams.get(upstream)?.servers().find(|s| s.addr == addr)
     }
+}
+
+/// One member of a pool: a server entry, or one address of a host name.
+struct Member {
+    name: String,
+    addr: std::net::SocketAddr,
+    weight: u32,
+    backup: bool,
 }
 
 fn build_pool(
     upstream: &config::Upstream,
-    name: Arc<str>,
-    cursor: RoundRobinCursor,
+    resolved: &Resolved,
     previous: Option<&RoutingTable>,
 ) -> UpstreamPool {
-    let servers = upstream
-        .servers
-        .iter()
-        .map(|spec| {
-            previous
-                .and_then(|p| p.server_state(&upstream.name, spec.addr))
-                .cloned()
-                .unwrap_or_else(|| Arc::new(ServerState::new(&spec.name, spec.addr)))
-        })
-        .collect();
-    let weights: Vec<u32> = upstream.servers.iter().map(|s| s.weight).collect();
-    let policy = match upstream.balance {
-        Balance::RoundRobin => Box::new(RoundRobin::new(&weights, cursor)),
+    let name: Arc<str> = upstream.name.as_str().into();
+    let state = previous
+        .and_then(|p| p.upstreams.get(&name))
+        .map(|pool| pool.state().clone())
+        .unwrap_or_default();
+    let mut members = Vec::new();
+    for spec in &upstream.servers {
+        for addr in resolved.addresses(&spec.endpoint) {
+            let name = match spec.endpoint {
+                config::Endpoint::Ip(_) => spec.name.clone(),
+                config::Endpoint::Dns { .. } => format!("{} ({addr})", spec.name),
+            };
+            members.push(Member {
+                name,
+                addr,
+                weight: spec.weight,
+                backup: spec.backup,
+            });
+        }
+    }
+    // A new server starts as its health check's `initial_state` says; a
+    // known one keeps its state, whatever changed around it.
+    let initially_up = upstream.health_check.as_ref().is_none_or(|h| h.initial_up);
+    let tier = |backup: bool| {
+        let members: Vec<&Member> = members.iter().filter(|m| m.backup == backup).collect();
+        if members.is_empty() {
+            return None;
+        }
+        let servers = members
+            .iter()
+            .map(|m| {
+                previous
+                    .and_then(|p| p.server_state(&upstream.name, m.addr))
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(ServerState::new(&m.name, m.addr, initially_up)))
+            })
+            .collect();
+        Some(Tier::new(
+            servers,
+            build_policy(&upstream.balance, &members, &state),
+        ))
     };
-    UpstreamPool::new(name, servers, policy, upstream.connect_timeout)
+    let primaries = tier(false).unwrap_or_else(Tier::empty);
+    UpstreamPool::new(
+        name,
+        primaries,
+        tier(true),
+        PoolSettings::from_config(upstream),
+        state,
+    )
+}
+
+fn build_policy(balance: &Balance, members: &[&Member], state: &PoolState) -> Box<dyn Policy> {
+    let weights: Vec<u32> = members.iter().map(|m| m.weight).collect();
+    match balance {
+        Balance::RoundRobin => Box::new(RoundRobin::new(&weights, state.cursor.clone())),
+        Balance::LeastConn => Box::new(LeastConn::new(&weights, state.cursor.clone())),
+        Balance::Random => Box::new(Random::new(&weights)),
+        Balance::Hash(_) => {
+            let points: Vec<(&str, u32)> = members.iter().map(|m| (m.name.as_str(), m.weight)).collect();
+            Box::new(Ketama::new(&points))
+        }
+    }
 }
 
 fn build_router(listener: &config::Listener, upstreams: &HashMap<Arc<str>, Arc<UpstreamPool>>) -> Router {

@@ -1,10 +1,17 @@
 //! Upstream pools and the state of each server, which outlives snapshots.
 //!
 //! An [`UpstreamPool`] is part of one routing snapshot: its server list,
-//! weights and policy are rebuilt on every reload. The [`ServerState`] of each
-//! server is not: it is keyed by (upstream name, address) and handed from the
-//! old snapshot to the new one, so a reload keeps a server's idle
-//! connections and its failure hold-out (see [`crate::table`]).
+//! weights, policy and settings are rebuilt on every reload. The
+//! [`ServerState`] of each server is not: it is keyed by (upstream name,
+//! address) and handed from the old snapshot to the new one, so a reload
+//! keeps a server's idle connections, in-flight count, failure accounting and
+//! health-check verdict (see [`crate::table`]). Likewise [`PoolState`] is
+//! carried by upstream name.
+//!
+//! Health is two independent verdicts, both atomics read without a lock:
+//! active (set by [`crate::health`] checks, always up without checks) and
+//! passive (nginx's `max_fails`/`fail_timeout`, and `eject_on_5xx`, fed by
+//! real requests in [`crate::proxy`]). A server is available when both say so.
 //!
 //! Connections are pooled per worker thread: each worker runs its own
 //! single-threaded runtime, and a connection's task lives on the worker that
@@ -14,7 +21,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -24,11 +31,8 @@ use hyper_util::rt::TokioIo;
 use thread_local::ThreadLocal;
 use tokio::net::TcpStream;
 
-use crate::balance::{Candidates, Policy};
-
-/// How long a server that failed a connection is held out of rotation
-/// (nginx's `fail_timeout` default).
-pub const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::balance::{Candidates, Policy, RoundRobinCursor};
+use crate::config::{self, HashKey, OnAllDown, RetryOn};
 
 /// How long an idle upstream connection may be reused. Below the keep-alive
 /// timeouts that common servers use (nginx 75s, Apache 5s..., Node 5s), so we
@@ -38,66 +42,273 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most idle connections kept per server per worker thread.
 pub const MAX_IDLE_PER_WORKER: usize = 256;
 
-/// The request body type sent upstream: the client's body, streamed.
-pub type UpstreamBody = Incoming;
+/// The body of a request sent upstream: the client's, streamed, or none
+/// (a request sent again after its first attempt, which is only done for
+/// requests without a body).
+#[derive(Debug)]
+pub enum UpstreamBody {
+    /// The client's body, streamed as it arrives.
+    Client(Incoming),
+    /// No body.
+    Empty,
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Client(body) => std::pin::Pin::new(body).poll_frame(cx),
+            UpstreamBody::Empty => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Client(body) => body.is_end_stream(),
+            UpstreamBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            UpstreamBody::Client(body) => body.size_hint(),
+            UpstreamBody::Empty => http_body::SizeHint::with_exact(0),
+        }
+    }
+}
 
 /// A sender on an upstream HTTP/1.1 connection.
 pub type Sender = http1::SendRequest<UpstreamBody>;
 
-/// A named pool of servers and the policy that orders them.
+/// How a pool treats failures, retries and time: the `[upstream.NAME]`
+/// settings the request path reads.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Upper bound for establishing a TCP connection to one server.
+    pub connect_timeout: Duration,
+    /// Upper bound for the response header once a request is sent.
+    pub read_timeout: Duration,
+    /// Failures within `fail_timeout` that hold a server out (0: never).
+    pub max_fails: u32,
+    /// The failure window, and how long a server is held out.
+    pub fail_timeout: Duration,
+    /// Consecutive 5xx responses that hold a server out.
+    pub eject_on_5xx: Option<u32>,
+    /// What to do when no server is available.
+    pub on_all_down: OnAllDown,
+    /// Extra attempts on other servers.
+    pub retries: u32,
+    /// Which failures are retried.
+    pub retry_on: RetryOn,
+    /// Whether requests with non-idempotent methods may be re-sent.
+    pub retry_non_idempotent: bool,
+    /// The request key consistent hashing uses, if the policy is `hash`.
+    pub hash: Option<HashKey>,
+    /// Active health checks, if configured (read by [`crate::health`]).
+    pub health_check: Option<config::HealthCheck>,
+}
+
+impl PoolSettings {
+    /// The settings of `upstream`.
+    pub fn from_config(upstream: &config::Upstream) -> Self {
+        PoolSettings {
+            connect_timeout: upstream.connect_timeout,
+            read_timeout: upstream.read_timeout,
+            max_fails: upstream.max_fails,
+            fail_timeout: upstream.fail_timeout,
+            eject_on_5xx: upstream.eject_on_5xx,
+            on_all_down: upstream.on_all_down,
+            retries: upstream.retries,
+            retry_on: upstream.retry_on,
+            retry_non_idempotent: upstream.retry_non_idempotent,
+            hash: match &upstream.balance {
+                config::Balance::Hash(key) => Some(key.clone()),
+                _ => None,
+            },
+            health_check: upstream.health_check.clone(),
+        }
+    }
+}
+
+/// What belongs to an upstream rather than to one snapshot of it; carried
+/// across reloads by upstream name.
+#[derive(Debug, Default)]
+pub struct PoolState {
+    /// The rotation position of round robin (and of least_conn's ties).
+    pub cursor: RoundRobinCursor,
+    /// Set while no server is available, so that is logged once.
+    all_down: AtomicBool,
+}
+
+/// The servers of one tier (primaries or backups) and their policy.
+pub struct Tier {
+    servers: Arc<[Arc<ServerState>]>,
+    policy: Box<dyn Policy>,
+    /// In-flight requests of server `i`, for the policy.
+    loads: Box<dyn Fn(usize) -> usize + Send + Sync>,
+}
+
+impl std::fmt::Debug for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tier")
+            .field("servers", &self.servers)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl Tier {
+    /// A tier of `servers` ordered by `policy`.
+    pub fn new(servers: Vec<Arc<ServerState>>, policy: Box<dyn Policy>) -> Self {
+        let servers: Arc<[Arc<ServerState>]> = servers.into();
+        let view = servers.clone();
+        Tier {
+            servers,
+            policy,
+            loads: Box::new(move |i| view[i].in_flight()),
+        }
+    }
+
+    /// A tier without servers (every host name of it failed to resolve).
+    pub fn empty() -> Self {
+        // Never asked: `Candidates` asks a policy only about servers it has.
+        Tier::new(
+            Vec::new(),
+            Box::new(crate::balance::RoundRobin::new(&[1], Default::default())),
+        )
+    }
+
+    fn candidates(&self, key: u64) -> impl Iterator<Item = &Arc<ServerState>> {
+        Candidates::new(&*self.policy, self.servers.len(), key, &*self.loads).map(|i| &self.servers[i])
+    }
+}
+
+/// A named pool of servers: primaries, optional backups, and its settings.
 #[derive(Debug)]
 pub struct UpstreamPool {
     /// The `[upstream.NAME]` this pool was built from.
     pub name: Arc<str>,
-    /// Non-empty (validated).
-    pub servers: Box<[Arc<ServerState>]>,
-    policy: Box<dyn Policy>,
-    /// Upper bound for establishing a TCP connection to one server.
-    pub connect_timeout: Duration,
+    primaries: Tier,
+    backups: Option<Tier>,
+    /// The request path's settings.
+    pub settings: PoolSettings,
+    state: Arc<PoolState>,
 }
 
 impl UpstreamPool {
-    /// A pool over `servers`, ordered by `policy`.
+    /// A pool over `primaries` (non-empty) and `backups`.
     pub fn new(
         name: Arc<str>,
-        servers: Box<[Arc<ServerState>]>,
-        policy: Box<dyn Policy>,
-        connect_timeout: Duration,
+        primaries: Tier,
+        backups: Option<Tier>,
+        settings: PoolSettings,
+        state: Arc<PoolState>,
     ) -> Self {
-        assert!(!servers.is_empty(), "validated: an upstream has servers");
         UpstreamPool {
             name,
-            servers,
-            policy,
-            connect_timeout,
+            primaries,
+            backups,
+            settings,
+            state,
         }
     }
 
-    /// The servers one request may try, best first, each at most once.
-    pub fn candidates(&self) -> impl Iterator<Item = &Arc<ServerState>> {
-        Candidates::new(&*self.policy, self.servers.len()).map(|i| &self.servers[i])
+    /// Every server, primaries first.
+    pub fn servers(&self) -> impl Iterator<Item = &Arc<ServerState>> {
+        let backups = self.backups.iter().flat_map(|t| t.servers.iter());
+        self.primaries.servers.iter().chain(backups)
+    }
+
+    /// The state shared with the next snapshot of this upstream.
+    pub fn state(&self) -> &Arc<PoolState> {
+        &self.state
+    }
+
+    /// The servers one request may try, best first, each at most once:
+    /// primaries in the policy's order, then backups. Only servers that are
+    /// available (or all of them, in `try_all` mode when none is) come out.
+    pub fn candidates(&self, key: u64) -> impl Iterator<Item = &Arc<ServerState>> {
+        let holds_out = self.holds_out_failures();
+        let any_available = !holds_out || self.servers().any(|s| s.is_available());
+        let ignore_health = !any_available && self.settings.on_all_down == OnAllDown::TryAll;
+        self.note_all_down(!any_available);
+        let backups = self.backups.iter().flat_map(move |t| t.candidates(key));
+        self.primaries
+            .candidates(key)
+            .chain(backups)
+            .filter(move |s| ignore_health || !holds_out || s.is_available())
     }
 
     /// Whether failing servers are held out. Like nginx, a lone server is
-    /// never held out: refusing it would only turn a blip into 10s of 502s.
+    /// never held out by passive checks: refusing it would only turn a blip
+    /// into `fail_timeout` of 502s.
     pub fn holds_out_failures(&self) -> bool {
-        self.servers.len() > 1
+        self.primaries.servers.len() + self.backups.as_ref().map_or(0, |b| b.servers.len()) > 1
+    }
+
+    fn note_all_down(&self, all_down: bool) {
+        if self.state.all_down.load(Ordering::Relaxed) == all_down {
+            return;
+        }
+        if self.state.all_down.swap(all_down, Ordering::Relaxed) != all_down {
+            if all_down {
+                let mode = match self.settings.on_all_down {
+                    OnAllDown::Fail => "answering 502",
+                    OnAllDown::TryAll => "trying every server anyway (on_all_down = \"try_all\")",
+                };
+                tracing::error!(upstream = %self.name, "no server available; {mode}");
+            } else {
+                tracing::info!(upstream = %self.name, "servers available again");
+            }
+        }
     }
 }
 
 /// One upstream server and everything about it that survives a reload.
 #[derive(Debug)]
 pub struct ServerState {
-    /// The address as configured (without `http://`), for logs.
+    /// The server as configured (without `http://`), plus the address when
+    /// it came from DNS, for logs.
     pub name: Arc<str>,
     /// Where to connect.
     pub addr: SocketAddr,
-    /// Milliseconds since [`clock_origin`] until which this server is held
-    /// out after a failure; 0 when it is in rotation. An atomic so the
-    /// request path reads it without a lock.
-    held_out_until: AtomicU64,
+    /// Requests sent and not yet answered in full.
+    in_flight: AtomicUsize,
+    /// Passive health: what real requests taught us.
+    passive: Passive,
+    /// Active health: what health checks say (always up without checks).
+    active_up: AtomicBool,
     /// Idle keep-alive connections, one stack per worker thread.
     idle: ThreadLocal<RefCell<Vec<IdleConn>>>,
+}
+
+/// Failure accounting with nginx's `max_fails`/`fail_timeout` semantics.
+/// Times are milliseconds since [`clock_origin`]; races between workers can
+/// only make a count off by one, which these semantics tolerate.
+#[derive(Debug, Default)]
+struct Passive {
+    /// Until when the server is held out; 0 when it is in rotation.
+    held_out_until: AtomicU64,
+    /// Failures in the current window.
+    fails: AtomicU32,
+    /// Start of the current failure window.
+    window_start: AtomicU64,
+    /// Consecutive 5xx responses.
+    consecutive_5xx: AtomicU32,
+}
+
+/// Why a server was held out.
+#[derive(Debug, Clone, Copy)]
+pub enum HoldOutReason {
+    /// `max_fails` failures within `fail_timeout`.
+    Failures,
+    /// `eject_on_5xx` consecutive 5xx responses.
+    Consecutive5xx,
 }
 
 #[derive(Debug)]
@@ -107,34 +318,110 @@ struct IdleConn {
 }
 
 impl ServerState {
-    /// Fresh state for a server seen for the first time.
-    pub fn new(name: &str, addr: SocketAddr) -> Self {
+    /// Fresh state for a server seen for the first time; `up` is its active
+    /// health until a check says otherwise.
+    pub fn new(name: &str, addr: SocketAddr, up: bool) -> Self {
         ServerState {
             name: name.into(),
             addr,
-            held_out_until: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            passive: Passive::default(),
+            active_up: AtomicBool::new(up),
             idle: ThreadLocal::new(),
         }
     }
 
-    /// Whether this server is in rotation at `now`.
+    /// Whether this server may take requests: up by its health checks and
+    /// not held out by failures.
     pub fn is_available(&self) -> bool {
-        let until = self.held_out_until.load(Ordering::Relaxed);
+        if !self.active_up.load(Ordering::Relaxed) {
+            return false;
+        }
+        let until = self.passive.held_out_until.load(Ordering::Relaxed);
         // The common case costs one load and no clock read.
         until == 0 || millis_since_origin() >= until
     }
 
-    /// Hold this server out of rotation for [`FAIL_TIMEOUT`].
-    pub fn hold_out(&self) {
-        let until = millis_since_origin() + FAIL_TIMEOUT.as_millis() as u64;
-        self.held_out_until.store(until.max(1), Ordering::Relaxed);
+    /// Requests sent and not yet answered in full.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Put a server back into rotation (it answered).
-    pub fn mark_ok(&self) {
-        if self.held_out_until.load(Ordering::Relaxed) != 0 {
-            self.held_out_until.store(0, Ordering::Relaxed);
+    /// Count a request as in flight until the guard drops.
+    pub fn start_request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// What active health checks say.
+    pub fn is_up(&self) -> bool {
+        self.active_up.load(Ordering::Relaxed)
+    }
+
+    /// Set by active health checks; returns the previous value.
+    pub fn set_up(&self, up: bool) -> bool {
+        self.active_up.swap(up, Ordering::Relaxed)
+    }
+
+    /// Whether the server is held out by passive health right now.
+    pub fn is_held_out(&self) -> bool {
+        let until = self.passive.held_out_until.load(Ordering::Relaxed);
+        until != 0 && millis_since_origin() < until
+    }
+
+    /// A failed attempt (connect error, reset, timeout). Returns why the
+    /// server was just held out, if this failure did it.
+    pub fn record_failure(&self, settings: &PoolSettings) -> Option<HoldOutReason> {
+        if settings.max_fails == 0 {
+            return None;
         }
+        let now = millis_since_origin();
+        let window = settings.fail_timeout.as_millis() as u64;
+        let p = &self.passive;
+        if now.saturating_sub(p.window_start.load(Ordering::Relaxed)) > window {
+            p.window_start.store(now, Ordering::Relaxed);
+            p.fails.store(0, Ordering::Relaxed);
+        }
+        let fails = p.fails.fetch_add(1, Ordering::Relaxed) + 1;
+        if fails >= settings.max_fails {
+            p.fails.store(0, Ordering::Relaxed);
+            self.hold_out(now + window);
+            return Some(HoldOutReason::Failures);
+        }
+        None
+    }
+
+    /// A response arrived. 5xx responses count towards `eject_on_5xx`;
+    /// anything else clears the failure state. Returns why the server was
+    /// just held out, if this response did it.
+    pub fn record_response(&self, status: u16, settings: &PoolSettings) -> Option<HoldOutReason> {
+        let p = &self.passive;
+        if (500..600).contains(&status) {
+            if let Some(limit) = settings.eject_on_5xx {
+                let count = p.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1;
+                if count >= limit {
+                    p.consecutive_5xx.store(0, Ordering::Relaxed);
+                    self.hold_out(millis_since_origin() + settings.fail_timeout.as_millis() as u64);
+                    return Some(HoldOutReason::Consecutive5xx);
+                }
+            }
+            return None;
+        }
+        // Loads first: a healthy server's request path writes nothing.
+        if p.consecutive_5xx.load(Ordering::Relaxed) != 0 {
+            p.consecutive_5xx.store(0, Ordering::Relaxed);
+        }
+        if p.fails.load(Ordering::Relaxed) != 0 {
+            p.fails.store(0, Ordering::Relaxed);
+        }
+        if p.held_out_until.load(Ordering::Relaxed) != 0 {
+            p.held_out_until.store(0, Ordering::Relaxed);
+        }
+        None
+    }
+
+    fn hold_out(&self, until: u64) {
+        self.passive.held_out_until.store(until.max(1), Ordering::Relaxed);
     }
 
     /// An idle connection of this worker that is still open, if any. Waits
@@ -204,6 +491,24 @@ impl ServerState {
     }
 }
 
+/// A request counted in its server's in-flight number; dropping it ends
+/// the count.
+#[derive(Debug)]
+pub struct InFlight(Arc<ServerState>);
+
+impl InFlight {
+    /// The server the request went to.
+    pub fn server(&self) -> &Arc<ServerState> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Why a connection to a server could not be established.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -232,13 +537,82 @@ fn millis_since_origin() -> u64 {
 mod tests {
     use super::*;
 
+    fn settings(max_fails: u32, eject_on_5xx: Option<u32>) -> PoolSettings {
+        let mut upstream = crate::config::Upstream {
+            name: "app".into(),
+            balance: crate::config::Balance::RoundRobin,
+            servers: Vec::new(),
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(60),
+            max_fails,
+            fail_timeout: Duration::from_secs(10),
+            eject_on_5xx,
+            on_all_down: OnAllDown::Fail,
+            retries: 1,
+            retry_on: RetryOn::default(),
+            retry_non_idempotent: false,
+            health_check: None,
+        };
+        upstream.servers.clear();
+        PoolSettings::from_config(&upstream)
+    }
+
+    fn server() -> Arc<ServerState> {
+        Arc::new(ServerState::new(
+            "127.0.0.1:1",
+            "127.0.0.1:1".parse().unwrap(),
+            true,
+        ))
+    }
+
     #[test]
-    fn hold_out_and_recover() {
-        let s = ServerState::new("127.0.0.1:1", "127.0.0.1:1".parse().unwrap());
+    fn max_fails_within_the_window_holds_out_and_a_response_recovers() {
+        let s = server();
+        let three = settings(3, None);
+        assert!(s.record_failure(&three).is_none());
+        assert!(s.record_failure(&three).is_none());
         assert!(s.is_available());
-        s.hold_out();
+        assert!(matches!(s.record_failure(&three), Some(HoldOutReason::Failures)));
         assert!(!s.is_available());
-        s.mark_ok();
+        s.record_response(200, &three);
         assert!(s.is_available());
+    }
+
+    #[test]
+    fn max_fails_zero_never_holds_out() {
+        let s = server();
+        for _ in 0..10 {
+            assert!(s.record_failure(&settings(0, None)).is_none());
+        }
+        assert!(s.is_available());
+    }
+
+    #[test]
+    fn consecutive_5xx_eject() {
+        let s = server();
+        let two = settings(1, Some(2));
+        assert!(s.record_response(502, &two).is_none());
+        assert!(
+            s.record_response(200, &two).is_none(),
+            "a success resets the count"
+        );
+        assert!(s.record_response(500, &two).is_none());
+        assert!(matches!(
+            s.record_response(503, &two),
+            Some(HoldOutReason::Consecutive5xx)
+        ));
+        assert!(!s.is_available());
+    }
+
+    #[test]
+    fn active_health_and_in_flight() {
+        let s = server();
+        assert!(s.set_up(false));
+        assert!(!s.is_available());
+        s.set_up(true);
+        let guard = s.start_request();
+        assert_eq!(s.in_flight(), 1);
+        drop(guard);
+        assert_eq!(s.in_flight(), 0);
     }
 }

@@ -1,29 +1,67 @@
 //! Selection policies: which server of an upstream a request tries first.
 //!
-//! A policy is built once per server set (when a snapshot is built) and is
-//! then read-only apart from atomics, so picking never takes a lock. It knows
-//! nothing about health: [`Candidates`] asks the policy again while it keeps
-//! yielding servers already offered, so a skipped server's share spreads over
-//! the others the way the policy would spread it, and then falls back to
-//! every server not yet offered, so each server is offered at most once per
-//! request. The caller ([`crate::proxy`]) decides which candidates are usable.
+//! A policy is built once per server set (when a snapshot is built, or when
+//! DNS changes a pool's members) and is then read-only apart from atomics,
+//! so picking never takes a lock. It knows nothing about health: it answers
+//! "the best server for this request that is not excluded", and
+//! [`Candidates`] asks it again and again, excluding what it already offered,
+//! so the caller ([`crate::proxy`]) can walk the servers in the policy's
+//! order of preference and skip the ones that are down, each at most once.
 
+mod hash;
+mod least_conn;
+mod random;
 mod round_robin;
 
 use std::fmt;
 
+pub use hash::Ketama;
+pub use least_conn::LeastConn;
+pub use random::Random;
 pub use round_robin::{RoundRobin, RoundRobinCursor};
 
-/// A selection policy over the servers of one upstream, indexed `0..len`.
+/// What a policy may look at for one pick.
+pub struct PickContext<'a> {
+    /// The request's hash key ([`hash_key`] of the configured key), for
+    /// consistent hashing; 0 for other policies.
+    pub key: u64,
+    /// In-flight requests of server `i`.
+    pub load: &'a dyn Fn(usize) -> usize,
+    /// Whether server `i` was already offered for this request (and must
+    /// not be returned again if the policy can avoid it).
+    pub excluded: &'a dyn Fn(usize) -> bool,
+}
+
+/// A selection policy over the servers of one tier of an upstream,
+/// indexed `0..len`.
 pub trait Policy: Send + Sync + fmt::Debug {
-    /// The index of the next server this policy would choose.
-    fn pick(&self) -> usize;
+    /// The best server for this request that `cx.excluded` does not
+    /// exclude. Returning an excluded index (or `None`) is allowed:
+    /// [`Candidates`] then asks again, and after `len` answers scans for
+    /// whatever was never offered.
+    fn pick(&self, cx: &PickContext<'_>) -> Option<usize>;
+}
+
+/// A stable 64-bit hash of a request key (client IP, header or cookie
+/// value, URI): the same in every ginx process, so two proxies with one
+/// configuration send a key to the same server.
+pub fn hash_key(bytes: &[u8]) -> u64 {
+    // FNV-1a, 64 bit: tiny, stable, and good enough to place keys on a
+    // ring whose points are themselves well spread.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
 }
 
 /// The servers to try for one request, best first, each at most once.
 pub struct Candidates<'a> {
     policy: &'a dyn Policy,
     len: usize,
+    key: u64,
+    load: &'a (dyn Fn(usize) -> usize + Sync),
     /// How many more times the policy is asked before falling back to a scan.
     asks_left: usize,
     /// Next index of the fallback scan.
@@ -32,11 +70,19 @@ pub struct Candidates<'a> {
 }
 
 impl<'a> Candidates<'a> {
-    /// Candidates among `len` servers chosen by `policy`.
-    pub fn new(policy: &'a dyn Policy, len: usize) -> Self {
+    /// Candidates among `len` servers chosen by `policy` for a request with
+    /// hash `key`, seeing in-flight counts through `load`.
+    pub fn new(
+        policy: &'a dyn Policy,
+        len: usize,
+        key: u64,
+        load: &'a (dyn Fn(usize) -> usize + Sync),
+    ) -> Self {
         Candidates {
             policy,
             len,
+            key,
+            load,
             asks_left: len,
             scan: 0,
             offered: Offered::new(len),
@@ -50,9 +96,17 @@ impl Iterator for Candidates<'_> {
     fn next(&mut self) -> Option<usize> {
         while self.asks_left > 0 {
             self.asks_left -= 1;
-            let i = self.policy.pick();
-            if i < self.len && self.offered.insert(i) {
-                return Some(i);
+            let offered = &self.offered;
+            let excluded = |i: usize| offered.contains(i);
+            let cx = PickContext {
+                key: self.key,
+                load: self.load,
+                excluded: &excluded,
+            };
+            match self.policy.pick(&cx) {
+                Some(i) if i < self.len && self.offered.insert(i) => return Some(i),
+                Some(_) => continue,
+                None => break,
             }
         }
         while self.scan < self.len {
@@ -82,6 +136,13 @@ impl Offered {
         }
     }
 
+    fn contains(&self, i: usize) -> bool {
+        match self {
+            Offered::Small(bits) => bits & (1u64 << i) != 0,
+            Offered::Large(seen) => seen[i],
+        }
+    }
+
     /// Adds `i`; false if it was already there.
     fn insert(&mut self, i: usize) -> bool {
         match self {
@@ -106,25 +167,36 @@ mod tests {
     struct Script(Vec<usize>, AtomicUsize);
 
     impl Policy for Script {
-        fn pick(&self) -> usize {
+        fn pick(&self, _: &PickContext<'_>) -> Option<usize> {
             let n = self.1.fetch_add(1, Ordering::Relaxed);
-            self.0[n % self.0.len()]
+            Some(self.0[n % self.0.len()])
         }
+    }
+
+    fn candidates(p: &dyn Policy, len: usize) -> Vec<usize> {
+        Candidates::new(p, len, 0, &|_| 0).collect()
     }
 
     #[test]
     fn offers_each_server_once_policy_order_first() {
         let p = Script(vec![2, 2, 0], AtomicUsize::new(0));
-        let got: Vec<_> = Candidates::new(&p, 4).collect();
+        let got = candidates(&p, 4);
         assert_eq!(got, [2, 0, 1, 3]);
     }
 
     #[test]
     fn large_upstreams() {
         let p = Script(vec![99], AtomicUsize::new(0));
-        let got: Vec<_> = Candidates::new(&p, 100).collect();
+        let got = candidates(&p, 100);
         assert_eq!(got.len(), 100);
         assert_eq!(got[0], 99);
         assert_eq!(&got[1..4], [0, 1, 2]);
+    }
+
+    #[test]
+    fn hash_key_is_stable() {
+        // Fixed values: a change here would remap every key in production.
+        assert_eq!(hash_key(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(hash_key(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
 }

@@ -15,7 +15,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::Policy;
+use super::{PickContext, Policy};
 
 /// The rotation position of one upstream; outlives snapshots.
 pub type RoundRobinCursor = Arc<AtomicUsize>;
@@ -39,10 +39,17 @@ impl RoundRobin {
     }
 }
 
-impl Policy for RoundRobin {
-    fn pick(&self) -> usize {
+impl RoundRobin {
+    /// The next server in the rotation.
+    pub fn next(&self) -> usize {
         let n = self.cursor.fetch_add(1, Ordering::Relaxed);
         self.sequence[n % self.sequence.len()] as usize
+    }
+}
+
+impl Policy for RoundRobin {
+    fn pick(&self, _: &PickContext<'_>) -> Option<usize> {
+        Some(self.next())
     }
 }
 
@@ -83,7 +90,7 @@ mod tests {
 
     fn picks(weights: &[u32], n: usize) -> String {
         let rr = RoundRobin::new(weights, Default::default());
-        (0..n).map(|_| (b'a' + rr.pick() as u8) as char).collect()
+        (0..n).map(|_| (b'a' + rr.next() as u8) as char).collect()
     }
 
     #[test]
@@ -108,8 +115,8 @@ mod tests {
     fn cursor_is_shared() {
         let cursor = RoundRobinCursor::default();
         let first = RoundRobin::new(&[1, 1], cursor.clone());
-        assert_eq!(first.pick(), 0);
+        assert_eq!(first.next(), 0);
         let rebuilt = RoundRobin::new(&[1, 1], cursor);
-        assert_eq!(rebuilt.pick(), 1);
+        assert_eq!(rebuilt.next(), 1);
     }
 }

@@ -78,6 +78,14 @@ pub struct Global {
     /// `watch`: reload when configuration files change (file events plus a
     /// slow poll). Default `true`; with `false` only SIGHUP reloads.
     pub watch: bool,
+    /// `resolver = "IP:PORT"`: the DNS server for host names in `servers`;
+    /// `None` uses the system's (/etc/resolv.conf).
+    pub resolver: Option<SocketAddr>,
+    /// `resolve_min`, default 1s, > 0: the shortest re-resolution interval,
+    /// whatever a record's TTL.
+    pub resolve_min: Duration,
+    /// `resolve_max`, default 5m, >= `resolve_min`: the longest.
+    pub resolve_max: Duration,
     /// `shutdown_timeout`: how long a graceful shutdown waits for in-flight
     /// requests. Default 30s.
     pub shutdown_timeout: Duration,
@@ -140,11 +148,98 @@ pub enum RouteAction {
 }
 
 /// How an upstream picks a server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Balance {
     /// `round_robin` (default) or its alias `weighted_round_robin`: smooth
     /// weighted round robin, as nginx.
     RoundRobin,
+    /// `least_conn`: fewest in-flight requests relative to weight; ties
+    /// broken round robin.
+    LeastConn,
+    /// `random`: power of two choices over in-flight requests.
+    Random,
+    /// `hash` with `hash = "..."`: consistent hashing on a request key.
+    Hash(HashKey),
+}
+
+/// `hash = "..."`: what consistent hashing hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// `client_ip`: the TCP peer's address (not X-Forwarded-For).
+    ClientIp,
+    /// `header:NAME`: the value of a request header (name stored lowercase).
+    Header(String),
+    /// `cookie:NAME`: the value of a cookie (name as written).
+    Cookie(String),
+    /// `uri`: the request target, path and query.
+    Uri,
+}
+
+/// `on_all_down`: what to do when no server of a pool is available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnAllDown {
+    /// `fail` (default): answer 502.
+    Fail,
+    /// `try_all`: ignore health and try every server (Envoy's panic mode).
+    TryAll,
+}
+
+/// `retry_on`: which failures make a request move to another server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryOn {
+    /// `connect`: the connection could not be established.
+    pub connect: bool,
+    /// `reset`: the connection closed or reset before a response header.
+    pub reset: bool,
+    /// `timeout`: connect or response-header timeout.
+    pub timeout: bool,
+    /// `5xx`: the server answered with a 5xx status.
+    pub status_5xx: bool,
+}
+
+impl Default for RetryOn {
+    /// `["connect", "reset", "timeout"]`.
+    fn default() -> Self {
+        RetryOn {
+            connect: true,
+            reset: true,
+            timeout: true,
+            status_5xx: false,
+        }
+    }
+}
+
+/// `[upstream.NAME.health_check]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// `type` = "http" (default, with `path`) or "tcp" (connect only).
+    pub kind: CheckKind,
+    /// `interval`, default 5s, > 0.
+    pub interval: Duration,
+    /// `timeout`, default 1s, > 0.
+    pub timeout: Duration,
+    /// `expect_status = "200-399"` (default) or a single code `"200"`:
+    /// inclusive range, each end 100..=599, low <= high.
+    pub expect_status: (u16, u16),
+    /// `rise`, default 2, >= 1: consecutive successes to mark a server up.
+    pub rise: u32,
+    /// `fall`, default 3, >= 1: consecutive failures to mark a server down.
+    pub fall: u32,
+    /// `initial_state`, default up: the state of a server seen for the first
+    /// time, until its checks say otherwise.
+    pub initial_up: bool,
+}
+
+/// What an active health check does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind {
+    /// `type = "http"`: `GET path` (default `path` "/", must start with "/").
+    Http {
+        /// Path and optional query to request.
+        path: String,
+    },
+    /// `type = "tcp"`: a TCP connect succeeds. `path` is an error here.
+    Tcp,
 }
 
 /// `[upstream.NAME]`.
@@ -152,12 +247,36 @@ pub enum Balance {
 pub struct Upstream {
     /// The `NAME` of `[upstream.NAME]`.
     pub name: String,
-    /// `balance`, default round robin.
+    /// `balance`, default round robin; `hash` needs `hash = "..."` (and
+    /// `hash` without `balance = "hash"` is an error).
     pub balance: Balance,
-    /// At least one server (validated).
+    /// At least one server (validated); at least one of them not a backup.
     pub servers: Vec<ServerSpec>,
     /// `connect_timeout`, default 5s.
     pub connect_timeout: Duration,
+    /// `read_timeout`, default 60s, > 0: how long to wait for a response
+    /// header once the request is sent (nginx `proxy_read_timeout`).
+    pub read_timeout: Duration,
+    /// `max_fails`, default 1: failures within `fail_timeout` that hold a
+    /// server out; 0 never holds a server out.
+    pub max_fails: u32,
+    /// `fail_timeout`, default 10s, > 0: the failure window and the hold-out.
+    pub fail_timeout: Duration,
+    /// `eject_on_5xx = N` (>= 1): hold a server out for `fail_timeout` after
+    /// N consecutive 5xx responses. Default off.
+    pub eject_on_5xx: Option<u32>,
+    /// `on_all_down`, default `fail`.
+    pub on_all_down: OnAllDown,
+    /// `retries`, default 1: extra attempts on other servers (0..=100).
+    pub retries: u32,
+    /// `retry_on`, default `["connect", "reset", "timeout"]`; allowed
+    /// entries: "connect", "reset", "timeout", "5xx" (unknown entries and
+    /// duplicates are errors).
+    pub retry_on: RetryOn,
+    /// `retry_non_idempotent`, default false.
+    pub retry_non_idempotent: bool,
+    /// `[upstream.NAME.health_check]`, if any.
+    pub health_check: Option<HealthCheck>,
 }
 
 /// One entry of `servers`.
@@ -165,10 +284,29 @@ pub struct Upstream {
 pub struct ServerSpec {
     /// The address as written, minus any `http://` (for logs and identity).
     pub name: String,
-    /// Resolved socket address.
-    pub addr: SocketAddr,
+    /// Where the server is: an IP address, or a host name that is resolved
+    /// at run time (never during validation).
+    pub endpoint: Endpoint,
     /// 1..=1000, default 1.
     pub weight: u32,
+    /// `backup = true` (table form only): takes traffic only while no
+    /// primary server is available.
+    pub backup: bool,
+}
+
+/// Where a server is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Endpoint {
+    /// An IP address and port.
+    Ip(SocketAddr),
+    /// A host name and port; every A/AAAA record becomes a member.
+    /// `localhost` is a host name like any other.
+    Dns {
+        /// The name, lowercase, as written.
+        host: String,
+        /// The port.
+        port: u16,
+    },
 }
 
 impl Config {

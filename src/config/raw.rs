@@ -47,6 +47,9 @@ pub(crate) struct Global {
     pub watch: Option<Spanned<bool>>,
     pub shutdown_timeout: Option<Spanned<DurationText>>,
     pub header_read_timeout: Option<Spanned<DurationText>>,
+    pub resolver: Option<Spanned<String>>,
+    pub resolve_min: Option<Spanned<DurationText>>,
+    pub resolve_max: Option<Spanned<DurationText>>,
 }
 
 /// `[listener.NAME]`.
@@ -84,11 +87,38 @@ pub(crate) struct Respond {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Upstream {
     pub balance: Option<Spanned<String>>,
+    pub hash: Option<Spanned<String>>,
     pub servers: Option<Spanned<Vec<Spanned<Server>>>>,
     pub connect_timeout: Option<Spanned<DurationText>>,
+    pub read_timeout: Option<Spanned<DurationText>>,
+    pub max_fails: Option<Spanned<i64>>,
+    pub fail_timeout: Option<Spanned<DurationText>>,
+    pub eject_on_5xx: Option<Spanned<i64>>,
+    pub on_all_down: Option<Spanned<String>>,
+    pub retries: Option<Spanned<i64>>,
+    pub retry_on: Option<Spanned<Vec<Spanned<String>>>>,
+    pub retry_non_idempotent: Option<Spanned<bool>>,
+    /// `[upstream.NAME.health_check]`. Not `Spanned`, as `[global]`.
+    pub health_check: Option<HealthCheck>,
 }
 
-/// One entry of `servers`: `"HOST:PORT"` or `{ addr = "HOST:PORT", weight = N }`.
+/// `[upstream.NAME.health_check]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HealthCheck {
+    #[serde(rename = "type")]
+    pub kind: Option<Spanned<String>>,
+    pub path: Option<Spanned<String>>,
+    pub interval: Option<Spanned<DurationText>>,
+    pub timeout: Option<Spanned<DurationText>>,
+    pub expect_status: Option<Spanned<StatusText>>,
+    pub rise: Option<Spanned<i64>>,
+    pub fall: Option<Spanned<i64>>,
+    pub initial_state: Option<Spanned<String>>,
+}
+
+/// One entry of `servers`: `"HOST:PORT"` or
+/// `{ addr = "HOST:PORT", weight = N, backup = BOOL }`.
 ///
 /// Written by hand rather than `#[serde(untagged)]` so that errors inside the
 /// table form keep toml's precise message and span.
@@ -96,10 +126,11 @@ pub(crate) struct Upstream {
 pub(crate) enum Server {
     /// `"HOST:PORT"`; its span is the enclosing `Spanned<Server>`'s.
     Text(String),
-    /// `{ addr, weight }`.
+    /// `{ addr, weight, backup }`.
     Table {
         addr: Spanned<String>,
         weight: Option<Spanned<i64>>,
+        backup: Option<Spanned<bool>>,
     },
 }
 
@@ -109,6 +140,7 @@ pub(crate) enum Server {
 struct ServerTable {
     addr: Spanned<String>,
     weight: Option<Spanned<i64>>,
+    backup: Option<Spanned<bool>>,
 }
 
 impl<'de> Deserialize<'de> for Server {
@@ -133,6 +165,7 @@ impl<'de> Deserialize<'de> for Server {
                 Ok(Server::Table {
                     addr: t.addr,
                     weight: t.weight,
+                    backup: t.backup,
                 })
             }
         }
@@ -175,6 +208,53 @@ impl<'de> Deserialize<'de> for DurationText {
         }
 
         deserializer.deserialize_any(DurationVisitor)
+    }
+}
+
+/// `expect_status` as written. A bare number (`expect_status = 204`) is kept
+/// too, so that it gets a message saying to quote it rather than a type error.
+#[derive(Debug)]
+pub(crate) struct StatusText {
+    /// The text, or the number's digits.
+    pub text: String,
+    /// False when written as a toml integer.
+    pub quoted: bool,
+}
+
+impl<'de> Deserialize<'de> for StatusText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StatusVisitor;
+
+        impl Visitor<'_> for StatusVisitor {
+            type Value = StatusText;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a status code or range as a string, like \"200\" or \"200-399\"")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StatusText, E> {
+                Ok(StatusText {
+                    text: v.to_owned(),
+                    quoted: true,
+                })
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<StatusText, E> {
+                Ok(StatusText {
+                    text: v.to_string(),
+                    quoted: false,
+                })
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<StatusText, E> {
+                Ok(StatusText {
+                    text: v.to_string(),
+                    quoted: false,
+                })
+            }
+        }
+
+        deserializer.deserialize_any(StatusVisitor)
     }
 }
 
@@ -238,12 +318,13 @@ mod tests {
         let servers = up.servers.as_ref().unwrap().get_ref();
         assert!(matches!(servers[0].get_ref(), Server::Text(t) if t == "127.0.0.1:1"));
         assert_eq!(&text[servers[0].span()], "\"127.0.0.1:1\"");
-        let Server::Table { addr, weight } = servers[1].get_ref() else {
+        let Server::Table { addr, weight, backup } = servers[1].get_ref() else {
             panic!("table form expected");
         };
         assert_eq!(addr.get_ref(), "h:2");
         assert_eq!(&text[addr.span()], "\"h:2\"");
         assert_eq!(*weight.as_ref().unwrap().get_ref(), 3);
+        assert!(backup.is_none());
     }
 
     #[test]

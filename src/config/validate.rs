@@ -3,7 +3,7 @@
 //! Every problem is collected; nothing stops at the first one.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,11 +12,18 @@ use toml::Spanned;
 
 use super::error::{Error, Location};
 use super::raw;
-use super::{Balance, Global, HostPattern, Listener, Route, RouteAction, ServerSpec, Upstream};
+use super::{
+    Balance, CheckKind, Endpoint, Global, HashKey, HealthCheck, HostPattern, Listener, OnAllDown, RetryOn,
+    Route, RouteAction, ServerSpec, Upstream,
+};
 
 const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
 const DURATION_HINT: &str = "use a number with a unit, like \"250ms\", \"5s\" or \"2m\"";
 const SERVER_HINT: &str = "use \"HOST:PORT\" or \"http://HOST:PORT\", like \"127.0.0.1:9001\"";
+const HASH_HINT: &str = "use \"client_ip\", \"uri\", \"header:NAME\" or \"cookie:NAME\"";
+const RESOLVER_HINT: &str = "use the IP:PORT of a DNS server, like \"127.0.0.53:53\" or \"[::1]:53\"";
+const STATUS_HINT: &str =
+    "use a status code or an inclusive range as a string, like \"204\" or \"200-399\", each from 100 to 599, low end first";
 const BIND_HINT: &str =
     "use IP:PORT, like \"127.0.0.1:8080\", \"[::1]:8080\", \"0.0.0.0:80\" or \"localhost:8080\"";
 
@@ -50,6 +57,9 @@ pub(crate) fn validate(files: &[Parsed], main: &Path, complete: bool, errors: &m
             watch: true,
             shutdown_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(30),
+            resolver: None,
+            resolve_min: Duration::from_secs(1),
+            resolve_max: Duration::from_secs(300),
         },
         global_set: HashMap::new(),
         listeners: BTreeMap::new(),
@@ -60,6 +70,9 @@ pub(crate) fn validate(files: &[Parsed], main: &Path, complete: bool, errors: &m
         upstream_defs: HashMap::new(),
         upstream_order: Vec::new(),
         references: Vec::new(),
+        resolve_min_at: None,
+        resolve_max_at: None,
+        resolve_invalid: false,
     };
     for f in files {
         if let Some(raw) = &f.file {
@@ -78,6 +91,7 @@ pub(crate) fn validate(files: &[Parsed], main: &Path, complete: bool, errors: &m
             }
         }
     }
+    v.check_resolve_range(complete);
     if complete {
         v.check_references();
         if v.listener_count == 0 {
@@ -142,6 +156,12 @@ struct Validator<'e> {
     upstream_order: Vec<String>,
     /// Every `upstream = "NAME"` reference, checked once all files are read.
     references: Vec<(Location, String)>,
+    /// Where valid `resolve_min` / `resolve_max` values were set, and their
+    /// text, for the check that the range is not empty.
+    resolve_min_at: Option<(Location, String)>,
+    resolve_max_at: Option<(Location, String)>,
+    /// A `resolve_min` or `resolve_max` was invalid: skip the range check.
+    resolve_invalid: bool,
 }
 
 impl Validator<'_> {
@@ -202,6 +222,121 @@ impl Validator<'_> {
                 }
             }
         }
+        if let Some(resolver) = &g.resolver {
+            if self.global_once(at, "resolver", resolver.span()) {
+                match parse_resolver(resolver.get_ref()) {
+                    Ok(addr) => self.global.resolver = Some(addr),
+                    Err(message) => self.errors.push(at.error(resolver.span(), message)),
+                }
+            }
+        }
+        if let Some(min) = &g.resolve_min {
+            if self.global_once(at, "resolve_min", min.span()) {
+                match self.positive_duration(at, min, "resolve_min") {
+                    Some(d) => {
+                        self.global.resolve_min = d;
+                        self.resolve_min_at = Some((at.loc(min.span().start), min.get_ref().0.clone()));
+                    }
+                    None => self.resolve_invalid = true,
+                }
+            }
+        }
+        if let Some(max) = &g.resolve_max {
+            if self.global_once(at, "resolve_max", max.span()) {
+                match self.positive_duration(at, max, "resolve_max") {
+                    Some(d) => {
+                        self.global.resolve_max = d;
+                        self.resolve_max_at = Some((at.loc(max.span().start), max.get_ref().0.clone()));
+                    }
+                    None => self.resolve_invalid = true,
+                }
+            }
+        }
+    }
+
+    /// `resolve_max` must not be shorter than `resolve_min`. The error is at
+    /// `resolve_max` when it is set, else at `resolve_min`. With a file
+    /// missing, a key set only there might fix it: then only checked when
+    /// both are set.
+    fn check_resolve_range(&mut self, complete: bool) {
+        let (min, max) = (self.global.resolve_min, self.global.resolve_max);
+        if self.resolve_invalid || max >= min {
+            return;
+        }
+        let error = match (&self.resolve_min_at, &self.resolve_max_at) {
+            (Some((_, min_text)), Some((max_at, max_text))) => (
+                max_at.clone(),
+                format!(
+                    "resolve_max `{max_text}` is shorter than resolve_min `{min_text}`: make resolve_max at least resolve_min"
+                ),
+            ),
+            (None, Some((max_at, max_text))) if complete => (
+                max_at.clone(),
+                format!(
+                    "resolve_max `{max_text}` is shorter than resolve_min (default `{}`): make resolve_max at least resolve_min",
+                    humantime::format_duration(min)
+                ),
+            ),
+            (Some((min_at, min_text)), None) if complete => (
+                min_at.clone(),
+                format!(
+                    "resolve_min `{min_text}` is longer than resolve_max (default `{}`): shorten resolve_min or set a longer resolve_max",
+                    humantime::format_duration(max)
+                ),
+            ),
+            _ => return,
+        };
+        self.errors.push(Error::At {
+            location: error.0,
+            message: error.1,
+        });
+    }
+
+    /// A toml integer that must be in `min..=max`. `extra` is appended to
+    /// the message (empty, or a hint starting with a space).
+    fn number(
+        &mut self,
+        at: At<'_>,
+        value: &Spanned<i64>,
+        key: &str,
+        range: (u32, u32),
+        extra: &str,
+    ) -> Option<u32> {
+        let (min, max) = range;
+        match u32::try_from(*value.get_ref()) {
+            Ok(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                self.errors.push(at.error(
+                    value.span(),
+                    format!(
+                        "invalid {key} {}: use a number from {min} to {max}{extra}",
+                        value.get_ref()
+                    ),
+                ));
+                None
+            }
+        }
+    }
+
+    /// One of a fixed set of strings; `None` (and an error listing the
+    /// accepted values) otherwise.
+    fn choice<T: Copy>(
+        &mut self,
+        at: At<'_>,
+        value: &Spanned<String>,
+        key: &str,
+        options: &[(&str, T)],
+    ) -> Option<T> {
+        let text = value.get_ref();
+        if let Some((_, v)) = options.iter().find(|(name, _)| name == text) {
+            return Some(*v);
+        }
+        let names: Vec<&str> = options.iter().map(|(name, _)| *name).collect();
+        self.errors.push(at.error(
+            value.span(),
+            format!("unknown {key} `{text}`: use {}", quoted_list(&names)),
+        ));
+        None
     }
 
     /// A duration that must not be zero (a timeout of nothing would fail
@@ -276,19 +411,7 @@ impl Validator<'_> {
             self.upstream_order.push(name.clone());
         }
 
-        let balance = match &u.balance {
-            None => Balance::RoundRobin,
-            Some(b) => match b.get_ref().as_str() {
-                "round_robin" | "weighted_round_robin" => Balance::RoundRobin,
-                other => {
-                    self.errors.push(at.error(
-                        b.span(),
-                        format!("unknown balance `{other}`: use \"round_robin\" or \"weighted_round_robin\""),
-                    ));
-                    Balance::RoundRobin
-                }
-            },
-        };
+        let balance = self.balance(at, u);
 
         let mut servers = Vec::new();
         let empty_at = match &u.servers {
@@ -302,11 +425,29 @@ impl Validator<'_> {
                 format!("upstream `{name}` has no servers: add servers = [\"HOST:PORT\"]"),
             ));
         }
+        if let Some(list) = &u.servers {
+            let is_backup = |e: &Spanned<raw::Server>| match e.get_ref() {
+                raw::Server::Table { backup: Some(b), .. } => *b.get_ref(),
+                _ => false,
+            };
+            if !list.get_ref().is_empty() && list.get_ref().iter().all(is_backup) {
+                let start = list.span().start;
+                self.errors.push(at.error(
+                    start..start,
+                    format!(
+                        "upstream `{name}` has only backup servers: at least one server must not be a backup"
+                    ),
+                ));
+            }
+        }
         for entry in u.servers.iter().flat_map(|l| l.get_ref()) {
             if let Some(s) = self.server(at, entry) {
-                // A server's state is keyed by its address: listing it twice
+                // A server's state is keyed by its endpoint: listing it twice
                 // would make two entries share one state.
-                if servers.iter().any(|seen: &ServerSpec| seen.addr == s.addr) {
+                if servers
+                    .iter()
+                    .any(|seen: &ServerSpec| seen.endpoint == s.endpoint)
+                {
                     self.errors.push(at.error(
                         entry.span(),
                         format!(
@@ -320,12 +461,46 @@ impl Validator<'_> {
             }
         }
 
-        let connect_timeout = match &u.connect_timeout {
-            None => Duration::from_secs(5),
-            Some(t) => self
-                .positive_duration(at, t, "connect_timeout")
-                .unwrap_or(Duration::from_secs(5)),
+        let connect_timeout = self.timeout(at, &u.connect_timeout, "connect_timeout", Duration::from_secs(5));
+        let read_timeout = self.timeout(at, &u.read_timeout, "read_timeout", Duration::from_secs(60));
+        let fail_timeout = self.timeout(at, &u.fail_timeout, "fail_timeout", Duration::from_secs(10));
+        let max_fails = u
+            .max_fails
+            .as_ref()
+            .and_then(|n| self.number(at, n, "max_fails", (0, u32::MAX), ""))
+            .unwrap_or(1);
+        let eject_on_5xx = u.eject_on_5xx.as_ref().and_then(|n| {
+            self.number(
+                at,
+                n,
+                "eject_on_5xx",
+                (1, u32::MAX),
+                " (remove `eject_on_5xx` to never eject on 5xx)",
+            )
+        });
+        let on_all_down = u
+            .on_all_down
+            .as_ref()
+            .and_then(|v| {
+                self.choice(
+                    at,
+                    v,
+                    "on_all_down",
+                    &[("fail", OnAllDown::Fail), ("try_all", OnAllDown::TryAll)],
+                )
+            })
+            .unwrap_or(OnAllDown::Fail);
+        let retries = u
+            .retries
+            .as_ref()
+            .and_then(|n| self.number(at, n, "retries", (0, 100), ""))
+            .unwrap_or(1);
+        let retry_on = match &u.retry_on {
+            None => RetryOn::default(),
+            Some(list) => self.retry_on(at, list.get_ref()),
         };
+        let retry_non_idempotent = u.retry_non_idempotent.as_ref().is_some_and(|b| *b.get_ref());
+        let health_check = u.health_check.as_ref().map(|h| self.health_check(at, h));
 
         if first {
             self.upstreams.insert(
@@ -335,15 +510,213 @@ impl Validator<'_> {
                     balance,
                     servers,
                     connect_timeout,
+                    read_timeout,
+                    max_fails,
+                    fail_timeout,
+                    eject_on_5xx,
+                    on_all_down,
+                    retries,
+                    retry_on,
+                    retry_non_idempotent,
+                    health_check,
                 },
             );
         }
     }
 
+    /// An optional duration that must be greater than zero, `default` when
+    /// absent or invalid (the error is then reported).
+    fn timeout(
+        &mut self,
+        at: At<'_>,
+        value: &Option<Spanned<raw::DurationText>>,
+        key: &str,
+        default: Duration,
+    ) -> Duration {
+        value
+            .as_ref()
+            .and_then(|v| self.positive_duration(at, v, key))
+            .unwrap_or(default)
+    }
+
+    /// `balance` and `hash` together.
+    fn balance(&mut self, at: At<'_>, u: &raw::Upstream) -> Balance {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Kind {
+            RoundRobin,
+            LeastConn,
+            Random,
+            Hash,
+        }
+        let kind = match &u.balance {
+            None => Some(Kind::RoundRobin),
+            Some(b) => self.choice(
+                at,
+                b,
+                "balance",
+                &[
+                    ("round_robin", Kind::RoundRobin),
+                    ("weighted_round_robin", Kind::RoundRobin),
+                    ("least_conn", Kind::LeastConn),
+                    ("random", Kind::Random),
+                    ("hash", Kind::Hash),
+                ],
+            ),
+        };
+        let key = u.hash.as_ref().and_then(|h| match parse_hash_key(h.get_ref()) {
+            Ok(key) => Some(key),
+            Err(message) => {
+                self.errors.push(at.error(h.span(), message));
+                None
+            }
+        });
+        match (kind, &u.balance, &u.hash) {
+            (Some(Kind::Hash), Some(b), None) => self.errors.push(at.error(
+                b.span(),
+                "balance = \"hash\" needs a `hash` key: add hash = \"client_ip\", \"uri\", \"header:NAME\" or \"cookie:NAME\""
+                    .to_owned(),
+            )),
+            // An unknown `balance` has its own error; `hash` may be right.
+            (Some(k), _, Some(h)) if k != Kind::Hash => self.errors.push(at.error(
+                h.span(),
+                "`hash` only applies with balance = \"hash\": add balance = \"hash\" or remove `hash`".to_owned(),
+            )),
+            _ => {}
+        }
+        match kind {
+            None | Some(Kind::RoundRobin) => Balance::RoundRobin,
+            Some(Kind::LeastConn) => Balance::LeastConn,
+            Some(Kind::Random) => Balance::Random,
+            // Without a valid key an error has been reported.
+            Some(Kind::Hash) => Balance::Hash(key.unwrap_or(HashKey::ClientIp)),
+        }
+    }
+
+    /// `retry_on = [...]`: each entry known and listed once.
+    fn retry_on(&mut self, at: At<'_>, entries: &[Spanned<String>]) -> RetryOn {
+        let mut on = RetryOn {
+            connect: false,
+            reset: false,
+            timeout: false,
+            status_5xx: false,
+        };
+        for entry in entries {
+            let text = entry.get_ref();
+            let flag = match text.as_str() {
+                "connect" => &mut on.connect,
+                "reset" => &mut on.reset,
+                "timeout" => &mut on.timeout,
+                "5xx" => &mut on.status_5xx,
+                _ => {
+                    self.errors.push(at.error(
+                        entry.span(),
+                        format!(
+                            "unknown retry_on entry `{text}`: use {}",
+                            quoted_list(&["connect", "reset", "timeout", "5xx"])
+                        ),
+                    ));
+                    continue;
+                }
+            };
+            if *flag {
+                self.errors.push(at.error(
+                    entry.span(),
+                    format!("`{text}` is listed twice in retry_on: list it once"),
+                ));
+            }
+            *flag = true;
+        }
+        on
+    }
+
+    fn health_check(&mut self, at: At<'_>, h: &raw::HealthCheck) -> HealthCheck {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Kind {
+            Http,
+            Tcp,
+        }
+        let kind = match &h.kind {
+            None => Some(Kind::Http),
+            Some(k) => self.choice(
+                at,
+                k,
+                "health_check type",
+                &[("http", Kind::Http), ("tcp", Kind::Tcp)],
+            ),
+        };
+        if let Some(p) = &h.path {
+            if kind == Some(Kind::Tcp) {
+                self.errors.push(at.error(
+                    p.span(),
+                    "`path` only applies to type = \"http\" health checks: remove it or use type = \"http\""
+                        .to_owned(),
+                ));
+            } else if !p.get_ref().starts_with('/') {
+                self.errors.push(at.error(
+                    p.span(),
+                    format!(
+                        "invalid health_check path `{}`: it must start with \"/\", like \"/health\"",
+                        p.get_ref()
+                    ),
+                ));
+            }
+        }
+        let kind = match kind {
+            Some(Kind::Tcp) => CheckKind::Tcp,
+            _ => CheckKind::Http {
+                path: h
+                    .path
+                    .as_ref()
+                    .map_or_else(|| "/".to_owned(), |p| p.get_ref().clone()),
+            },
+        };
+        let interval = self.timeout(at, &h.interval, "interval", Duration::from_secs(5));
+        let timeout = self.timeout(at, &h.timeout, "timeout", Duration::from_secs(1));
+        let expect_status = match &h.expect_status {
+            None => (200, 399),
+            Some(s) => match parse_status_range(s.get_ref()) {
+                Ok(range) => range,
+                Err(message) => {
+                    self.errors.push(at.error(s.span(), message));
+                    (200, 399)
+                }
+            },
+        };
+        let rise = h
+            .rise
+            .as_ref()
+            .and_then(|n| self.number(at, n, "rise", (1, u32::MAX), ""))
+            .unwrap_or(2);
+        let fall = h
+            .fall
+            .as_ref()
+            .and_then(|n| self.number(at, n, "fall", (1, u32::MAX), ""))
+            .unwrap_or(3);
+        let initial_up = h
+            .initial_state
+            .as_ref()
+            .and_then(|v| self.choice(at, v, "initial_state", &[("up", true), ("down", false)]))
+            .unwrap_or(true);
+        HealthCheck {
+            kind,
+            interval,
+            timeout,
+            expect_status,
+            rise,
+            fall,
+            initial_up,
+        }
+    }
+
     fn server(&mut self, at: At<'_>, entry: &Spanned<raw::Server>) -> Option<ServerSpec> {
-        let (text, span, weight) = match entry.get_ref() {
-            raw::Server::Text(t) => (t.as_str(), entry.span(), None),
-            raw::Server::Table { addr, weight } => (addr.get_ref().as_str(), addr.span(), weight.as_ref()),
+        let (text, span, weight, backup) = match entry.get_ref() {
+            raw::Server::Text(t) => (t.as_str(), entry.span(), None, None),
+            raw::Server::Table { addr, weight, backup } => (
+                addr.get_ref().as_str(),
+                addr.span(),
+                weight.as_ref(),
+                backup.as_ref(),
+            ),
         };
         let weight = match weight {
             None => Some(1),
@@ -368,11 +741,12 @@ impl Validator<'_> {
                 None
             }
         };
-        let (name, addr) = addr?;
+        let (name, endpoint) = addr?;
         Some(ServerSpec {
             name,
-            addr,
+            endpoint,
             weight: weight?,
+            backup: backup.is_some_and(|b| *b.get_ref()),
         })
     }
 
@@ -606,9 +980,98 @@ fn parse_host(text: &str) -> Result<HostPattern, String> {
     }
 }
 
+/// `"a"`, `"a" or "b"`, `"a", "b" or "c"`.
+fn quoted_list(items: &[&str]) -> String {
+    let quoted: Vec<String> = items.iter().map(|i| format!("\"{i}\"")).collect();
+    match quoted.split_last() {
+        None => String::new(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
+/// `resolver = "IP:PORT"`: an IP literal and a non-zero port.
+fn parse_resolver(text: &str) -> Result<SocketAddr, String> {
+    match text.parse::<SocketAddr>() {
+        Ok(addr) if addr.port() != 0 => Ok(addr),
+        Ok(_) => Err(format!(
+            "invalid resolver `{text}`: port 0 is not a DNS server's port; {RESOLVER_HINT}"
+        )),
+        Err(_) => match text.parse::<IpAddr>() {
+            Ok(ip) => Err(format!(
+                "invalid resolver `{text}`: add the port, like \"{}\"",
+                SocketAddr::new(ip, 53)
+            )),
+            Err(_) => Err(format!("invalid resolver `{text}`: {RESOLVER_HINT}")),
+        },
+    }
+}
+
+/// `hash = "..."`: `client_ip`, `uri`, `header:NAME` or `cookie:NAME`.
+fn parse_hash_key(text: &str) -> Result<HashKey, String> {
+    match text {
+        "client_ip" => return Ok(HashKey::ClientIp),
+        "uri" => return Ok(HashKey::Uri),
+        _ => {}
+    }
+    if let Some(name) = text.strip_prefix("header:") {
+        if name.is_empty() {
+            return Err(format!(
+                "invalid hash `{text}`: the header name is missing, like \"header:x-user-id\""
+            ));
+        }
+        if !name.bytes().all(is_token_byte) {
+            return Err(format!(
+                "invalid hash `{text}`: `{name}` is not a valid header name, use letters, digits and `-`, like \"header:x-user-id\""
+            ));
+        }
+        return Ok(HashKey::Header(name.to_ascii_lowercase()));
+    }
+    if let Some(name) = text.strip_prefix("cookie:") {
+        if name.is_empty() {
+            return Err(format!(
+                "invalid hash `{text}`: the cookie name is missing, like \"cookie:session\""
+            ));
+        }
+        return Ok(HashKey::Cookie(name.to_owned()));
+    }
+    Err(format!("invalid hash `{text}`: {HASH_HINT}"))
+}
+
+/// A byte of an HTTP token (RFC 9110 `tchar`): what a header name is made of.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// `expect_status`: `"204"` or `"200-399"`, each end three digits in
+/// 100..=599, low <= high.
+fn parse_status_range(s: &raw::StatusText) -> Result<(u16, u16), String> {
+    let text = &s.text;
+    if !s.quoted {
+        return Err(format!(
+            "invalid expect_status {text}: write it as a string, like \"{text}\" or \"200-399\""
+        ));
+    }
+    let code = |part: &str| -> Option<u16> {
+        if part.len() != 3 || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        part.parse().ok().filter(|c| (100..=599).contains(c))
+    };
+    let range = match text.split_once('-') {
+        None => code(text).map(|c| (c, c)),
+        Some((low, high)) => code(low).zip(code(high)),
+    };
+    match range {
+        Some((low, high)) if low <= high => Ok((low, high)),
+        _ => Err(format!("invalid expect_status `{text}`: {STATUS_HINT}")),
+    }
+}
+
 /// A server entry: `HOST:PORT` or `http://HOST:PORT`, optional trailing `/`.
-/// Returns the name (without scheme and `/`) and the resolved address.
-fn parse_server(text: &str) -> Result<(String, SocketAddr), String> {
+/// Returns the name (without scheme and `/`) and the endpoint. A host name is
+/// only checked for syntax, never resolved.
+fn parse_server(text: &str) -> Result<(String, Endpoint), String> {
     let invalid = |why: &str| format!("invalid server address `{text}`: {why}; {SERVER_HINT}");
     let rest = match text.split_once("://") {
         None => text,
@@ -628,28 +1091,92 @@ fn parse_server(text: &str) -> Result<(String, SocketAddr), String> {
         return Err(invalid("it is empty"));
     }
     if let Ok(addr) = name.parse::<SocketAddr>() {
-        return Ok((name.to_owned(), addr));
+        return Ok((name.to_owned(), Endpoint::Ip(addr)));
+    }
+    // `[IPv6]` or `[IPv6]:PORT`: the port is missing or bad, or the address.
+    if let Some(bracketed) = name.strip_prefix('[') {
+        let Some((ip, after)) = bracketed.split_once(']') else {
+            return Err(invalid("missing `]` after the IPv6 address"));
+        };
+        if ip.parse::<Ipv6Addr>().is_err() {
+            return Err(invalid(&format!("bad IPv6 address `{ip}`")));
+        }
+        return match after.strip_prefix(':') {
+            None if after.is_empty() => Err(invalid("missing port")),
+            None => Err(invalid(&format!("unexpected `{after}` after the IPv6 address"))),
+            Some(port) => Err(invalid(&format!("bad port `{port}`"))),
+        };
     }
     let Some((host, port)) = name.rsplit_once(':') else {
         return Err(invalid("missing port"));
     };
-    if host.is_empty() || host.contains([':', '[', ']']) || host.chars().any(char::is_whitespace) {
-        return Err(invalid("bad host"));
+    if host.is_empty() {
+        return Err(invalid("missing host"));
     }
-    let Ok(port) = port.parse::<u16>() else {
-        return Err(invalid(&format!("bad port `{port}`")));
+    if host.contains(':') {
+        return Err(invalid(
+            "an IPv6 address must be in brackets, like \"[::1]:9001\"",
+        ));
+    }
+    enum Host {
+        Ip(Ipv4Addr),
+        Name(String),
+    }
+    let host = match host.parse::<Ipv4Addr>() {
+        Ok(ip) => Host::Ip(ip),
+        Err(_) => Host::Name(check_host_name(host).map_err(|why| invalid(&why))?),
     };
-    let addrs: Vec<SocketAddr> = match (host, port).to_socket_addrs() {
-        Ok(a) => a.collect(),
-        Err(e) => return Err(format!("cannot resolve `{host}` for server `{name}`: {e}")),
+    // Digits only: `u16::from_str` would take a leading `+`.
+    let port = match port.parse::<u16>() {
+        Ok(p) if port.bytes().all(|b| b.is_ascii_digit()) => p,
+        _ => return Err(invalid(&format!("bad port `{port}`"))),
     };
-    let addr = addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| addrs.first())
-        .copied()
-        .ok_or_else(|| format!("cannot resolve `{host}` for server `{name}`: no address found"))?;
-    Ok((name.to_owned(), addr))
+    let endpoint = match host {
+        Host::Ip(ip) => Endpoint::Ip(SocketAddr::new(IpAddr::V4(ip), port)),
+        Host::Name(host) => Endpoint::Dns { host, port },
+    };
+    Ok((name.to_owned(), endpoint))
+}
+
+/// A DNS name: letters, digits, `-`, `_` and `.` (underscores are not valid
+/// in host names, but Docker Compose service names use them and resolvers
+/// answer for them); labels of 1 to 63 characters
+/// not starting or ending with `-`; at most 253 characters; not all-numeric
+/// at the end (that is a mistyped IP address). Returned lowercase.
+fn check_host_name(host: &str) -> Result<String, String> {
+    if host.len() > 253 {
+        return Err("the host name is longer than 253 characters".to_owned());
+    }
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return Err(format!(
+            "host name `{host}` may only contain letters, digits, `-`, `_` and `.`"
+        ));
+    }
+    for label in host.split('.') {
+        if label.is_empty() {
+            return Err(format!("host name `{host}` has an empty part between dots"));
+        }
+        if label.len() > 63 {
+            return Err(format!("host name `{host}` has a part longer than 63 characters"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!(
+                "host name `{host}` has a part starting or ending with `-`"
+            ));
+        }
+    }
+    // `10.0.0.300`, `127.1`: a mistyped IP address, not a name to look up.
+    if host
+        .rsplit('.')
+        .next()
+        .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!("`{host}` is not a valid IP address"));
+    }
+    Ok(host.to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -793,37 +1320,65 @@ servers = ["[::1]:9003"]
             vec![
                 ServerSpec {
                     name: "127.0.0.1:9001".into(),
-                    addr: "127.0.0.1:9001".parse().unwrap(),
-                    weight: 1
+                    endpoint: Endpoint::Ip("127.0.0.1:9001".parse().unwrap()),
+                    weight: 1,
+                    backup: false,
                 },
                 ServerSpec {
                     name: "127.0.0.1:9002".into(),
-                    addr: "127.0.0.1:9002".parse().unwrap(),
-                    weight: 2
+                    endpoint: Endpoint::Ip("127.0.0.1:9002".parse().unwrap()),
+                    weight: 2,
+                    backup: false,
                 },
             ]
         );
         assert_eq!(
-            parts.upstreams["api"].servers[0].addr,
-            "[::1]:9003".parse().unwrap()
+            parts.upstreams["api"].servers[0].endpoint,
+            Endpoint::Ip("[::1]:9003".parse().unwrap())
         );
     }
 
     #[test]
     fn server_forms() {
+        let ip = |a: &str| Endpoint::Ip(a.parse().unwrap());
+        let dns = |h: &str, port| Endpoint::Dns { host: h.into(), port };
         let ok_cases = [
-            ("127.0.0.1:1", "127.0.0.1:1", "127.0.0.1:1"),
-            ("http://127.0.0.1:2", "127.0.0.1:2", "127.0.0.1:2"),
-            ("http://127.0.0.1:3/", "127.0.0.1:3", "127.0.0.1:3"),
-            ("HTTP://[::1]:4", "[::1]:4", "[::1]:4"),
-            ("localhost:5", "localhost:5", "127.0.0.1:5"),
-            ("http://localhost:6/", "localhost:6", "127.0.0.1:6"),
+            ("127.0.0.1:1", "127.0.0.1:1", ip("127.0.0.1:1")),
+            ("http://127.0.0.1:2", "127.0.0.1:2", ip("127.0.0.1:2")),
+            ("http://127.0.0.1:3/", "127.0.0.1:3", ip("127.0.0.1:3")),
+            ("HTTP://[::1]:4", "[::1]:4", ip("[::1]:4")),
+            ("[2001:db8::1]:80", "[2001:db8::1]:80", ip("[2001:db8::1]:80")),
+            // Host names are kept, never resolved; localhost is no exception.
+            ("localhost:5", "localhost:5", dns("localhost", 5)),
+            ("http://localhost:6/", "localhost:6", dns("localhost", 6)),
+            (
+                "no-such-host.invalid:80",
+                "no-such-host.invalid:80",
+                dns("no-such-host.invalid", 80),
+            ),
+            (
+                "App-1.Svc.Cluster.Local:8080",
+                "App-1.Svc.Cluster.Local:8080",
+                dns("app-1.svc.cluster.local", 8080),
+            ),
+            (
+                "1password.com:443",
+                "1password.com:443",
+                dns("1password.com", 443),
+            ),
+            ("a.b2:0", "a.b2:0", dns("a.b2", 0)),
         ];
-        for (text, name, addr) in ok_cases {
-            let (n, a) = parse_server(text).unwrap();
+        for (text, name, endpoint) in ok_cases {
+            let (n, e) = parse_server(text).unwrap();
             assert_eq!(n, name, "{text}");
-            assert_eq!(a, addr.parse().unwrap(), "{text}");
+            assert_eq!(e, endpoint, "{text}");
         }
+        let long_label = "a".repeat(64);
+        let max_label = "a".repeat(63);
+        let max_name = format!("{max_label}.{max_label}.{max_label}.{}", "b".repeat(61)); // 253
+        assert_eq!(max_name.len(), 253);
+        assert!(parse_server(&format!("{max_name}:1")).is_ok());
+        assert!(parse_server(&format!("{max_label}:1")).is_ok());
         let hint = SERVER_HINT;
         let bad_cases = [
             ("127.0.0.1", format!("invalid server address `127.0.0.1`: missing port; {hint}")),
@@ -841,14 +1396,67 @@ servers = ["[::1]:9003"]
             ),
             ("a:99999", format!("invalid server address `a:99999`: bad port `99999`; {hint}")),
             ("http://", format!("invalid server address `http://`: it is empty; {hint}")),
+            ("a:+80", format!("invalid server address `a:+80`: bad port `+80`; {hint}")),
+            ("1.2.3.4:+80", format!("invalid server address `1.2.3.4:+80`: bad port `+80`; {hint}")),
+            ("1.2.3.4:", format!("invalid server address `1.2.3.4:`: bad port ``; {hint}")),
+            (":80", format!("invalid server address `:80`: missing host; {hint}")),
+            (
+                "::1:80",
+                format!("invalid server address `::1:80`: an IPv6 address must be in brackets, like \"[::1]:9001\"; {hint}"),
+            ),
+            ("[::1]", format!("invalid server address `[::1]`: missing port; {hint}")),
+            ("[::1]:x", format!("invalid server address `[::1]:x`: bad port `x`; {hint}")),
+            (
+                "[::1]x",
+                format!("invalid server address `[::1]x`: unexpected `x` after the IPv6 address; {hint}"),
+            ),
+            ("[::1:80", format!("invalid server address `[::1:80`: missing `]` after the IPv6 address; {hint}")),
+            ("[zz]:80", format!("invalid server address `[zz]:80`: bad IPv6 address `zz`; {hint}")),
+            (
+                "a b:80",
+                format!("invalid server address `a b:80`: host name `a b` may only contain letters, digits, `-`, `_` and `.`; {hint}"),
+            ),
+            (
+                "a..b:80",
+                format!("invalid server address `a..b:80`: host name `a..b` has an empty part between dots; {hint}"),
+            ),
+            (
+                "example.com.:80",
+                format!("invalid server address `example.com.:80`: host name `example.com.` has an empty part between dots; {hint}"),
+            ),
+            (
+                "-a.com:80",
+                format!("invalid server address `-a.com:80`: host name `-a.com` has a part starting or ending with `-`; {hint}"),
+            ),
+            (
+                "a-.com:80",
+                format!("invalid server address `a-.com:80`: host name `a-.com` has a part starting or ending with `-`; {hint}"),
+            ),
+            (
+                "10.0.0.300:80",
+                format!("invalid server address `10.0.0.300:80`: `10.0.0.300` is not a valid IP address; {hint}"),
+            ),
+            (
+                "127.1:80",
+                format!("invalid server address `127.1:80`: `127.1` is not a valid IP address; {hint}"),
+            ),
+            (
+                "bücher.de:80",
+                format!("invalid server address `bücher.de:80`: host name `bücher.de` may only contain letters, digits, `-`, `_` and `.`; {hint}"),
+            ),
         ];
         for (text, message) in bad_cases {
-            assert_eq!(parse_server(text).unwrap_err(), message);
+            assert_eq!(parse_server(text).unwrap_err(), message, "{text}");
         }
-        let e = parse_server("no-such-host.invalid:80").unwrap_err();
-        assert!(
-            e.starts_with("cannot resolve `no-such-host.invalid` for server `no-such-host.invalid:80`: "),
-            "{e}"
+        let text = format!("{long_label}.com:80");
+        assert_eq!(
+            parse_server(&text).unwrap_err(),
+            format!("invalid server address `{text}`: host name `{long_label}.com` has a part longer than 63 characters; {hint}")
+        );
+        let text = format!("{max_name}a:80");
+        assert_eq!(
+            parse_server(&text).unwrap_err(),
+            format!("invalid server address `{text}`: the host name is longer than 253 characters; {hint}")
         );
     }
 
@@ -899,7 +1507,7 @@ servers = ["[::1]:9003"]
         );
         assert_eq!(
             errors(&[("ginx.toml", "[global]\nlog = 1\n")]),
-            ["ginx.toml:2:1: unknown field `log`, expected one of `log_level`, `access_log`, `watch`, `shutdown_timeout`, `header_read_timeout`"]
+            ["ginx.toml:2:1: unknown field `log`, expected one of `log_level`, `access_log`, `watch`, `shutdown_timeout`, `header_read_timeout`, `resolver`, `resolve_min`, `resolve_max`"]
         );
         assert_eq!(
             errors(&[("ginx.toml", "listeners = 1\n")]),
@@ -910,7 +1518,7 @@ servers = ["[::1]:9003"]
                 "ginx.toml",
                 "[upstream.a]\nservers = [{ addr = \"127.0.0.1:1\", wieght = 2 }]\n"
             )]),
-            ["ginx.toml:2:36: unknown field `wieght`, expected `addr` or `weight`"]
+            ["ginx.toml:2:36: unknown field `wieght`, expected one of `addr`, `weight`, `backup`"]
         );
         assert_eq!(
             errors(&[(
@@ -1093,7 +1701,7 @@ servers = ["[::1]:9003"]
     fn upstream_problems() {
         let text = "[listener.web]\nbind = \"127.0.0.1:1\"\nupstream = \"a\"\n\
                     [upstream.a]\nservers = []\n\
-                    [upstream.b]\nbalance = \"random\"\n\
+                    [upstream.b]\nbalance = \"fastest\"\n\
                     [upstream.c]\nservers = [{ addr = \"127.0.0.1:1\", weight = 0 }, { addr = \"127.0.0.1:2\", weight = 1001 }, \"127.0.0.1\"]\nconnect_timeout = \"0s\"\n\
                     [upstream.d]\nservers = [\"127.0.0.1:1\"]\nconnect_timeout = \"5 parsecs\"\n\
                     [upstream.e]\nservers = [\"127.0.0.1:1\"]\nconnect_timeout = 5\n";
@@ -1103,7 +1711,7 @@ servers = ["[::1]:9003"]
             [
                 "ginx.toml:5:11: upstream `a` has no servers: add servers = [\"HOST:PORT\"]".to_owned(),
                 "ginx.toml:6:1: upstream `b` has no servers: add servers = [\"HOST:PORT\"]".to_owned(),
-                "ginx.toml:7:11: unknown balance `random`: use \"round_robin\" or \"weighted_round_robin\"".to_owned(),
+                "ginx.toml:7:11: unknown balance `fastest`: use \"round_robin\", \"weighted_round_robin\", \"least_conn\", \"random\" or \"hash\"".to_owned(),
                 "ginx.toml:9:45: invalid weight 0 for server `127.0.0.1:1`: use a number from 1 to 1000".to_owned(),
                 "ginx.toml:9:83: invalid weight 1001 for server `127.0.0.1:2`: use a number from 1 to 1000".to_owned(),
                 format!("ginx.toml:9:91: invalid server address `127.0.0.1`: missing port; {hint}"),
@@ -1161,6 +1769,495 @@ servers = ["[::1]:9003"]
                 "conf.d/a.toml:3:1: invalid array: expected `]`",
                 "conf.d/b.toml:3:19: invalid duration `5x` for `connect_timeout`: use a number with a unit, like \"250ms\", \"5s\" or \"2m\"",
             ]
+        );
+    }
+
+    const WEB: &str = "[listener.web]\nbind = \"127.0.0.1:1\"\nupstream = \"app\"\n";
+
+    #[test]
+    fn new_keys_defaults() {
+        let parts = ok(&format!("{WEB}{UP}"));
+        let g = &parts.global;
+        assert_eq!(g.resolver, None);
+        assert_eq!(g.resolve_min, Duration::from_secs(1));
+        assert_eq!(g.resolve_max, Duration::from_secs(300));
+        let up = &parts.upstreams["app"];
+        assert_eq!(up.read_timeout, Duration::from_secs(60));
+        assert_eq!(up.max_fails, 1);
+        assert_eq!(up.fail_timeout, Duration::from_secs(10));
+        assert_eq!(up.eject_on_5xx, None);
+        assert_eq!(up.on_all_down, OnAllDown::Fail);
+        assert_eq!(up.retries, 1);
+        assert_eq!(up.retry_on, RetryOn::default());
+        assert!(up.retry_on.connect && up.retry_on.reset && up.retry_on.timeout && !up.retry_on.status_5xx);
+        assert!(!up.retry_non_idempotent);
+        assert_eq!(up.health_check, None);
+        assert_eq!(
+            up.servers,
+            [ServerSpec {
+                name: "127.0.0.1:9001".into(),
+                endpoint: Endpoint::Ip("127.0.0.1:9001".parse().unwrap()),
+                weight: 1,
+                backup: false,
+            }]
+        );
+    }
+
+    #[test]
+    fn new_upstream_keys() {
+        let parts = ok(&format!(
+            "{WEB}[upstream.app]\nservers = [\"127.0.0.1:1\"]\nread_timeout = \"90s\"\nmax_fails = 0\n\
+             fail_timeout = \"30s\"\neject_on_5xx = 5\non_all_down = \"try_all\"\nretries = 100\n\
+             retry_on = [\"5xx\", \"timeout\"]\nretry_non_idempotent = true\n\
+             [upstream.b]\nservers = [\"127.0.0.1:1\"]\nretries = 0\nretry_on = []\non_all_down = \"fail\"\n\
+             max_fails = 4294967295\neject_on_5xx = 1\n"
+        ));
+        let up = &parts.upstreams["app"];
+        assert_eq!(up.read_timeout, Duration::from_secs(90));
+        assert_eq!(up.max_fails, 0);
+        assert_eq!(up.fail_timeout, Duration::from_secs(30));
+        assert_eq!(up.eject_on_5xx, Some(5));
+        assert_eq!(up.on_all_down, OnAllDown::TryAll);
+        assert_eq!(up.retries, 100);
+        assert_eq!(
+            up.retry_on,
+            RetryOn {
+                connect: false,
+                reset: false,
+                timeout: true,
+                status_5xx: true,
+            }
+        );
+        assert!(up.retry_non_idempotent);
+        let b = &parts.upstreams["b"];
+        assert_eq!(b.retries, 0);
+        assert_eq!(
+            b.retry_on,
+            RetryOn {
+                connect: false,
+                reset: false,
+                timeout: false,
+                status_5xx: false,
+            }
+        );
+        assert_eq!(b.on_all_down, OnAllDown::Fail);
+        assert_eq!(b.max_fails, u32::MAX);
+        assert_eq!(b.eject_on_5xx, Some(1));
+    }
+
+    #[test]
+    fn balance_forms() {
+        let cases = [
+            ("", Balance::RoundRobin),
+            ("balance = \"round_robin\"\n", Balance::RoundRobin),
+            ("balance = \"weighted_round_robin\"\n", Balance::RoundRobin),
+            ("balance = \"least_conn\"\n", Balance::LeastConn),
+            ("balance = \"random\"\n", Balance::Random),
+            (
+                "balance = \"hash\"\nhash = \"client_ip\"\n",
+                Balance::Hash(HashKey::ClientIp),
+            ),
+            (
+                "balance = \"hash\"\nhash = \"uri\"\n",
+                Balance::Hash(HashKey::Uri),
+            ),
+            (
+                "balance = \"hash\"\nhash = \"header:X-User_ID\"\n",
+                Balance::Hash(HashKey::Header("x-user_id".into())),
+            ),
+            (
+                "balance = \"hash\"\nhash = \"cookie:SessionID\"\n",
+                Balance::Hash(HashKey::Cookie("SessionID".into())),
+            ),
+        ];
+        for (keys, balance) in cases {
+            let parts = ok(&format!(
+                "{WEB}[upstream.app]\nservers = [\"127.0.0.1:1\"]\n{keys}"
+            ));
+            assert_eq!(parts.upstreams["app"].balance, balance, "{keys}");
+        }
+    }
+
+    #[test]
+    fn balance_and_hash_problems() {
+        let text = format!(
+            "{WEB}[upstream.a]\nservers = [\"127.0.0.1:1\"]\nhash = \"client_ip\"\n\
+             [upstream.b]\nservers = [\"127.0.0.1:1\"]\nbalance = \"hash\"\n\
+             [upstream.c]\nservers = [\"127.0.0.1:1\"]\nbalance = \"hash\"\nhash = \"ip\"\n\
+             [upstream.d]\nservers = [\"127.0.0.1:1\"]\nbalance = \"hash\"\nhash = \"header:\"\n\
+             [upstream.e]\nservers = [\"127.0.0.1:1\"]\nbalance = \"hash\"\nhash = \"header:x user\"\n\
+             [upstream.f]\nservers = [\"127.0.0.1:1\"]\nbalance = \"hash\"\nhash = \"cookie:\"\n\
+             [upstream.g]\nservers = [\"127.0.0.1:1\"]\nbalance = \"least_conn\"\nhash = \"uri\"\n\
+             [upstream.h]\nservers = [\"127.0.0.1:1\"]\nbalance = \"fastest\"\nhash = \"uri\"\n\
+             [upstream.app]\nservers = [\"127.0.0.1:1\"]\nhash = \"url\"\n"
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &text)]),
+            [
+                "ginx.toml:6:8: `hash` only applies with balance = \"hash\": add balance = \"hash\" or remove `hash`",
+                "ginx.toml:9:11: balance = \"hash\" needs a `hash` key: add hash = \"client_ip\", \"uri\", \"header:NAME\" or \"cookie:NAME\"",
+                "ginx.toml:13:8: invalid hash `ip`: use \"client_ip\", \"uri\", \"header:NAME\" or \"cookie:NAME\"",
+                "ginx.toml:17:8: invalid hash `header:`: the header name is missing, like \"header:x-user-id\"",
+                "ginx.toml:21:8: invalid hash `header:x user`: `x user` is not a valid header name, use letters, digits and `-`, like \"header:x-user-id\"",
+                "ginx.toml:25:8: invalid hash `cookie:`: the cookie name is missing, like \"cookie:session\"",
+                "ginx.toml:29:8: `hash` only applies with balance = \"hash\": add balance = \"hash\" or remove `hash`",
+                // An unknown balance: no second error about `hash`.
+                "ginx.toml:32:11: unknown balance `fastest`: use \"round_robin\", \"weighted_round_robin\", \"least_conn\", \"random\" or \"hash\"",
+                // Both problems of a bad `hash` without balance = "hash".
+                "ginx.toml:36:8: invalid hash `url`: use \"client_ip\", \"uri\", \"header:NAME\" or \"cookie:NAME\"",
+                "ginx.toml:36:8: `hash` only applies with balance = \"hash\": add balance = \"hash\" or remove `hash`",
+            ]
+        );
+    }
+
+    #[test]
+    fn number_and_choice_problems() {
+        let text = format!(
+            "{WEB}[upstream.app]\nservers = [\"127.0.0.1:1\"]\nmax_fails = -1\nretries = 101\neject_on_5xx = 0\n\
+             read_timeout = \"0s\"\nfail_timeout = \"ten seconds\"\non_all_down = \"retry\"\n\
+             [upstream.b]\nservers = [\"127.0.0.1:1\"]\nmax_fails = 4294967296\nretries = -1\neject_on_5xx = 4294967296\n\
+             fail_timeout = \"0ms\"\nread_timeout = 60\n"
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &text)]),
+            [
+                "ginx.toml:6:13: invalid max_fails -1: use a number from 0 to 4294967295",
+                "ginx.toml:7:11: invalid retries 101: use a number from 0 to 100",
+                "ginx.toml:8:16: invalid eject_on_5xx 0: use a number from 1 to 4294967295 (remove `eject_on_5xx` to never eject on 5xx)",
+                "ginx.toml:9:16: invalid duration `0s` for `read_timeout`: it must be greater than zero, like \"5s\"",
+                "ginx.toml:10:16: invalid duration `ten seconds` for `fail_timeout`: use a number with a unit, like \"250ms\", \"5s\" or \"2m\"",
+                "ginx.toml:11:15: unknown on_all_down `retry`: use \"fail\" or \"try_all\"",
+                "ginx.toml:14:13: invalid max_fails 4294967296: use a number from 0 to 4294967295",
+                "ginx.toml:15:11: invalid retries -1: use a number from 0 to 100",
+                "ginx.toml:16:16: invalid eject_on_5xx 4294967296: use a number from 1 to 4294967295 (remove `eject_on_5xx` to never eject on 5xx)",
+                "ginx.toml:17:16: invalid duration `0ms` for `fail_timeout`: it must be greater than zero, like \"5s\"",
+                "ginx.toml:18:16: invalid duration `60` for `read_timeout`: use a number with a unit, like \"250ms\", \"5s\" or \"2m\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn retry_on_problems() {
+        let text = format!(
+            "{WEB}[upstream.app]\nservers = [\"127.0.0.1:1\"]\nretry_on = [\"connect\", \"5XX\", \"connect\", \"reset\"]\n"
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &text)]),
+            [
+                "ginx.toml:6:24: unknown retry_on entry `5XX`: use \"connect\", \"reset\", \"timeout\" or \"5xx\"",
+                "ginx.toml:6:31: `connect` is listed twice in retry_on: list it once",
+            ]
+        );
+    }
+
+    #[test]
+    fn type_errors_in_new_keys() {
+        assert_eq!(
+            errors(&[(
+                "ginx.toml",
+                "[upstream.a]\nservers = [{ addr = \"127.0.0.1:1\", backup = \"yes\" }]\n"
+            )]),
+            ["ginx.toml:2:45: invalid type: string \"yes\", expected a boolean"]
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", "[upstream.a]\nretry_on = \"connect\"\n")]),
+            ["ginx.toml:2:12: invalid type: string \"connect\", expected a sequence"]
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", "[upstream.a]\nretries = 1.5\n")]),
+            ["ginx.toml:2:11: invalid type: floating point `1.5`, expected i64"]
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", "[upstream.a]\nretry = 1\n")]),
+            ["ginx.toml:2:1: unknown field `retry`, expected one of `balance`, `hash`, `servers`, `connect_timeout`, `read_timeout`, `max_fails`, `fail_timeout`, `eject_on_5xx`, `on_all_down`, `retries`, `retry_on`, `retry_non_idempotent`, `health_check`"]
+        );
+    }
+
+    #[test]
+    fn backup_servers() {
+        let parts = ok(&format!(
+            "{WEB}[upstream.app]\nservers = [\"127.0.0.1:1\", {{ addr = \"spare.internal:80\", backup = true, weight = 3 }}, \
+             {{ addr = \"127.0.0.1:3\", backup = false }}]\n"
+        ));
+        let servers = &parts.upstreams["app"].servers;
+        let backups: Vec<bool> = servers.iter().map(|s| s.backup).collect();
+        assert_eq!(backups, [false, true, false]);
+        assert_eq!(servers[1].weight, 3);
+        assert_eq!(
+            servers[1].endpoint,
+            Endpoint::Dns {
+                host: "spare.internal".into(),
+                port: 80
+            }
+        );
+
+        let text = format!(
+            "{WEB}[upstream.app]\nservers = [{{ addr = \"127.0.0.1:1\", backup = true }}, {{ addr = \"127.0.0.1:2\", backup = true }}]\n\
+             [upstream.b]\nservers = [{{ addr = \"127.0.0.1:x\", backup = true }}]\n"
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &text)]),
+            [
+                "ginx.toml:5:11: upstream `app` has only backup servers: at least one server must not be a backup".to_owned(),
+                // Reported even when an address is wrong: `backup` is as written.
+                "ginx.toml:7:11: upstream `b` has only backup servers: at least one server must not be a backup".to_owned(),
+                format!("ginx.toml:7:21: invalid server address `127.0.0.1:x`: bad port `x`; {SERVER_HINT}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn host_names_are_not_resolved() {
+        let parts = ok(&format!(
+            "{WEB}[upstream.app]\nservers = [\"no-such-host.invalid:80\", \"http://LocalHost:8080/\"]\n"
+        ));
+        let servers = &parts.upstreams["app"].servers;
+        assert_eq!(servers[0].name, "no-such-host.invalid:80");
+        assert_eq!(
+            servers[0].endpoint,
+            Endpoint::Dns {
+                host: "no-such-host.invalid".into(),
+                port: 80
+            }
+        );
+        assert_eq!(servers[1].name, "LocalHost:8080");
+        assert_eq!(
+            servers[1].endpoint,
+            Endpoint::Dns {
+                host: "localhost".into(),
+                port: 8080
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_host_names_are_located() {
+        let text = format!(
+            "{WEB}[upstream.app]\nservers = [\"127.0.0.1:1\", {{ addr = \"my+app:80\" }}, \"a..b:1\"]\n"
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &text)]),
+            [
+                format!("ginx.toml:5:36: invalid server address `my+app:80`: host name `my+app` may only contain letters, digits, `-`, `_` and `.`; {SERVER_HINT}"),
+                format!("ginx.toml:5:51: invalid server address `a..b:1`: host name `a..b` has an empty part between dots; {SERVER_HINT}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_servers_compare_endpoints() {
+        let text = format!(
+            "{WEB}[upstream.app]\nservers = [\"Backend.local:80\", \"backend.local:80\", \"localhost:80\", \"127.0.0.1:80\"]\n"
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &text)]),
+            ["ginx.toml:5:32: server `backend.local:80` is listed twice in upstream `app`: list it once and give it a weight instead"]
+        );
+        // A name and an address are different servers, even if the name
+        // resolves to that address.
+        let parts = ok(&format!(
+            "{WEB}[upstream.app]\nservers = [\"localhost:80\", \"127.0.0.1:80\"]\n"
+        ));
+        assert_eq!(parts.upstreams["app"].servers.len(), 2);
+    }
+
+    #[test]
+    fn health_check_forms() {
+        let parts = ok(&format!(
+            "{WEB}{UP}[upstream.app.health_check]\n\
+             [upstream.full]\nservers = [\"127.0.0.1:1\"]\n\
+             [upstream.full.health_check]\ntype = \"http\"\npath = \"/healthz?deep=1\"\ninterval = \"2s\"\n\
+             timeout = \"500ms\"\nexpect_status = \"204\"\nrise = 1\nfall = 5\ninitial_state = \"down\"\n\
+             [upstream.tcp]\nservers = [\"127.0.0.1:1\"]\nhealth_check = {{ type = \"tcp\", initial_state = \"up\" }}\n"
+        ));
+        assert_eq!(
+            parts.upstreams["app"].health_check,
+            Some(HealthCheck {
+                kind: CheckKind::Http { path: "/".into() },
+                interval: Duration::from_secs(5),
+                timeout: Duration::from_secs(1),
+                expect_status: (200, 399),
+                rise: 2,
+                fall: 3,
+                initial_up: true,
+            })
+        );
+        assert_eq!(
+            parts.upstreams["full"].health_check,
+            Some(HealthCheck {
+                kind: CheckKind::Http {
+                    path: "/healthz?deep=1".into()
+                },
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_millis(500),
+                expect_status: (204, 204),
+                rise: 1,
+                fall: 5,
+                initial_up: false,
+            })
+        );
+        let tcp = parts.upstreams["tcp"].health_check.as_ref().unwrap();
+        assert_eq!(tcp.kind, CheckKind::Tcp);
+        assert!(tcp.initial_up);
+    }
+
+    #[test]
+    fn health_check_problems() {
+        let text = format!(
+            "{WEB}{UP}[upstream.app.health_check]\ntype = \"tcp\"\npath = \"/health\"\ninterval = \"0s\"\n\
+             timeout = \"soon\"\nexpect_status = \"200-99\"\nrise = 0\nfall = -3\ninitial_state = \"sick\"\n\
+             [upstream.b]\nservers = [\"127.0.0.1:2\"]\nhealth_check = {{ type = \"udp\", path = \"health\" }}\n\
+             [upstream.c]\nservers = [\"127.0.0.1:3\"]\nhealth_check = {{ path = \"health\", expect_status = 204 }}\n"
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &text)]),
+            [
+                "ginx.toml:8:8: `path` only applies to type = \"http\" health checks: remove it or use type = \"http\"",
+                "ginx.toml:9:12: invalid duration `0s` for `interval`: it must be greater than zero, like \"5s\"",
+                "ginx.toml:10:11: invalid duration `soon` for `timeout`: use a number with a unit, like \"250ms\", \"5s\" or \"2m\"",
+                "ginx.toml:11:17: invalid expect_status `200-99`: use a status code or an inclusive range as a string, like \"204\" or \"200-399\", each from 100 to 599, low end first",
+                "ginx.toml:12:8: invalid rise 0: use a number from 1 to 4294967295",
+                "ginx.toml:13:8: invalid fall -3: use a number from 1 to 4294967295",
+                "ginx.toml:14:17: unknown initial_state `sick`: use \"up\" or \"down\"",
+                "ginx.toml:17:25: unknown health_check type `udp`: use \"http\" or \"tcp\"",
+                "ginx.toml:17:39: invalid health_check path `health`: it must start with \"/\", like \"/health\"",
+                "ginx.toml:20:25: invalid health_check path `health`: it must start with \"/\", like \"/health\"",
+                "ginx.toml:20:51: invalid expect_status 204: write it as a string, like \"204\" or \"200-399\"",
+            ]
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", "[upstream.a.health_check]\nintervall = \"1s\"\n")]),
+            ["ginx.toml:2:1: unknown field `intervall`, expected one of `type`, `path`, `interval`, `timeout`, `expect_status`, `rise`, `fall`, `initial_state`"]
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", "[upstream.a.health_check]\nexpect_status = 2.5\n")]),
+            ["ginx.toml:2:17: invalid type: floating point `2.5`, expected a status code or range as a string, like \"200\" or \"200-399\""]
+        );
+    }
+
+    #[test]
+    fn expect_status_forms() {
+        let status = |text: &str| {
+            parse_status_range(&raw::StatusText {
+                text: text.to_owned(),
+                quoted: true,
+            })
+        };
+        for (text, range) in [
+            ("200-399", (200, 399)),
+            ("204", (204, 204)),
+            ("100-599", (100, 599)),
+            ("599", (599, 599)),
+            ("301-301", (301, 301)),
+        ] {
+            assert_eq!(status(text), Ok(range), "{text}");
+        }
+        for bad in [
+            "",
+            "99",
+            "600",
+            "399-200",
+            "2xx",
+            "200-",
+            "-200",
+            "+200",
+            "200-+399",
+            " 200",
+            "200 - 399",
+            "200-399-500",
+            "0200",
+            "65736",
+        ] {
+            assert_eq!(
+                status(bad),
+                Err(format!("invalid expect_status `{bad}`: {STATUS_HINT}")),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn global_resolver_keys() {
+        let parts = ok(&format!(
+            "[global]\nresolver = \"127.0.0.53:53\"\nresolve_min = \"2s\"\nresolve_max = \"1m\"\n{WEB}{UP}"
+        ));
+        assert_eq!(parts.global.resolver, Some("127.0.0.53:53".parse().unwrap()));
+        assert_eq!(parts.global.resolve_min, Duration::from_secs(2));
+        assert_eq!(parts.global.resolve_max, Duration::from_secs(60));
+        let parts = ok(&format!(
+            "[global]\nresolver = \"[::1]:5353\"\nresolve_min = \"1m\"\nresolve_max = \"1m\"\n{WEB}{UP}"
+        ));
+        assert_eq!(parts.global.resolver, Some("[::1]:5353".parse().unwrap()));
+        assert_eq!(parts.global.resolve_max, parts.global.resolve_min);
+
+        assert_eq!(parse_resolver("1.1.1.1:53"), Ok("1.1.1.1:53".parse().unwrap()));
+        let cases = [
+            (
+                "1.1.1.1",
+                "invalid resolver `1.1.1.1`: add the port, like \"1.1.1.1:53\"".to_owned(),
+            ),
+            (
+                "::1",
+                "invalid resolver `::1`: add the port, like \"[::1]:53\"".to_owned(),
+            ),
+            (
+                "1.1.1.1:0",
+                format!("invalid resolver `1.1.1.1:0`: port 0 is not a DNS server's port; {RESOLVER_HINT}"),
+            ),
+            (
+                "dns.google:53",
+                format!("invalid resolver `dns.google:53`: {RESOLVER_HINT}"),
+            ),
+            ("", format!("invalid resolver ``: {RESOLVER_HINT}")),
+        ];
+        for (text, message) in cases {
+            assert_eq!(parse_resolver(text), Err(message), "{text}");
+        }
+    }
+
+    #[test]
+    fn global_resolver_problems() {
+        let main = format!(
+            "[global]\nresolver = \"localhost:53\"\nresolve_min = \"0s\"\nresolve_max = \"forever\"\n{WEB}{UP}"
+        );
+        let other = "global.resolver = \"127.0.0.1:53\"\n";
+        assert_eq!(
+            errors(&[("ginx.toml", &main), ("conf.d/g.toml", other)]),
+            [
+                "ginx.toml:2:12: invalid resolver `localhost:53`: use the IP:PORT of a DNS server, like \"127.0.0.53:53\" or \"[::1]:53\"",
+                "ginx.toml:3:15: invalid duration `0s` for `resolve_min`: it must be greater than zero, like \"5s\"",
+                "ginx.toml:4:15: invalid duration `forever` for `resolve_max`: use a number with a unit, like \"250ms\", \"5s\" or \"2m\"",
+                "conf.d/g.toml:1:19: `resolver` in [global] is already set at ginx.toml:2:12: keep only one",
+            ]
+        );
+    }
+
+    #[test]
+    fn resolve_range() {
+        let with = |global: &str| format!("[global]\n{global}{WEB}{UP}");
+        assert_eq!(
+            errors(&[("ginx.toml", &with("resolve_min = \"10s\"\nresolve_max = \"5s\"\n"))]),
+            ["ginx.toml:3:15: resolve_max `5s` is shorter than resolve_min `10s`: make resolve_max at least resolve_min"]
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &with("resolve_max = \"500ms\"\n"))]),
+            ["ginx.toml:2:15: resolve_max `500ms` is shorter than resolve_min (default `1s`): make resolve_max at least resolve_min"]
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &with("resolve_min = \"10m\"\n"))]),
+            ["ginx.toml:2:15: resolve_min `10m` is longer than resolve_max (default `5m`): shorten resolve_min or set a longer resolve_max"]
+        );
+        // Across files.
+        let main = with("resolve_min = \"10m\"\n");
+        assert!(errors(&[("ginx.toml", &main), ("g.toml", "global.resolve_max = \"1h\"\n")]).is_empty());
+        assert_eq!(
+            errors(&[("ginx.toml", &main), ("g.toml", "global.resolve_max = \"2m\"\n")]),
+            ["g.toml:1:22: resolve_max `2m` is shorter than resolve_min `10m`: make resolve_max at least resolve_min"]
+        );
+        // A broken file might set the other one: no false alarm.
+        assert_eq!(
+            errors(&[("ginx.toml", &main), ("g.toml", "[global\n")]),
+            ["g.toml:1:8: invalid table header: expected `.`, `]`"]
         );
     }
 }
