@@ -71,6 +71,10 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     pub hits: Arc<AtomicUsize>,
+    /// Status of ordinary answers (default 200).
+    pub status: Arc<std::sync::atomic::AtomicU16>,
+    /// Status of `/healthz` (default 200).
+    pub health: Arc<std::sync::atomic::AtomicU16>,
     stop: tokio_util::sync::CancellationToken,
 }
 
@@ -87,6 +91,8 @@ impl Backend {
             addr: listener.local_addr().unwrap(),
             seen: Default::default(),
             hits: Default::default(),
+            status: Arc::new(200.into()),
+            health: Arc::new(200.into()),
             stop: Default::default(),
         };
         let b = backend.clone();
@@ -119,6 +125,34 @@ impl Backend {
 
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Requests seen other than health checks.
+    pub fn traffic(&self) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.uri != "/healthz")
+            .count()
+    }
+
+    /// Health-check requests seen.
+    pub fn checks(&self) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.uri == "/healthz")
+            .count()
+    }
+
+    pub fn set_status(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
+    }
+
+    pub fn set_health(&self, status: u16) {
+        self.health.store(status, Ordering::SeqCst);
     }
 
     pub fn last_seen(&self) -> Seen {
@@ -170,7 +204,13 @@ impl Backend {
             }
             return Ok(Response::new(full(format!("{len} {:x}", hasher.finalize()))));
         }
+        if path == "/healthz" {
+            let mut resp = Response::new(full("health".into()));
+            *resp.status_mut() = StatusCode::from_u16(self.health.load(Ordering::SeqCst)).unwrap();
+            return Ok(resp);
+        }
         let mut resp = Response::new(full(self.name.clone()));
+        *resp.status_mut() = StatusCode::from_u16(self.status.load(Ordering::SeqCst)).unwrap();
         if path == "/__hop" {
             let h = resp.headers_mut();
             h.insert("connection", "x-private".parse().unwrap());
@@ -181,6 +221,34 @@ impl Backend {
         resp.headers_mut().insert("x-backend", self.name.parse().unwrap());
         Ok(resp)
     }
+}
+
+/// A server that reads each request head and closes the connection
+/// without answering (a "reset" to the proxy). Counts the requests.
+pub async fn closing_server() -> (SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::AsyncReadExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                seen.fetch_add(1, Ordering::SeqCst);
+                // Dropping the stream closes it before any response byte.
+            });
+        }
+    });
+    (addr, count)
 }
 
 /// `n` bytes of a fixed, non-trivial pattern.
