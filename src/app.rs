@@ -73,13 +73,22 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let config = config::load(&options.config)?;
-    let resolved = crate::dns::resolve_blocking(&config);
+    let mut discovery = crate::dns::Discovery::new(&config.global);
+    let resolved = discovery.sync(&config).await;
     let live: Live = Arc::new(ArcSwap::from_pointee(RoutingTable::build(
         &config, &resolved, None, 1,
     )));
     let workers = Workers::start(options.workers, live.clone())?;
     let root = CancellationToken::new();
-    let reloader = Reloader::start(options.config, config, &workers, live.clone(), root.clone(), log)?;
+    let reloader = Reloader::start(
+        options.config,
+        config,
+        &workers,
+        live.clone(),
+        root.clone(),
+        log,
+        discovery,
+    )?;
     // Health checks run beside the reloader on this (control) runtime.
     tokio::spawn(crate::health::run(live.clone()));
     tracing::info!(

@@ -34,6 +34,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, Errors, Source};
+use crate::dns::Discovery;
 use crate::server::{ListenerSet, Workers};
 use crate::table::{Live, RoutingTable};
 use crate::LogControl;
@@ -68,6 +69,8 @@ pub struct Reloader {
     last_failure: Option<Vec<Source>>,
     root: CancellationToken,
     log: LogControl,
+    /// Host names of the active configuration, followed over time.
+    discovery: Discovery,
 }
 
 impl Reloader {
@@ -84,6 +87,7 @@ impl Reloader {
         live: Live,
         root: CancellationToken,
         log: LogControl,
+        discovery: Discovery,
     ) -> anyhow::Result<Self> {
         let mut listeners = ListenerSet::default();
         let plan = listeners.plan(&config)?;
@@ -105,6 +109,7 @@ impl Reloader {
             last_failure: None,
             root,
             log,
+            discovery,
         })
     }
 
@@ -158,13 +163,7 @@ impl Reloader {
             }
         };
         let generation = self.generation + 1;
-        // Host names resolve off the async threads: that may block.
-        let config = Arc::new(config);
-        let for_dns = config.clone();
-        let resolved = tokio::task::spawn_blocking(move || crate::dns::resolve_blocking(&for_dns))
-            .await
-            .unwrap_or_default();
-        let config = Arc::try_unwrap(config).unwrap_or_else(|shared| (*shared).clone());
+        let resolved = self.discovery.sync(&config).await;
         let table = RoutingTable::build(&config, &resolved, Some(&self.live.load()), generation);
         self.live.store(Arc::new(table));
         self.listeners.commit(plan, workers, &self.root);
@@ -174,6 +173,15 @@ impl Reloader {
         self.generation = generation;
         self.active = config;
         self.last_failure = None;
+    }
+
+    /// A host name's addresses changed: rebuild the table from the active
+    /// configuration (same generation: the configuration did not change).
+    fn apply_dns(&mut self) {
+        let resolved = self.discovery.resolved();
+        let table = RoutingTable::build(&self.active, &resolved, Some(&self.live.load()), self.generation);
+        self.live.store(Arc::new(table));
+        tracing::info!(generation = self.generation, "upstream members updated from DNS");
     }
 
     fn reject(&mut self, trigger: Trigger, errors: Errors) {
@@ -208,6 +216,7 @@ impl Reloader {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         poll.reset();
         loop {
+            let dns_due = self.discovery.next_due();
             let trigger = tokio::select! {
                 () = stop.cancelled() => break,
                 Some(()) = events.recv() => {
@@ -216,6 +225,12 @@ impl Reloader {
                 }
                 Some(()) = async { hangup.as_mut()?.recv().await } => Trigger::Signal,
                 _ = poll.tick(), if self.active.global.watch => Trigger::Poll,
+                () = sleep_until(dns_due.unwrap_or_else(Instant::now)), if dns_due.is_some() => {
+                    if self.discovery.refresh().await {
+                        self.apply_dns();
+                    }
+                    continue;
+                }
             };
             self.reload(trigger, workers).await;
             watcher.follow(&self.active);

@@ -80,7 +80,12 @@ pub struct Backend {
 
 impl Backend {
     pub async fn start(name: &str) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_at(name, "127.0.0.1:0").await
+    }
+
+    /// A backend on a given address (another loopback IP, a known port).
+    pub async fn start_at(name: &str, addr: &str) -> Backend {
+        let listener = TcpListener::bind(addr).await.unwrap();
         Self::serve(name, listener)
     }
 
