@@ -51,6 +51,8 @@ struct Followed {
     addrs: Vec<SocketAddr>,
     /// When to ask again.
     next: Instant,
+    /// Whether the last lookup failed (failures are logged once per run).
+    failing: bool,
 }
 
 /// The followed host names and the resolver that answers for them.
@@ -112,6 +114,7 @@ impl Discovery {
                 let mut followed = Followed {
                     addrs: Vec::new(),
                     next: Instant::now(),
+                    failing: false,
                 };
                 self.refresh_one(&name, &mut followed).await;
                 self.names.insert(name, followed);
@@ -160,6 +163,9 @@ impl Discovery {
         match self.lookup(host, *port).await {
             Ok((addrs, ttl)) => {
                 followed.next = Instant::now() + ttl.clamp(self.min, self.max);
+                if std::mem::replace(&mut followed.failing, false) {
+                    tracing::info!(name = %format!("{host}:{port}"), "resolving again");
+                }
                 if addrs == followed.addrs {
                     return false;
                 }
@@ -169,7 +175,9 @@ impl Discovery {
             }
             Err(error) => {
                 followed.next = Instant::now() + self.min;
-                if followed.addrs.is_empty() {
+                if std::mem::replace(&mut followed.failing, true) {
+                    tracing::debug!(name = %format!("{host}:{port}"), %error, "still cannot resolve");
+                } else if followed.addrs.is_empty() {
                     tracing::warn!(name = %format!("{host}:{port}"), %error, "cannot resolve; its servers stay down until it does");
                 } else {
                     tracing::warn!(name = %format!("{host}:{port}"), %error, kept = ?followed.addrs, "cannot resolve; keeping the last good addresses");

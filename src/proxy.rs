@@ -21,6 +21,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -196,7 +197,7 @@ async fn forward(
     conn: &ConnInfo,
 ) -> Result<(Response<ProxyBody>, Arc<ServerState>), Error> {
     let settings = &pool.settings;
-    let key = settings.hash.as_ref().map_or(0, |k| request_key(k, &req, conn));
+    let key = pool.hash_key().map_or(0, |k| request_key(k, &req, conn));
     let req = upstream_request(req, strip, &conn.client_ip);
     // A written request can be sent again only if nothing of it is lost:
     // no body, and a method that may be repeated.
@@ -204,7 +205,12 @@ async fn forward(
         && (settings.retry_non_idempotent || req.method().is_idempotent()))
     .then(|| Replay::of(&req));
     let (parts, body) = req.into_parts();
-    let mut unsent = Some(Request::from_parts(parts, UpstreamBody::Client(body)));
+    // The read timeout counts from the end of the upload, not its start.
+    let uploaded = (!body.is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
+    let mut unsent = Some(Request::from_parts(
+        parts,
+        UpstreamBody::Client(body, uploaded.clone()),
+    ));
 
     let mut attempts_left = settings.retries.saturating_add(1);
     let mut last_failure: Option<(Arc<ServerState>, Failure)> = None;
@@ -217,7 +223,7 @@ async fn forward(
             break;
         };
         attempts_left -= 1;
-        match attempt(server, req, pool, replay.as_ref()).await {
+        match attempt(server, req, pool, replay.as_ref(), uploaded.as_deref()).await {
             Ok(response) => {
                 let status = response.status();
                 if let Some(reason) = server.record_response(status.as_u16(), settings) {
@@ -269,6 +275,7 @@ async fn attempt(
     mut req: Request<UpstreamBody>,
     pool: &UpstreamPool,
     replay: Option<&Replay>,
+    uploaded: Option<&AtomicBool>,
 ) -> Result<Response<ProxyBody>, (Failure, Option<Request<UpstreamBody>>)> {
     let settings = &pool.settings;
     // One transparent resend for the race where a pooled connection is
@@ -286,7 +293,7 @@ async fn attempt(
         let sent = tokio::select! {
             biased;
             sent = sender.try_send_request(req) => sent,
-            () = crate::timer::deadline(settings.read_timeout) => {
+            () = ReadDeadline::new(settings.read_timeout, uploaded) => {
                 // Dropping the send closes that connection.
                 return Err((Failure::ReadTimeout(settings.read_timeout), None));
             }
@@ -306,6 +313,47 @@ async fn attempt(
                     _ => return Err((Failure::Reset(error.into_error()), None)),
                 },
             },
+        }
+    }
+}
+
+/// `read_timeout`, counted from when the request has been sent whole:
+/// at once for a request without a body, else from the end of the upload.
+/// Checked, not scheduled, like [`crate::timer`]'s deadlines: the client
+/// connection's tick polls it.
+struct ReadDeadline<'a> {
+    timeout: Duration,
+    uploaded: Option<&'a AtomicBool>,
+    deadline: Option<Instant>,
+}
+
+impl<'a> ReadDeadline<'a> {
+    fn new(timeout: Duration, uploaded: Option<&'a AtomicBool>) -> Self {
+        let deadline = uploaded.is_none().then(|| Instant::now() + timeout);
+        ReadDeadline {
+            timeout,
+            uploaded,
+            deadline,
+        }
+    }
+}
+
+impl std::future::Future for ReadDeadline<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let deadline = match this.deadline {
+            Some(deadline) => deadline,
+            None if this.uploaded.is_some_and(|u| u.load(Ordering::Relaxed)) => {
+                *this.deadline.insert(Instant::now() + this.timeout)
+            }
+            None => return Poll::Pending,
+        };
+        if Instant::now() >= deadline {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
     }
 }

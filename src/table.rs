@@ -21,7 +21,7 @@ use http::StatusCode;
 use crate::balance::{Ketama, LeastConn, Policy, Random, RoundRobin};
 use crate::config::{self, Balance, Config, HostPattern, RouteAction};
 use crate::dns::Resolved;
-use crate::upstream::{PoolSettings, PoolState, ServerState, Tier, UpstreamPool};
+use crate::upstream::{PoolState, ServerState, Tier, UpstreamPool};
 
 /// The swappable handle to the current table.
 pub type Live = Arc<ArcSwap<RoutingTable>>;
@@ -196,9 +196,15 @@ fn build_pool(
         .and_then(|p| p.upstreams.get(&name))
         .map(|pool| pool.state().clone())
         .unwrap_or_default();
-    let mut members = Vec::new();
+    let mut members: Vec<Member> = Vec::new();
     for spec in &upstream.servers {
         for addr in resolved.addresses(&spec.endpoint) {
+            // State is keyed by address: two entries that resolve to the
+            // same one (a name and its IP, two names) are one member, the
+            // first listed.
+            if members.iter().any(|m| m.addr == addr) {
+                continue;
+            }
             let name = match spec.endpoint {
                 config::Endpoint::Ip(_) => spec.name.clone(),
                 config::Endpoint::Dns { .. } => format!("{} ({addr})", spec.name),
@@ -234,13 +240,7 @@ fn build_pool(
         ))
     };
     let primaries = tier(false).unwrap_or_else(Tier::empty);
-    UpstreamPool::new(
-        name,
-        primaries,
-        tier(true),
-        PoolSettings::from_config(upstream),
-        state,
-    )
+    UpstreamPool::new(name, primaries, tier(true), upstream.clone(), state)
 }
 
 fn build_policy(balance: &Balance, members: &[&Member], state: &PoolState) -> Box<dyn Policy> {

@@ -50,14 +50,6 @@ impl Timer for CheckedTimer {
     }
 }
 
-/// A future that is ready once `duration` has passed, checked (not
-/// scheduled) like hyper's sleeps here: only for futures polled by a client
-/// connection task, whose tick re-polls them. The proxy uses it for the
-/// upstream read timeout, so that costs no timer per request either.
-pub fn deadline(duration: Duration) -> impl Future<Output = ()> + Send + Sync + Unpin {
-    Deadline(Instant::now() + duration)
-}
-
 /// Ready once its instant has passed; never registers a waker.
 #[derive(Debug)]
 struct Deadline(Instant);

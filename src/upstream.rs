@@ -32,7 +32,7 @@ use thread_local::ThreadLocal;
 use tokio::net::TcpStream;
 
 use crate::balance::{Candidates, Policy, RoundRobinCursor};
-use crate::config::{self, HashKey, OnAllDown, RetryOn};
+use crate::config::{self, HashKey, OnAllDown};
 
 /// How long an idle upstream connection may be reused. Below the keep-alive
 /// timeouts that common servers use (nginx 75s, Apache 5s..., Node 5s), so we
@@ -47,8 +47,9 @@ pub const MAX_IDLE_PER_WORKER: usize = 256;
 /// requests without a body).
 #[derive(Debug)]
 pub enum UpstreamBody {
-    /// The client's body, streamed as it arrives.
-    Client(Incoming),
+    /// The client's body, streamed as it arrives. The flag, if any, is set
+    /// once the body has been sent whole (the read timeout starts then).
+    Client(Incoming, Option<Arc<AtomicBool>>),
     /// No body.
     Empty,
 }
@@ -62,21 +63,29 @@ impl http_body::Body for UpstreamBody {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            UpstreamBody::Client(body) => std::pin::Pin::new(body).poll_frame(cx),
+            UpstreamBody::Client(body, sent) => {
+                let frame = std::task::ready!(std::pin::Pin::new(&mut *body).poll_frame(cx));
+                if let Some(sent) = sent {
+                    if frame.is_none() || body.is_end_stream() {
+                        sent.store(true, Ordering::Relaxed);
+                    }
+                }
+                std::task::Poll::Ready(frame)
+            }
             UpstreamBody::Empty => std::task::Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            UpstreamBody::Client(body) => body.is_end_stream(),
+            UpstreamBody::Client(body, _) => body.is_end_stream(),
             UpstreamBody::Empty => true,
         }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
         match self {
-            UpstreamBody::Client(body) => body.size_hint(),
+            UpstreamBody::Client(body, _) => body.size_hint(),
             UpstreamBody::Empty => http_body::SizeHint::with_exact(0),
         }
     }
@@ -84,56 +93,6 @@ impl http_body::Body for UpstreamBody {
 
 /// A sender on an upstream HTTP/1.1 connection.
 pub type Sender = http1::SendRequest<UpstreamBody>;
-
-/// How a pool treats failures, retries and time: the `[upstream.NAME]`
-/// settings the request path reads.
-#[derive(Debug, Clone)]
-pub struct PoolSettings {
-    /// Upper bound for establishing a TCP connection to one server.
-    pub connect_timeout: Duration,
-    /// Upper bound for the response header once a request is sent.
-    pub read_timeout: Duration,
-    /// Failures within `fail_timeout` that hold a server out (0: never).
-    pub max_fails: u32,
-    /// The failure window, and how long a server is held out.
-    pub fail_timeout: Duration,
-    /// Consecutive 5xx responses that hold a server out.
-    pub eject_on_5xx: Option<u32>,
-    /// What to do when no server is available.
-    pub on_all_down: OnAllDown,
-    /// Extra attempts on other servers.
-    pub retries: u32,
-    /// Which failures are retried.
-    pub retry_on: RetryOn,
-    /// Whether requests with non-idempotent methods may be re-sent.
-    pub retry_non_idempotent: bool,
-    /// The request key consistent hashing uses, if the policy is `hash`.
-    pub hash: Option<HashKey>,
-    /// Active health checks, if configured (read by [`crate::health`]).
-    pub health_check: Option<config::HealthCheck>,
-}
-
-impl PoolSettings {
-    /// The settings of `upstream`.
-    pub fn from_config(upstream: &config::Upstream) -> Self {
-        PoolSettings {
-            connect_timeout: upstream.connect_timeout,
-            read_timeout: upstream.read_timeout,
-            max_fails: upstream.max_fails,
-            fail_timeout: upstream.fail_timeout,
-            eject_on_5xx: upstream.eject_on_5xx,
-            on_all_down: upstream.on_all_down,
-            retries: upstream.retries,
-            retry_on: upstream.retry_on,
-            retry_non_idempotent: upstream.retry_non_idempotent,
-            hash: match &upstream.balance {
-                config::Balance::Hash(key) => Some(key.clone()),
-                _ => None,
-            },
-            health_check: upstream.health_check.clone(),
-        }
-    }
-}
 
 /// What belongs to an upstream rather than to one snapshot of it; carried
 /// across reloads by upstream name.
@@ -195,8 +154,9 @@ pub struct UpstreamPool {
     pub name: Arc<str>,
     primaries: Tier,
     backups: Option<Tier>,
-    /// The request path's settings.
-    pub settings: PoolSettings,
+    /// The validated `[upstream.NAME]`: timeouts, failure and retry
+    /// policy, health checks. Read-only, like the rest of the snapshot.
+    pub settings: config::Upstream,
     state: Arc<PoolState>,
 }
 
@@ -206,7 +166,7 @@ impl UpstreamPool {
         name: Arc<str>,
         primaries: Tier,
         backups: Option<Tier>,
-        settings: PoolSettings,
+        settings: config::Upstream,
         state: Arc<PoolState>,
     ) -> Self {
         UpstreamPool {
@@ -215,6 +175,14 @@ impl UpstreamPool {
             backups,
             settings,
             state,
+        }
+    }
+
+    /// The request key of consistent hashing, if the policy is `hash`.
+    pub fn hash_key(&self) -> Option<&HashKey> {
+        match &self.settings.balance {
+            config::Balance::Hash(key) => Some(key),
+            _ => None,
         }
     }
 
@@ -234,14 +202,16 @@ impl UpstreamPool {
     /// available (or all of them, in `try_all` mode when none is) come out.
     pub fn candidates(&self, key: u64) -> impl Iterator<Item = &Arc<ServerState>> {
         let holds_out = self.holds_out_failures();
-        let any_available = !holds_out || self.servers().any(|s| s.is_available());
+        // A lone server ignores passive health, never its health checks.
+        let usable = move |s: &ServerState| if holds_out { s.is_available() } else { s.is_up() };
+        let any_available = self.servers().any(|s| usable(s));
         let ignore_health = !any_available && self.settings.on_all_down == OnAllDown::TryAll;
         self.note_all_down(!any_available);
         let backups = self.backups.iter().flat_map(move |t| t.candidates(key));
         self.primaries
             .candidates(key)
             .chain(backups)
-            .filter(move |s| ignore_health || !holds_out || s.is_available())
+            .filter(move |s| ignore_health || usable(s))
     }
 
     /// Whether failing servers are held out. Like nginx, a lone server is
@@ -371,7 +341,7 @@ impl ServerState {
 
     /// A failed attempt (connect error, reset, timeout). Returns why the
     /// server was just held out, if this failure did it.
-    pub fn record_failure(&self, settings: &PoolSettings) -> Option<HoldOutReason> {
+    pub fn record_failure(&self, settings: &config::Upstream) -> Option<HoldOutReason> {
         if settings.max_fails == 0 {
             return None;
         }
@@ -394,7 +364,7 @@ impl ServerState {
     /// A response arrived. 5xx responses count towards `eject_on_5xx`;
     /// anything else clears the failure state. Returns why the server was
     /// just held out, if this response did it.
-    pub fn record_response(&self, status: u16, settings: &PoolSettings) -> Option<HoldOutReason> {
+    pub fn record_response(&self, status: u16, settings: &config::Upstream) -> Option<HoldOutReason> {
         let p = &self.passive;
         if (500..600).contains(&status) {
             if let Some(limit) = settings.eject_on_5xx {
@@ -537,8 +507,8 @@ fn millis_since_origin() -> u64 {
 mod tests {
     use super::*;
 
-    fn settings(max_fails: u32, eject_on_5xx: Option<u32>) -> PoolSettings {
-        let mut upstream = crate::config::Upstream {
+    fn settings(max_fails: u32, eject_on_5xx: Option<u32>) -> crate::config::Upstream {
+        crate::config::Upstream {
             name: "app".into(),
             balance: crate::config::Balance::RoundRobin,
             servers: Vec::new(),
@@ -549,12 +519,10 @@ mod tests {
             eject_on_5xx,
             on_all_down: OnAllDown::Fail,
             retries: 1,
-            retry_on: RetryOn::default(),
+            retry_on: crate::config::RetryOn::default(),
             retry_non_idempotent: false,
             health_check: None,
-        };
-        upstream.servers.clear();
-        PoolSettings::from_config(&upstream)
+        }
     }
 
     fn server() -> Arc<ServerState> {

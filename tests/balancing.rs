@@ -430,3 +430,62 @@ async fn on_all_down_fail_or_try_all() {
         "logged once"
     );
 }
+
+#[tokio::test]
+async fn read_timeout_starts_after_the_upload() {
+    let a = Backend::start("a").await;
+    let ginx = Ginx::start(
+        &web(&format!("read_timeout = \"1s\"\nservers = {}\n", list(&[&a]))),
+        &[],
+        &["web"],
+    )
+    .await;
+    // An upload that takes about 2.5 s, longer than read_timeout.
+    let (tx, body) = slow_body();
+    let req = Request::post("/__upload").header("host", "x").body(body).unwrap();
+    let addr = ginx.addr("web");
+    let sending = tokio::spawn(async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let resp = sender.send_request(req).await.unwrap();
+        use http_body_util::BodyExt;
+        (
+            resp.status(),
+            resp.into_body().collect().await.unwrap().to_bytes(),
+        )
+    });
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        tx.send(Bytes::from_static(b"0123456789")).await.unwrap();
+    }
+    drop(tx);
+    let (status, text) = sending.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&text).starts_with("50 "), "{text:?}");
+}
+
+/// A request body fed through a channel, ended when the sender drops.
+fn slow_body() -> (
+    tokio::sync::mpsc::Sender<Bytes>,
+    http_body_util::StreamBody<
+        impl futures_core::Stream<Item = Result<hyper::body::Frame<Bytes>, std::io::Error>>,
+    >,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    struct Rx(tokio::sync::mpsc::Receiver<Bytes>);
+    impl futures_core::Stream for Rx {
+        type Item = Result<hyper::body::Frame<Bytes>, std::io::Error>;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            self.0
+                .poll_recv(cx)
+                .map(|b| b.map(|b| Ok(hyper::body::Frame::data(b))))
+        }
+    }
+    (tx, http_body_util::StreamBody::new(Rx(rx)))
+}

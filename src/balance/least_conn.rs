@@ -84,13 +84,7 @@ mod tests {
     use crate::balance::Candidates;
 
     fn pick(p: &LeastConn, loads: &[usize], excluded: &[usize]) -> Option<usize> {
-        let load = |i: usize| loads[i];
-        let excluded = |i: usize| excluded.contains(&i);
-        p.pick(&PickContext {
-            key: 0,
-            load: &load,
-            excluded: &excluded,
-        })
+        crate::balance::pick_with(p, loads, excluded)
     }
 
     #[test]

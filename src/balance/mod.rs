@@ -157,6 +157,19 @@ impl Offered {
     }
 }
 
+/// One pick with the given in-flight counts and exclusions (for tests of
+/// the policies).
+#[cfg(test)]
+pub(crate) fn pick_with(policy: &dyn Policy, loads: &[usize], excluded: &[usize]) -> Option<usize> {
+    let load = |i: usize| loads[i];
+    let excluded = |i: usize| excluded.contains(&i);
+    policy.pick(&PickContext {
+        key: 0,
+        load: &load,
+        excluded: &excluded,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -158,13 +158,7 @@ mod tests {
     use crate::balance::Candidates;
 
     fn pick(p: &Random, loads: &[usize], excluded: &[usize]) -> Option<usize> {
-        let load = |i: usize| loads[i];
-        let excluded = |i: usize| excluded.contains(&i);
-        p.pick(&PickContext {
-            key: 0,
-            load: &load,
-            excluded: &excluded,
-        })
+        crate::balance::pick_with(p, loads, excluded)
     }
 
     /// How often each server is picked, as fractions of `n` picks.
