@@ -445,17 +445,8 @@ async fn read_timeout_starts_after_the_upload() {
     let req = Request::post("/__upload").header("host", "x").body(body).unwrap();
     let addr = ginx.addr("web");
     let sending = tokio::spawn(async move {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let resp = sender.send_request(req).await.unwrap();
-        use http_body_util::BodyExt;
-        (
-            resp.status(),
-            resp.into_body().collect().await.unwrap().to_bytes(),
-        )
+        let reply = send(addr, req).await.unwrap();
+        (reply.status, reply.body)
     });
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(500)).await;

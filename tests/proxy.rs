@@ -283,23 +283,12 @@ async fn streams_large_bodies_both_ways() {
     drop(reply);
 
     // Upload: the backend checksums what it receives, streamed.
-    let frames = upload_stream(SIZE);
     let req = Request::post("/__upload")
         .header("host", "localhost")
-        .body(http_body_util::StreamBody::new(frames))
+        .body(pattern_body(SIZE))
         .unwrap();
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let resp = sender.send_request(req).await.unwrap();
-    use http_body_util::BodyExt;
-    let text = resp.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(
-        String::from_utf8_lossy(&text),
-        format!("{SIZE} {}", sha256_hex(&expected))
-    );
+    let text = send(addr, req).await.unwrap().text();
+    assert_eq!(text, format!("{SIZE} {}", sha256_hex(&expected)));
 
     // Memory did not grow with the body: far below one body's size.
     let peak_mib = ginx.peak_rss_kib() / 1024;
@@ -308,28 +297,6 @@ async fn streams_large_bodies_both_ways() {
         "ginx peak RSS {peak_mib} MiB for a {} MiB body",
         SIZE >> 20
     );
-}
-
-/// A request body stream of `size` pattern bytes, in 64 KiB frames.
-fn upload_stream(
-    size: usize,
-) -> impl futures_core::Stream<Item = Result<hyper::body::Frame<Bytes>, std::io::Error>> + Send + 'static {
-    struct Up(usize, Bytes);
-    impl futures_core::Stream for Up {
-        type Item = Result<hyper::body::Frame<Bytes>, std::io::Error>;
-        fn poll_next(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<Self::Item>> {
-            if self.0 == 0 {
-                return std::task::Poll::Ready(None);
-            }
-            let n = self.0.min(self.1.len());
-            self.0 -= n;
-            std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(self.1.slice(..n)))))
-        }
-    }
-    Up(size, Bytes::from(pattern(64 * 1024)))
 }
 
 #[tokio::test]

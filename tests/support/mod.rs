@@ -266,6 +266,13 @@ fn futures_stream(total: usize, chunk: Bytes) -> Chunks {
     Chunks { left: total, chunk }
 }
 
+/// A body of `size` [`pattern`] bytes, streamed in 64 KiB frames.
+pub fn pattern_body(
+    size: usize,
+) -> StreamBody<impl futures_core::Stream<Item = Result<Frame<Bytes>, std::io::Error>>> {
+    StreamBody::new(futures_stream(size, Bytes::from(pattern(64 * 1024))))
+}
+
 struct Chunks {
     left: usize,
     chunk: Bytes,
@@ -305,8 +312,14 @@ impl Reply {
     }
 }
 
-/// Send one request on a new connection and read the whole response.
-pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> std::io::Result<Reply> {
+/// Send one request (any body, streamed) on a new connection and read the
+/// whole response.
+pub async fn send<B>(addr: SocketAddr, req: Request<B>) -> std::io::Result<Reply>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = tokio::net::TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -326,7 +339,7 @@ pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> std::io::Resul
 pub async fn get_host(addr: SocketAddr, host: &str, path: &str) -> Reply {
     let req = Request::get(path)
         .header("host", host)
-        .body(Full::default())
+        .body(Full::<Bytes>::default())
         .unwrap();
     send(addr, req).await.expect("request through ginx")
 }
