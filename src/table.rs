@@ -149,7 +149,7 @@ impl RoutingTable {
             .collect();
         RoutingTable {
             generation,
-            access_log: config.global.access_log,
+            access_log: config.global.access_log.is_some(),
             shutdown_timeout: config.global.shutdown_timeout,
             header_read_timeout: config.global.header_read_timeout,
             listeners,
@@ -281,7 +281,7 @@ fn build_router(listener: &config::Listener, upstreams: &HashMap<Arc<str>, Arc<U
                 pool: pool(upstream),
                 strip: strip_prefix.then_some(prefix.len()),
             },
-            RouteAction::Respond { status, body } => Target::Respond {
+            RouteAction::Respond { status, body, .. } => Target::Respond {
                 status: StatusCode::from_u16(*status).expect("validated: status in 200..=599"),
                 body: Bytes::from(body.clone()),
             },

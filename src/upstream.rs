@@ -522,6 +522,9 @@ mod tests {
             retry_on: crate::config::RetryOn::default(),
             retry_non_idempotent: false,
             health_check: None,
+            protocol: crate::config::UpstreamProtocol::Http1,
+            tls: crate::config::UpstreamTls::default(),
+            tunnel_timeout: Duration::from_secs(3600),
         }
     }
 

@@ -133,6 +133,7 @@ pub(crate) fn load_with(fs: &dyn Fs, path: &Path) -> Result<Config, Errors> {
         .map(|p| Source {
             path: p.path,
             text: p.text,
+            kind: crate::config::SourceKind::Config,
         })
         .collect();
     if !loader.errors.is_empty() {
@@ -144,6 +145,8 @@ pub(crate) fn load_with(fs: &dyn Fs, path: &Path) -> Result<Config, Errors> {
         upstreams: parts.upstreams,
         sources,
         watch_dirs: loader.watch_dirs,
+        admin: None,
+        warnings: Vec::new(),
     })
 }
 

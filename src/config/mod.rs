@@ -24,6 +24,7 @@ mod validate;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{Error, Errors, Location};
@@ -57,6 +58,19 @@ pub struct Config {
     /// Directories to watch: the parent of every source file and every
     /// directory an include glob points into (even if it matched nothing).
     pub watch_dirs: Vec<PathBuf>,
+    /// `[admin]`: the admin endpoint (metrics, status, probes), if configured.
+    pub admin: Option<Admin>,
+    /// Valid but doubtful choices, located like errors. `--check` prints
+    /// them (and still exits 0); a reload logs them.
+    pub warnings: Vec<Error>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    /// `bind`, default `127.0.0.1:9901`. Never a wildcard address unless
+    /// written so.
+    pub bind: SocketAddr,
 }
 
 /// One configuration file as it was read.
@@ -66,6 +80,18 @@ pub struct Source {
     pub path: PathBuf,
     /// Full text as read.
     pub text: String,
+    /// What the file is: configuration files may be shown (`/config` on the
+    /// admin endpoint), PEM files (certificates, keys, CAs) never are.
+    pub kind: SourceKind,
+}
+
+/// What a [`Source`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A TOML configuration file (the main file or an include).
+    Config,
+    /// A PEM file named by the configuration (certificate, key or CA).
+    Pem,
 }
 
 /// `[global]`.
@@ -73,8 +99,17 @@ pub struct Source {
 pub struct Global {
     /// `log_level`: one of trace, debug, info, warn, error. Default `info`.
     pub log_level: String,
-    /// `access_log`: log one line per request. Default `false`.
-    pub access_log: bool,
+    /// `log_format`: "text" (default) or "json", for ginx's own log (stderr).
+    pub log_format: LogFormat,
+    /// `access_log`: `false` (default, none), `true` (stdout, text format)
+    /// or `{ path = "...", format = "combined" | "json" | "text" }` (path
+    /// relative to the file that names it; no path = stdout; format default
+    /// "combined").
+    pub access_log: Option<AccessLog>,
+    /// `shutdown_delay`, default 0s: after SIGTERM, keep serving this long
+    /// while `/ready` answers 503 (so load balancers stop sending), then
+    /// drain.
+    pub shutdown_delay: Duration,
     /// `watch`: reload when configuration files change (file events plus a
     /// slow poll). Default `true`; with `false` only SIGHUP reloads.
     pub watch: bool,
@@ -95,6 +130,74 @@ pub struct Global {
     pub header_read_timeout: Duration,
 }
 
+/// `log_format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `access_log = ...` when on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    /// Where to write; `None` is stdout.
+    pub path: Option<PathBuf>,
+    /// Line format.
+    pub format: AccessLogFormat,
+}
+
+/// An access log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// `key=value` pairs, as ginx's own text log.
+    Text,
+    /// nginx's `combined` plus ginx's fields at the end.
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A PEM file named by the configuration, read with the configuration (it
+/// is one of [`Config::sources`], so a changed file reloads like any other).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PemFile {
+    /// The path, resolved relative to the file that names it.
+    pub path: PathBuf,
+    /// The file's text.
+    pub pem: Arc<str>,
+}
+
+impl std::fmt::Debug for PemFile {
+    // Never print key material.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PemFile({})", self.path.display())
+    }
+}
+
+/// `tls = { cert, key }` or `[[listener.NAME.tls.certificates]]` (plus
+/// `client_ca`). Every certificate and key has been parsed and matched
+/// during validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// One or more; the first is the default for clients that send no
+    /// server name or one no certificate covers. Server names come from each
+    /// certificate's subject alternative names.
+    pub certificates: Vec<CertificateFiles>,
+    /// `client_ca`: require client certificates signed by these CAs (mTLS).
+    pub client_ca: Option<PemFile>,
+}
+
+/// A certificate chain and its private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFiles {
+    /// `cert`: the chain, leaf first.
+    pub cert: PemFile,
+    /// `key`: PKCS#1, PKCS#8 or SEC1.
+    pub key: PemFile,
+}
+
 /// `[listener.NAME]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
@@ -106,6 +209,8 @@ pub struct Listener {
     pub upstream: Option<String>,
     /// Routes in file order.
     pub routes: Vec<Route>,
+    /// `tls`: terminate TLS on this listener.
+    pub tls: Option<ListenerTls>,
 }
 
 /// `[[listener.NAME.route]]`.
@@ -138,12 +243,15 @@ pub enum RouteAction {
         /// Remove the route's `path` prefix before forwarding.
         strip_prefix: bool,
     },
-    /// Answer directly (`respond = { status, body }`).
+    /// Answer directly (`respond = { status, body, location }`).
     Respond {
         /// HTTP status, 200..=599 (a final response).
         status: u16,
         /// Response body; empty by default.
         body: String,
+        /// `location`: a `Location` header template, where `{host}` is the
+        /// request's host without its port and `{uri}` its path and query.
+        location: Option<String>,
     },
 }
 
@@ -277,6 +385,47 @@ pub struct Upstream {
     pub retry_non_idempotent: bool,
     /// `[upstream.NAME.health_check]`, if any.
     pub health_check: Option<HealthCheck>,
+    /// `protocol`: "http1" (default), "h2" (HTTP/2 over TLS: servers must be
+    /// `https://`) or "h2c" (HTTP/2 prior knowledge: servers must not be).
+    pub protocol: UpstreamProtocol,
+    /// `tls_ca`, `tls_server_name`, `tls_verify`: for `https://` servers.
+    pub tls: UpstreamTls,
+    /// `tunnel_timeout`, default 1h, > 0: how long an upgraded connection
+    /// (WebSocket) may stay idle in both directions before it is closed.
+    pub tunnel_timeout: Duration,
+}
+
+/// `protocol` of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (over TLS for `https://` servers).
+    Http1,
+    /// HTTP/2 over TLS (ALPN `h2`).
+    H2,
+    /// HTTP/2 in the clear, prior knowledge.
+    H2c,
+}
+
+/// TLS towards an upstream's `https://` servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// `tls_ca`: trust these CAs instead of the system's roots.
+    pub ca: Option<PemFile>,
+    /// `tls_server_name`: the name to send (SNI) and verify, instead of the
+    /// server's host.
+    pub server_name: Option<String>,
+    /// `tls_verify`, default true; false only when written so.
+    pub verify: bool,
+}
+
+impl Default for UpstreamTls {
+    fn default() -> Self {
+        UpstreamTls {
+            ca: None,
+            server_name: None,
+            verify: true,
+        }
+    }
 }
 
 /// One entry of `servers`.
@@ -292,6 +441,8 @@ pub struct ServerSpec {
     /// `backup = true` (table form only): takes traffic only while no
     /// primary server is available.
     pub backup: bool,
+    /// Written as `https://...`: connect with TLS.
+    pub tls: bool,
 }
 
 /// Where a server is.

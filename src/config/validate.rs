@@ -13,8 +13,9 @@ use toml::Spanned;
 use super::error::{Error, Location};
 use super::raw;
 use super::{
-    Balance, CheckKind, Endpoint, Global, HashKey, HealthCheck, HostPattern, Listener, OnAllDown, RetryOn,
-    Route, RouteAction, ServerSpec, Upstream,
+    AccessLog, AccessLogFormat, Balance, CheckKind, Endpoint, Global, HashKey, HealthCheck, HostPattern,
+    Listener, LogFormat, OnAllDown, RetryOn, Route, RouteAction, ServerSpec, Upstream, UpstreamProtocol,
+    UpstreamTls,
 };
 
 const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
@@ -53,7 +54,9 @@ pub(crate) fn validate(files: &[Parsed], main: &Path, complete: bool, errors: &m
         errors,
         global: Global {
             log_level: "info".to_owned(),
-            access_log: false,
+            log_format: LogFormat::Text,
+            access_log: None,
+            shutdown_delay: Duration::ZERO,
             watch: true,
             shutdown_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(30),
@@ -200,7 +203,10 @@ impl Validator<'_> {
         }
         if let Some(access_log) = &g.access_log {
             if self.global_once(at, "access_log", access_log.span()) {
-                self.global.access_log = *access_log.get_ref();
+                self.global.access_log = access_log.get_ref().then_some(AccessLog {
+                    path: None,
+                    format: AccessLogFormat::Text,
+                });
             }
         }
         if let Some(watch) = &g.watch {
@@ -519,6 +525,9 @@ impl Validator<'_> {
                     retry_on,
                     retry_non_idempotent,
                     health_check,
+                    protocol: UpstreamProtocol::Http1,
+                    tls: UpstreamTls::default(),
+                    tunnel_timeout: Duration::from_secs(3600),
                 },
             );
         }
@@ -747,6 +756,7 @@ impl Validator<'_> {
             endpoint,
             weight: weight?,
             backup: backup.is_some_and(|b| *b.get_ref()),
+            tls: false,
         })
     }
 
@@ -820,6 +830,7 @@ impl Validator<'_> {
                     bind,
                     upstream: l.upstream.as_ref().map(|u| u.get_ref().clone()),
                     routes,
+                    tls: None,
                 },
             );
         }
@@ -902,6 +913,7 @@ impl Validator<'_> {
                     Ok(code @ 200..=599) => Some(RouteAction::Respond {
                         status: code,
                         body: respond.body.clone(),
+                        location: None,
                     }),
                     _ => {
                         self.errors.push(at.error(
@@ -1231,7 +1243,7 @@ mod tests {
             "[listener.web]\nbind = \"127.0.0.1:8080\"\nupstream = \"app\"\n{UP}"
         ));
         assert_eq!(parts.global.log_level, "info");
-        assert!(!parts.global.access_log);
+        assert!(parts.global.access_log.is_none());
         assert_eq!(parts.global.shutdown_timeout, Duration::from_secs(30));
         let up = &parts.upstreams["app"];
         assert_eq!(up.name, "app");
@@ -1280,7 +1292,7 @@ connect_timeout = "250ms"
 servers = ["[::1]:9003"]
 "#);
         assert_eq!(parts.global.log_level, "debug");
-        assert!(parts.global.access_log);
+        assert!(parts.global.access_log.is_some());
         assert_eq!(parts.global.shutdown_timeout, Duration::ZERO);
         let l = &parts.listeners["web"];
         assert_eq!(l.bind, "127.0.0.1:0".parse().unwrap());
@@ -1300,7 +1312,8 @@ servers = ["[::1]:9003"]
                     path: Some("/health".into()),
                     action: RouteAction::Respond {
                         status: 204,
-                        body: String::new()
+                        body: String::new(),
+                        location: None,
                     },
                 },
                 Route {
@@ -1308,7 +1321,8 @@ servers = ["[::1]:9003"]
                     path: None,
                     action: RouteAction::Respond {
                         status: 200,
-                        body: "ok\n".into()
+                        body: "ok\n".into(),
+                        location: None,
                     },
                 },
             ]
@@ -1323,12 +1337,14 @@ servers = ["[::1]:9003"]
                     endpoint: Endpoint::Ip("127.0.0.1:9001".parse().unwrap()),
                     weight: 1,
                     backup: false,
+                    tls: false,
                 },
                 ServerSpec {
                     name: "127.0.0.1:9002".into(),
                     endpoint: Endpoint::Ip("127.0.0.1:9002".parse().unwrap()),
                     weight: 2,
                     backup: false,
+                    tls: false,
                 },
             ]
         );
@@ -1739,7 +1755,7 @@ servers = ["[::1]:9003"]
             ]
         );
         // Keys not set elsewhere may come from any file.
-        assert!(parts.global.access_log);
+        assert!(parts.global.access_log.is_some());
     }
 
     #[test]
@@ -1799,6 +1815,7 @@ servers = ["[::1]:9003"]
                 endpoint: Endpoint::Ip("127.0.0.1:9001".parse().unwrap()),
                 weight: 1,
                 backup: false,
+                tls: false,
             }]
         );
     }
