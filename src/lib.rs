@@ -40,6 +40,7 @@ pub mod reload;
 pub mod server;
 pub mod table;
 pub mod timer;
+pub mod tls;
 pub mod upstream;
 
 mod app;
