@@ -9,8 +9,9 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{AdminContext, AdminServer, Lifecycle, Stage};
 use crate::config;
-use crate::reload::Reloader;
+use crate::reload::{Published, Reloader};
 use crate::server::Workers;
 use crate::table::{Live, RoutingTable};
 
@@ -73,43 +74,74 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let config = config::load(&options.config)?;
+    let lifecycle = Arc::new(Lifecycle::default());
+    let live: Live = Arc::new(ArcSwap::from_pointee(RoutingTable::empty()));
+    let admin_context = AdminContext {
+        live: live.clone(),
+        published: Arc::new(ArcSwap::from_pointee(Published {
+            path: options.config.clone(),
+            config: Arc::new(config.clone()),
+            generation: 0,
+            applied_at: std::time::SystemTime::now(),
+            last_attempt: None,
+            reloads_applied: 0,
+            reloads_rejected: 0,
+            listeners: Vec::new(),
+        })),
+        lifecycle: lifecycle.clone(),
+    };
+    // Up first, so probes get "starting" rather than a refused connection
+    // while names resolve and listeners bind.
+    let admin = match &config.admin {
+        Some(admin) => Some(AdminServer::start(admin.bind, admin_context.clone())?),
+        None => None,
+    };
     let mut discovery = crate::dns::Discovery::new(&config.global);
     let resolved = discovery.sync(&config).await;
-    let live: Live = Arc::new(ArcSwap::from_pointee(RoutingTable::build(
-        &config, &resolved, None, 1,
-    )));
+    live.store(Arc::new(RoutingTable::build(&config, &resolved, None, 1)));
     let workers = Workers::start(options.workers, live.clone())?;
     let root = CancellationToken::new();
     let reloader = Reloader::start(
         options.config,
         config,
         &workers,
-        live.clone(),
         root.clone(),
         log,
         discovery,
+        admin,
+        admin_context,
     )?;
     // Health checks run beside the reloader on this (control) runtime.
     tokio::spawn(crate::health::run(live.clone()));
+    lifecycle.set(Stage::Serving);
     tracing::info!(
         workers = options.workers,
         "ginx {} started",
         env!("CARGO_PKG_VERSION")
     );
 
-    tokio::select! {
-        // Dropping the reloader (when shutdown wins) closes the control
-        // plane's copy of every listening socket.
-        () = reloader.run(&workers, CancellationToken::new()) => {}
-        () = shutdown => {}
-    }
+    let stop_reloading = CancellationToken::new();
+    let (admin, ()) = tokio::join!(reloader.run(&workers, stop_reloading.clone()), async {
+        shutdown.await;
+        stop_reloading.cancel();
+    });
 
-    let grace = live.load().shutdown_timeout;
+    lifecycle.set(Stage::Draining);
+    let table = live.load_full();
+    if !table.shutdown_delay.is_zero() {
+        tracing::info!(
+            delay = ?table.shutdown_delay,
+            "shutting down: still serving during shutdown_delay while /ready answers 503"
+        );
+        tokio::time::sleep(table.shutdown_delay).await;
+    }
+    let grace = table.shutdown_timeout;
     tracing::info!(timeout = ?grace, "shutting down: no new connections, draining open ones");
     root.cancel();
     // Each connection enforces `grace` itself; the backstop only guards
     // against a connection that ignores it.
     workers.drain(grace + Duration::from_secs(1)).await;
+    drop(admin);
     tracing::info!("stopped");
     Ok(())
 }

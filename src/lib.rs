@@ -35,6 +35,7 @@ pub mod balance;
 pub mod config;
 pub mod dns;
 pub mod health;
+pub mod metrics;
 pub mod proxy;
 pub mod reload;
 pub mod server;
@@ -43,6 +44,7 @@ pub mod timer;
 pub mod tls;
 pub mod upstream;
 
+pub mod admin;
 mod app;
 
 pub use app::{run, LogControl, RunOptions};

@@ -18,13 +18,15 @@
 //! server's passive health ([`ServerState::record_failure`],
 //! [`ServerState::record_response`]).
 
+use std::cell::Cell;
 use std::convert::Infallible;
+use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -34,6 +36,7 @@ use hyper::body::Incoming;
 
 use crate::balance::hash_key;
 use crate::config::HashKey;
+use crate::metrics::{Outcome, RouteStats};
 use crate::table::{Live, Target};
 use crate::upstream::{
     ConnectError, HoldOutReason, InFlight, Sender, ServerState, UpstreamBody, UpstreamPool,
@@ -116,6 +119,15 @@ impl Failure {
         )
     }
 
+    /// The attempt outcome it counts as.
+    fn outcome(&self) -> Outcome {
+        match self {
+            _ if self.is_timeout() => Outcome::Timeout,
+            Failure::Connect(_) => Outcome::ConnectError,
+            Failure::Reset(_) | Failure::ReadTimeout(_) => Outcome::Reset,
+        }
+    }
+
     /// Whether `retry_on` allows moving on after this failure.
     fn retry_allowed(&self, retry_on: &crate::config::RetryOn) -> bool {
         match self {
@@ -139,32 +151,44 @@ impl Error {
 
 /// Serve one request. Never fails: errors become short plain-text responses.
 pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Result<Response<ProxyBody>, Infallible> {
-    let (target, access_log) = {
+    let started = Instant::now();
+    let (target, stats, access_log) = {
         let table = conn.live.load();
-        // An absolute-form target's authority overrides Host (RFC 9112 3.2.2).
-        let host = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()));
-        let target = table
-            .router(&conn.listener)
-            .and_then(|router| router.route(host, req.uri().path()))
+        let router = table.router(&conn.listener);
+        let target = router
+            .and_then(|router| router.route(request_host(&req), req.uri().path()))
             .cloned();
-        (target, table.access_log)
+        let stats = match &target {
+            Some(target) => Some(target.stats().clone()),
+            None => router.map(|router| router.unmatched.clone()),
+        };
+        (target, stats, table.access_log)
     };
+    let request_id = request_id(req.headers());
     // Only what the access log needs is kept, and only when it is on.
-    let log = access_log.then(|| (Instant::now(), req.method().clone(), req.uri().clone()));
+    let mut access = access_log.then(|| Box::new(AccessEntry::of(&req, &conn, &request_id)));
 
-    let (result, server) = match target {
-        None => (Err(Error::NoRoute), None),
-        Some(Target::Respond { status, body }) => (Ok(respond(status, body)), None),
-        Some(Target::Proxy { pool, strip }) => match forward(req, &pool, strip, &conn).await {
-            Ok((response, server)) => (Ok(response), Some(server)),
-            Err(error) => (Err(error), None),
-        },
+    let result = match target {
+        None => Err(Error::NoRoute),
+        Some(Target::Respond {
+            status,
+            body,
+            location,
+            ..
+        }) => Ok(respond_route(status, body, location.as_deref(), &req)),
+        Some(Target::Proxy { pool, strip, .. }) => {
+            let sent = Instant::now();
+            forward(req, &pool, strip, &conn, &request_id)
+                .await
+                .map(|(response, server)| {
+                    if let Some(access) = &mut access {
+                        access.upstream = Some((server.name.clone(), sent.elapsed()));
+                    }
+                    response
+                })
+        }
     };
-    let response = result.unwrap_or_else(|error| {
+    let mut response = result.unwrap_or_else(|error| {
         let status = error.status();
         if status.is_server_error() {
             tracing::warn!(listener = %conn.listener, client = %conn.client, %error, "{}", status);
@@ -173,19 +197,139 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Result<Respo
         }
         respond(status, error_body(status))
     });
-    if let Some((started, method, uri)) = log {
-        tracing::info!(
-            target: "ginx::access",
-            listener = %conn.listener,
-            client = %conn.client.ip(),
-            %method,
-            path = %uri,
-            status = response.status().as_u16(),
-            upstream = %server.as_ref().map_or("-", |s| &*s.name),
-            duration_ms = %format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
-        );
+    let status = response.status().as_u16();
+    if let Some(stats) = &stats {
+        stats.count(status);
+    }
+    if let Some(access) = &mut access {
+        access.status = status;
+    }
+    if stats.is_some() || access.is_some() {
+        response.body_mut().completion = Some(Completion {
+            started,
+            stats,
+            access,
+            bytes: 0,
+        });
     }
     Ok(response)
+}
+
+/// The host a request is for: an absolute-form target's authority
+/// overrides `Host` (RFC 9112 3.2.2).
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+}
+
+/// The request's `X-Request-Id` if it sent a usable one, else a new one.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    match headers.get(&X_REQUEST_ID) {
+        Some(id) if !id.is_empty() && id.len() <= 200 => id.clone(),
+        _ => new_request_id(),
+    }
+}
+
+/// 32 hex digits (128 random bits), like nginx's `$request_id`. Not
+/// cryptographic: it only has to be unique enough to find a request in logs.
+fn new_request_id() -> HeaderValue {
+    thread_local! {
+        static STATE: Cell<(u64, u64)> = Cell::new({
+            let seed = RandomState::new();
+            (seed.hash_one(1u8) | 1, seed.hash_one(2u8) | 1)
+        });
+    }
+    let bits = STATE.with(|state| {
+        // xorshift128+
+        let (mut s1, s0) = state.get();
+        s1 ^= s1 << 23;
+        s1 ^= s1 >> 17;
+        s1 ^= s0 ^ (s0 >> 26);
+        state.set((s0, s1));
+        (u128::from(s0) << 64) | u128::from(s1.wrapping_add(s0))
+    });
+    let mut hex = [0u8; 32];
+    for (i, digit) in hex.iter_mut().enumerate() {
+        *digit = b"0123456789abcdef"[((bits >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&hex).expect("hex digits are a valid header value")
+}
+
+/// What the access log line of a request needs, taken before the request
+/// is handed on.
+#[derive(Debug)]
+struct AccessEntry {
+    time: SystemTime,
+    conn: Arc<ConnInfo>,
+    method: http::Method,
+    uri: Uri,
+    version: Version,
+    host: Option<HeaderValue>,
+    referer: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+    request_id: HeaderValue,
+    status: u16,
+    /// The server that answered, and how long until its response header.
+    upstream: Option<(Arc<str>, Duration)>,
+}
+
+impl AccessEntry {
+    fn of(req: &Request<Incoming>, conn: &Arc<ConnInfo>, request_id: &HeaderValue) -> Self {
+        let header = |name| req.headers().get(name).cloned();
+        AccessEntry {
+            time: SystemTime::now(),
+            conn: conn.clone(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            host: header(header::HOST),
+            referer: header(header::REFERER),
+            user_agent: header(header::USER_AGENT),
+            request_id: request_id.clone(),
+            status: 0,
+            upstream: None,
+        }
+    }
+
+    fn write(&self, bytes: u64, duration: Duration) {
+        tracing::info!(
+            target: "ginx::access",
+            listener = %self.conn.listener,
+            client = %self.conn.client.ip(),
+            method = %self.method,
+            path = %self.uri,
+            status = self.status,
+            bytes,
+            upstream = %self.upstream.as_ref().map_or("-", |(s, _)| s),
+            duration_ms = %format_args!("{:.3}", duration.as_secs_f64() * 1000.0),
+            request_id = %self.request_id.to_str().unwrap_or("-"),
+        );
+    }
+}
+
+/// What is recorded once a response has been sent (or abandoned): its
+/// duration in the route's histogram, and its access log line.
+#[derive(Debug)]
+struct Completion {
+    started: Instant,
+    stats: Option<Arc<RouteStats>>,
+    access: Option<Box<AccessEntry>>,
+    /// Response body bytes handed to the client connection.
+    bytes: u64,
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        let duration = self.started.elapsed();
+        if let Some(stats) = &self.stats {
+            stats.observe(duration);
+        }
+        if let Some(access) = &self.access {
+            access.write(self.bytes, duration);
+        }
+    }
 }
 
 /// Send `req` to the servers of `pool` until one answers or the retry
@@ -195,10 +339,11 @@ async fn forward(
     pool: &UpstreamPool,
     strip: Option<usize>,
     conn: &ConnInfo,
+    request_id: &HeaderValue,
 ) -> Result<(Response<ProxyBody>, Arc<ServerState>), Error> {
     let settings = &pool.settings;
     let key = pool.hash_key().map_or(0, |k| request_key(k, &req, conn));
-    let req = upstream_request(req, strip, &conn.client_ip);
+    let req = upstream_request(req, strip, &conn.client_ip, request_id);
     // A written request can be sent again only if nothing of it is lost:
     // no body, and a method that may be repeated.
     let replay = (req.body().is_end_stream()
@@ -222,10 +367,17 @@ async fn forward(
         let Some(req) = unsent.take().or_else(|| replay.as_ref().map(Replay::request)) else {
             break;
         };
+        if last_failure.is_some() || last_5xx.is_some() {
+            pool.state().count_retry();
+        }
         attempts_left -= 1;
         match attempt(server, req, pool, replay.as_ref(), uploaded.as_deref()).await {
             Ok(response) => {
                 let status = response.status();
+                server.stats.record(match status.is_server_error() {
+                    true => Outcome::Status5xx,
+                    false => Outcome::Ok,
+                });
                 if let Some(reason) = server.record_response(status.as_u16(), settings) {
                     log_hold_out(pool, server, reason);
                 }
@@ -240,6 +392,7 @@ async fn forward(
                 last_5xx = Some((response, server.clone()));
             }
             Err((failure, back)) => {
+                server.stats.record(failure.outcome());
                 if let Some(reason) = server.record_failure(settings) {
                     log_hold_out(pool, server, reason);
                 }
@@ -430,6 +583,7 @@ fn upstream_request(
     req: Request<Incoming>,
     strip: Option<usize>,
     client_ip: &HeaderValue,
+    request_id: &HeaderValue,
 ) -> Request<Incoming> {
     let (mut parts, body) = req.into_parts();
     let headers = &mut parts.headers;
@@ -448,8 +602,10 @@ fn upstream_request(
     // `Expect: 100-continue` is not forwarded either: hyper answers it
     // towards the client when the body is first read, as nginx does.
     remove_hop_by_hop(headers, std::slice::from_ref(&header::EXPECT));
-    // Room for the X-Forwarded-* headers, so the map grows at most once.
-    headers.reserve(3);
+    // Room for the X-Forwarded-* headers and the request id, so the map
+    // grows at most once.
+    headers.reserve(4);
+    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
 
     let forwarded_for = match joined(headers, &X_FORWARDED_FOR) {
         Some(previous) => {
@@ -492,13 +648,39 @@ fn upstream_response(
 ) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers, &[]);
-    let mut body = ProxyBody(Kind::Upstream {
-        body,
-        conn: Some(sender),
-        in_flight: Some(in_flight),
-    });
+    let mut body = ProxyBody {
+        kind: Kind::Upstream {
+            body,
+            conn: Some(sender),
+            in_flight: Some(in_flight),
+        },
+        completion: None,
+    };
     body.release_if_done();
     Response::from_parts(parts, body)
+}
+
+/// A `respond` route's answer; `location`'s `{host}` is the request's host
+/// without its port and `{uri}` its path and query.
+fn respond_route(
+    status: StatusCode,
+    body: Bytes,
+    location: Option<&str>,
+    req: &Request<Incoming>,
+) -> Response<ProxyBody> {
+    let mut response = respond(status, body);
+    if let Some(template) = location {
+        let host = request_host(req).map_or("", |h| crate::table::strip_port(h));
+        let uri = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let location = template.replace("{host}", host).replace("{uri}", uri);
+        match HeaderValue::from_str(&location) {
+            Ok(value) => {
+                response.headers_mut().insert(header::LOCATION, value);
+            }
+            Err(_) => return respond(StatusCode::BAD_REQUEST, error_body(StatusCode::BAD_REQUEST)),
+        }
+    }
+    response
 }
 
 fn respond(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
@@ -522,6 +704,7 @@ fn error_body(status: StatusCode) -> Bytes {
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1).
 /// `Connection` must stay first: [`remove_hop_by_hop`] relies on it.
@@ -591,7 +774,11 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
 /// The body of every response ginx sends: an upstream's body, streamed, or
 /// one built here (respond routes, errors).
 #[derive(Debug)]
-pub struct ProxyBody(Kind);
+pub struct ProxyBody {
+    kind: Kind,
+    /// Recorded when the body is dropped (after its end, or abandoned).
+    completion: Option<Completion>,
+}
 
 #[derive(Debug)]
 enum Kind {
@@ -609,11 +796,14 @@ enum Kind {
 impl ProxyBody {
     /// A body of fixed bytes.
     pub fn full(data: Bytes) -> Self {
-        ProxyBody(Kind::Full((!data.is_empty()).then_some(data)))
+        ProxyBody {
+            kind: Kind::Full((!data.is_empty()).then_some(data)),
+            completion: None,
+        }
     }
 
     fn release_if_done(&mut self) {
-        if let Kind::Upstream { body, .. } = &self.0 {
+        if let Kind::Upstream { body, .. } = &self.kind {
             if body.is_end_stream() {
                 self.release(true);
             }
@@ -623,7 +813,7 @@ impl ProxyBody {
     /// The body is done: the connection goes back to the pool if `reuse`,
     /// and the request stops counting as in flight.
     fn release(&mut self, reuse: bool) {
-        if let Kind::Upstream { conn, in_flight, .. } = &mut self.0 {
+        if let Kind::Upstream { conn, in_flight, .. } = &mut self.kind {
             if let Some(in_flight) = in_flight.take() {
                 if let (Some(sender), true) = (conn.take(), reuse) {
                     in_flight.server().check_in(sender);
@@ -643,8 +833,8 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        match &mut this.0 {
-            Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        let frame = match &mut this.kind {
+            Kind::Full(data) => data.take().map(|d| Ok(Frame::data(d))),
             Kind::Upstream { body, .. } => {
                 let frame = ready!(Pin::new(body).poll_frame(cx));
                 match &frame {
@@ -653,20 +843,26 @@ impl Body for ProxyBody {
                     None => this.release(true),
                     Some(Ok(_)) => this.release_if_done(),
                 }
-                Poll::Ready(frame)
+                frame
+            }
+        };
+        if let (Some(Ok(frame)), Some(completion)) = (&frame, &mut this.completion) {
+            if let Some(data) = frame.data_ref() {
+                completion.bytes += data.len() as u64;
             }
         }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.0 {
+        match &self.kind {
             Kind::Full(data) => data.is_none(),
             Kind::Upstream { body, .. } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.0 {
+        match &self.kind {
             Kind::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Kind::Upstream { body, .. } => body.size_hint(),
         }

@@ -24,15 +24,17 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use notify::{RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 use tokio::time::{sleep, sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{AdminContext, AdminServer};
 use crate::config::{self, Config, Errors, Source};
 use crate::dns::Discovery;
 use crate::server::{ListenerSet, Workers};
@@ -57,13 +59,67 @@ pub enum Trigger {
     Poll,
 }
 
+/// What the control plane tells the admin endpoint about itself; replaced
+/// whole after every reload attempt.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// The main configuration file.
+    pub path: PathBuf,
+    /// The active configuration.
+    pub config: Arc<Config>,
+    /// Its generation.
+    pub generation: u64,
+    /// When it was applied.
+    pub applied_at: SystemTime,
+    /// The last reload attempt that found something to do (or SIGHUP).
+    pub last_attempt: Option<Attempt>,
+    /// Reloads applied since start.
+    pub reloads_applied: u64,
+    /// Reloads rejected since start.
+    pub reloads_rejected: u64,
+    /// Listeners: name, configured address, bound address.
+    pub listeners: Vec<(String, SocketAddr, Option<SocketAddr>)>,
+}
+
+/// One reload attempt.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// When it finished.
+    pub at: SystemTime,
+    /// What started it.
+    pub trigger: Trigger,
+    /// How it ended.
+    pub outcome: AttemptOutcome,
+}
+
+/// How a reload attempt ended.
+#[derive(Debug, Clone)]
+pub enum AttemptOutcome {
+    /// A new generation is serving.
+    Applied {
+        /// Its number.
+        generation: u64,
+    },
+    /// The files say what is already active (SIGHUP only).
+    Unchanged,
+    /// The configuration was refused; the old one keeps serving.
+    Rejected {
+        /// Every error, as `FILE:LINE:COL: message`.
+        errors: Vec<String>,
+    },
+}
+
 /// The control plane's state: the active configuration and its listeners.
 pub struct Reloader {
     path: PathBuf,
     live: Live,
-    active: Config,
+    active: Arc<Config>,
     generation: u64,
     listeners: ListenerSet,
+    /// The admin endpoint, if configured, and what it reads.
+    admin: Option<AdminServer>,
+    admin_context: AdminContext,
+    published: Published,
     /// Texts of the last configuration that failed, so the poll does not
     /// log the same errors every few seconds.
     last_failure: Option<Vec<Source>>,
@@ -75,23 +131,27 @@ pub struct Reloader {
 
 impl Reloader {
     /// Bind the listeners of `config` and start serving it as generation 1,
-    /// which `live` already holds.
+    /// which `live` already holds. `admin` is its admin endpoint, already
+    /// serving `admin_context`.
     ///
     /// # Errors
     ///
     /// When a listener cannot be bound.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         path: PathBuf,
         config: Config,
         workers: &Workers,
-        live: Live,
         root: CancellationToken,
         log: LogControl,
         discovery: Discovery,
+        admin: Option<AdminServer>,
+        admin_context: AdminContext,
     ) -> anyhow::Result<Self> {
         let mut listeners = ListenerSet::default();
         let plan = listeners.plan(&config)?;
         listeners.commit(plan, workers, &root);
+        let config = Arc::new(config);
         log.set_level(&config.global.log_level);
         tracing::info!(
             generation = 1,
@@ -100,17 +160,79 @@ impl Reloader {
             servers = config.server_count(),
             "configuration loaded"
         );
-        Ok(Reloader {
+        let published = Published {
+            path: path.clone(),
+            config: config.clone(),
+            generation: 1,
+            applied_at: SystemTime::now(),
+            last_attempt: None,
+            reloads_applied: 0,
+            reloads_rejected: 0,
+            listeners: Vec::new(),
+        };
+        let mut reloader = Reloader {
             path,
-            live,
+            live: admin_context.live.clone(),
             active: config,
             generation: 1,
             listeners,
+            admin,
+            admin_context,
+            published,
             last_failure: None,
             root,
             log,
             discovery,
-        })
+        };
+        reloader.publish(None);
+        Ok(reloader)
+    }
+
+    /// Publish the current state (and `attempt`, if any) for the admin
+    /// endpoint.
+    fn publish(&mut self, attempt: Option<(Trigger, AttemptOutcome)>) {
+        let p = &mut self.published;
+        p.config = self.active.clone();
+        p.listeners = self
+            .active
+            .listeners
+            .values()
+            .map(|l| (l.name.clone(), l.bind, self.listeners.local_addr(&l.name)))
+            .collect();
+        if let Some((trigger, outcome)) = attempt {
+            match outcome {
+                AttemptOutcome::Applied { generation } => {
+                    p.generation = generation;
+                    p.applied_at = SystemTime::now();
+                    p.reloads_applied += 1;
+                }
+                AttemptOutcome::Rejected { .. } => p.reloads_rejected += 1,
+                AttemptOutcome::Unchanged => {}
+            }
+            p.last_attempt = Some(Attempt {
+                at: SystemTime::now(),
+                trigger,
+                outcome,
+            });
+        }
+        self.admin_context.published.store(Arc::new(p.clone()));
+    }
+
+    /// The admin endpoint `config` wants, if it differs from the running
+    /// one: `Some(None)` stops it, `Some(Some(_))` is already bound.
+    ///
+    /// # Errors
+    ///
+    /// When the new address cannot be bound.
+    fn plan_admin(&self, config: &Config) -> anyhow::Result<Option<Option<AdminServer>>> {
+        let wanted = config.admin.as_ref().map(|a| a.bind);
+        if wanted == self.admin.as_ref().map(|a| a.configured) {
+            return Ok(None);
+        }
+        match wanted {
+            None => Ok(Some(None)),
+            Some(bind) => Ok(Some(Some(AdminServer::start(bind, self.admin_context.clone())?))),
+        }
     }
 
     /// The generation being served.
@@ -147,18 +269,26 @@ impl Reloader {
             self.last_failure = None;
             if trigger == Trigger::Signal {
                 tracing::info!(generation = self.generation, "configuration unchanged");
+                self.publish(Some((trigger, AttemptOutcome::Unchanged)));
             }
             return;
         }
-        let plan = match self.listeners.plan(&config) {
-            Ok(plan) => plan,
+        // Everything that can fail happens before anything changes.
+        let planned = self
+            .listeners
+            .plan(&config)
+            .and_then(|plan| Ok((plan, self.plan_admin(&config)?)));
+        let (plan, admin) = match planned {
+            Ok(planned) => planned,
             Err(error) => {
+                let error = format!("{error:#}");
                 tracing::error!(
-                    error = format!("{error:#}"),
+                    error,
                     "configuration rejected; keeping generation {}",
                     self.generation
                 );
                 self.last_failure = Some(config.sources);
+                self.publish(Some((trigger, AttemptOutcome::Rejected { errors: vec![error] })));
                 return;
             }
         };
@@ -167,12 +297,16 @@ impl Reloader {
         let table = RoutingTable::build(&config, &resolved, Some(&self.live.load()), generation);
         self.live.store(Arc::new(table));
         self.listeners.commit(plan, workers, &self.root);
+        if let Some(admin) = admin {
+            self.admin = admin;
+        }
         self.log.set_level(&config.global.log_level);
         let changes = Changes::between(&self.active, &config);
         tracing::info!(generation, %changes, ?trigger, "configuration applied");
         self.generation = generation;
-        self.active = config;
+        self.active = Arc::new(config);
         self.last_failure = None;
+        self.publish(Some((trigger, AttemptOutcome::Applied { generation })));
     }
 
     /// A host name's addresses changed: rebuild the table from the active
@@ -196,12 +330,16 @@ impl Reloader {
             "configuration rejected; keeping generation {}",
             self.generation
         );
+        let messages = errors.iter().map(ToString::to_string).collect();
         self.last_failure = Some(errors.sources);
+        self.publish(Some((trigger, AttemptOutcome::Rejected { errors: messages })));
     }
 
     /// Reload on file events, SIGHUP and the poll until `stop`, then release
-    /// every listening socket.
-    pub async fn run(mut self, workers: &Workers, stop: CancellationToken) {
+    /// every listening socket (workers keep accepting on their own copies
+    /// until their listeners are cancelled). The admin endpoint is handed
+    /// back: it must keep answering while the process drains.
+    pub async fn run(mut self, workers: &Workers, stop: CancellationToken) -> Option<AdminServer> {
         let (events_tx, mut events) = mpsc::channel(1);
         let mut watcher = DirWatcher::new(events_tx);
         watcher.follow(&self.active);
@@ -237,6 +375,7 @@ impl Reloader {
         }
         // `self.listeners` drops here, closing the control plane's copy of
         // every listening socket.
+        self.admin.take()
     }
 }
 

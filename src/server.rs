@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::metrics::CountingIo;
 use crate::proxy::{self, ConnInfo};
 use crate::table::Live;
 use crate::timer::{CheckedTimer, CHECK_INTERVAL};
@@ -82,6 +83,11 @@ impl BoundSocket {
             local_addr: socket.local_addr()?,
             socket,
         })
+    }
+
+    /// The socket itself, for a listener served outside the workers.
+    pub fn into_std(self) -> std::net::TcpListener {
+        self.socket
     }
 }
 
@@ -239,6 +245,15 @@ impl Worker {
     ) {
         let _ = stream.set_nodelay(true);
         let live = info.live.clone();
+        // Counted under the listener's counters of the current snapshot
+        // (carried by name across reloads).
+        let stats = live
+            .load()
+            .router(&info.listener)
+            .map(|router| router.stats.clone())
+            .unwrap_or_default();
+        let open = stats.open();
+        let stream = CountingIo::new(stream, open.stats().clone());
         let service = service_fn(move |req| proxy::handle(req, info.clone()));
         // A connection keeps the header-read timeout it was accepted with.
         let mut http = self.http.clone();

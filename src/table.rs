@@ -21,6 +21,7 @@ use http::StatusCode;
 use crate::balance::{Ketama, LeastConn, Policy, Random, RoundRobin};
 use crate::config::{self, Balance, Config, HostPattern, RouteAction};
 use crate::dns::Resolved;
+use crate::metrics::{ListenerStats, RouteStats};
 use crate::upstream::{PoolState, ServerState, Tier, UpstreamPool};
 
 /// The swappable handle to the current table.
@@ -35,10 +36,14 @@ pub struct RoutingTable {
     pub access_log: bool,
     /// How long a stopping connection may take to finish.
     pub shutdown_timeout: std::time::Duration,
+    /// How long to keep serving after SIGTERM before draining.
+    pub shutdown_delay: std::time::Duration,
     /// How long a client may take to send a request head (and stay idle).
     pub header_read_timeout: std::time::Duration,
     listeners: HashMap<Arc<str>, Router>,
     upstreams: HashMap<Arc<str>, Arc<UpstreamPool>>,
+    /// The counters of every route, for the scrape and the next snapshot.
+    route_stats: Vec<Arc<RouteStats>>,
 }
 
 /// What a matching route does.
@@ -51,6 +56,8 @@ pub enum Target {
         pool: Arc<UpstreamPool>,
         /// Bytes to strip from the front of the path.
         strip: Option<usize>,
+        /// The route's counters.
+        stats: Arc<RouteStats>,
     },
     /// Answer directly.
     Respond {
@@ -58,7 +65,20 @@ pub enum Target {
         status: StatusCode,
         /// Response body.
         body: Bytes,
+        /// `Location` template (`{host}`, `{uri}`), if any.
+        location: Option<Arc<str>>,
+        /// The route's counters.
+        stats: Arc<RouteStats>,
     },
+}
+
+impl Target {
+    /// The route's counters.
+    pub fn stats(&self) -> &Arc<RouteStats> {
+        match self {
+            Target::Proxy { stats, .. } | Target::Respond { stats, .. } => stats,
+        }
+    }
 }
 
 /// The routes of one listener.
@@ -68,13 +88,17 @@ pub enum Target {
 /// within a group the longest matching path prefix wins (file order breaks
 /// ties). A group with no matching path falls through to the next, and when
 /// nothing matches, the listener's default upstream takes the request.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Router {
     exact: HashMap<Box<str>, PathRoutes>,
     /// Sorted by suffix length, longest first.
     wildcard: Vec<(Box<str>, PathRoutes)>,
     any_host: PathRoutes,
     default: Option<Target>,
+    /// Connections and bytes of the listener.
+    pub stats: Arc<ListenerStats>,
+    /// Counters of requests no route matched (answered 404).
+    pub unmatched: Arc<RouteStats>,
 }
 
 /// Routes of one host group, longest prefix first.
@@ -112,15 +136,20 @@ impl Router {
 
 /// Lowercase, without a port; borrows unless the host has capitals.
 fn normalize_host(host: &str) -> std::borrow::Cow<'_, str> {
-    let without_port = match host.rfind(':') {
-        // `[::1]:8080` or `example.com:8080`, but not a bare `[::1]`.
-        Some(i) if !host[i..].contains(']') => &host[..i],
-        _ => host,
-    };
+    let without_port = strip_port(host);
     if without_port.bytes().any(|b| b.is_ascii_uppercase()) {
         without_port.to_ascii_lowercase().into()
     } else {
         without_port.into()
+    }
+}
+
+/// A `Host` value without its port: `[::1]:8080` or `example.com:8080`,
+/// but not a bare `[::1]`.
+pub fn strip_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
     }
 }
 
@@ -142,19 +171,48 @@ impl RoutingTable {
                 (pool.name.clone(), Arc::new(pool))
             })
             .collect();
+        let mut stats = StatsCarrier::new(previous);
         let listeners = config
             .listeners
             .values()
-            .map(|l| (l.name.as_str().into(), build_router(l, &upstreams)))
+            .map(|l| (l.name.as_str().into(), build_router(l, &upstreams, &mut stats)))
             .collect();
         RoutingTable {
             generation,
             access_log: config.global.access_log.is_some(),
             shutdown_timeout: config.global.shutdown_timeout,
+            shutdown_delay: config.global.shutdown_delay,
             header_read_timeout: config.global.header_read_timeout,
             listeners,
             upstreams,
+            route_stats: stats.routes,
         }
+    }
+
+    /// A table that routes nothing, until the first configuration is built.
+    pub fn empty() -> Self {
+        RoutingTable {
+            generation: 0,
+            access_log: false,
+            shutdown_timeout: std::time::Duration::ZERO,
+            shutdown_delay: std::time::Duration::ZERO,
+            header_read_timeout: std::time::Duration::ZERO,
+            listeners: HashMap::new(),
+            upstreams: HashMap::new(),
+            route_stats: Vec::new(),
+        }
+    }
+
+    /// The counters of every route.
+    pub fn route_stats(&self) -> impl Iterator<Item = &Arc<RouteStats>> {
+        self.route_stats.iter()
+    }
+
+    /// The counters of every listener, by name.
+    pub fn listener_stats(&self) -> impl Iterator<Item = (&str, &Arc<ListenerStats>)> {
+        self.listeners
+            .iter()
+            .map(|(name, router)| (&**name, &router.stats))
     }
 
     /// The router of a listener, by name.
@@ -228,10 +286,11 @@ fn build_pool(
         let servers = members
             .iter()
             .map(|m| {
-                previous
+                let state = previous
                     .and_then(|p| p.server_state(&upstream.name, m.addr))
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(ServerState::new(&m.name, m.addr, initially_up)))
+                    .unwrap_or_else(|| Arc::new(ServerState::new(&m.name, m.addr, initially_up)));
+                (state, m.weight)
             })
             .collect();
         Some(Tier::new(
@@ -256,23 +315,90 @@ fn build_policy(balance: &Balance, members: &[&Member], state: &PoolState) -> Bo
     }
 }
 
-fn build_router(listener: &config::Listener, upstreams: &HashMap<Arc<str>, Arc<UpstreamPool>>) -> Router {
+/// Hands out counters, taking over those of the previous snapshot whose
+/// labels are the same.
+struct StatsCarrier<'a> {
+    previous: Option<&'a RoutingTable>,
+    carried: HashMap<(&'a str, &'a str, &'a str), &'a Arc<RouteStats>>,
+    routes: Vec<Arc<RouteStats>>,
+}
+
+impl<'a> StatsCarrier<'a> {
+    fn new(previous: Option<&'a RoutingTable>) -> Self {
+        let carried = previous
+            .map(|p| {
+                p.route_stats
+                    .iter()
+                    .map(|s| ((&*s.listener, &*s.route, &*s.upstream), s))
+                    .collect()
+            })
+            .unwrap_or_default();
+        StatsCarrier {
+            previous,
+            carried,
+            routes: Vec::new(),
+        }
+    }
+
+    fn route(&mut self, listener: &str, route: &str, upstream: &str) -> Arc<RouteStats> {
+        let stats = match self.carried.get(&(listener, route, upstream)) {
+            Some(stats) => Arc::clone(stats),
+            None => Arc::new(RouteStats::new(listener, route, upstream)),
+        };
+        self.routes.push(stats.clone());
+        stats
+    }
+
+    fn listener(&self, name: &str) -> Arc<ListenerStats> {
+        self.previous
+            .and_then(|p| p.listeners.get(name))
+            .map(|router| router.stats.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// A route's `route` label: its host and path as written (`*` for a route
+/// that matches everything).
+fn route_label(route: &config::Route) -> String {
+    let host = match &route.host {
+        None => String::new(),
+        Some(HostPattern::Exact(host)) => host.clone(),
+        Some(HostPattern::Wildcard(suffix)) => format!("*{suffix}"),
+    };
+    match (host.is_empty(), &route.path) {
+        (true, None) => "*".to_owned(),
+        (_, path) => format!("{host}{}", path.as_deref().unwrap_or("")),
+    }
+}
+
+fn build_router(
+    listener: &config::Listener,
+    upstreams: &HashMap<Arc<str>, Arc<UpstreamPool>>,
+    stats: &mut StatsCarrier<'_>,
+) -> Router {
     let pool = |name: &str| {
         upstreams
             .get(name)
             .cloned()
             .expect("validated: routes name defined upstreams")
     };
+    let name = listener.name.as_str();
     let mut router = Router {
+        exact: HashMap::new(),
+        wildcard: Vec::new(),
+        any_host: PathRoutes::default(),
         default: listener.upstream.as_deref().map(|u| Target::Proxy {
             pool: pool(u),
             strip: None,
+            stats: stats.route(name, "default", u),
         }),
-        ..Router::default()
+        stats: stats.listener(name),
+        unmatched: stats.route(name, "none", ""),
     };
     let mut wildcard: HashMap<Box<str>, PathRoutes> = HashMap::new();
     for route in &listener.routes {
         let prefix: Box<str> = route.path.as_deref().unwrap_or("").into();
+        let label = route_label(route);
         let target = match &route.action {
             RouteAction::Proxy {
                 upstream,
@@ -280,10 +406,17 @@ fn build_router(listener: &config::Listener, upstreams: &HashMap<Arc<str>, Arc<U
             } => Target::Proxy {
                 pool: pool(upstream),
                 strip: strip_prefix.then_some(prefix.len()),
+                stats: stats.route(name, &label, upstream),
             },
-            RouteAction::Respond { status, body, .. } => Target::Respond {
+            RouteAction::Respond {
+                status,
+                body,
+                location,
+            } => Target::Respond {
                 status: StatusCode::from_u16(*status).expect("validated: status in 200..=599"),
                 body: Bytes::from(body.clone()),
+                location: location.as_deref().map(Arc::from),
+                stats: stats.route(name, &label, ""),
             },
         };
         let group = match &route.host {

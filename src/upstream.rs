@@ -33,6 +33,7 @@ use tokio::net::TcpStream;
 
 use crate::balance::{Candidates, Policy, RoundRobinCursor};
 use crate::config::{self, HashKey, OnAllDown};
+use crate::metrics::ServerStats;
 
 /// How long an idle upstream connection may be reused. Below the keep-alive
 /// timeouts that common servers use (nginx 75s, Apache 5s..., Node 5s), so we
@@ -102,11 +103,28 @@ pub struct PoolState {
     pub cursor: RoundRobinCursor,
     /// Set while no server is available, so that is logged once.
     all_down: AtomicBool,
+    /// Attempts made after a first one failed.
+    retries: AtomicU64,
+}
+
+impl PoolState {
+    /// Count an attempt that is a retry.
+    pub fn count_retry(&self) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Attempts made after a first one failed.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
 }
 
 /// The servers of one tier (primaries or backups) and their policy.
 pub struct Tier {
     servers: Arc<[Arc<ServerState>]>,
+    /// The configured weight of server `i` (for status; the policy has its
+    /// own view of weights).
+    weights: Box<[u32]>,
     policy: Box<dyn Policy>,
     /// In-flight requests of server `i`, for the policy.
     loads: Box<dyn Fn(usize) -> usize + Send + Sync>,
@@ -123,11 +141,13 @@ impl std::fmt::Debug for Tier {
 
 impl Tier {
     /// A tier of `servers` ordered by `policy`.
-    pub fn new(servers: Vec<Arc<ServerState>>, policy: Box<dyn Policy>) -> Self {
+    pub fn new(servers: Vec<(Arc<ServerState>, u32)>, policy: Box<dyn Policy>) -> Self {
+        let (servers, weights): (Vec<_>, Vec<_>) = servers.into_iter().unzip();
         let servers: Arc<[Arc<ServerState>]> = servers.into();
         let view = servers.clone();
         Tier {
             servers,
+            weights: weights.into(),
             policy,
             loads: Box::new(move |i| view[i].in_flight()),
         }
@@ -140,6 +160,13 @@ impl Tier {
             Vec::new(),
             Box::new(crate::balance::RoundRobin::new(&[1], Default::default())),
         )
+    }
+
+    fn members(&self, backup: bool) -> impl Iterator<Item = (&Arc<ServerState>, u32, bool)> {
+        self.servers
+            .iter()
+            .zip(self.weights.iter())
+            .map(move |(s, w)| (s, *w, backup))
     }
 
     fn candidates(&self, key: u64) -> impl Iterator<Item = &Arc<ServerState>> {
@@ -190,6 +217,14 @@ impl UpstreamPool {
     pub fn servers(&self) -> impl Iterator<Item = &Arc<ServerState>> {
         let backups = self.backups.iter().flat_map(|t| t.servers.iter());
         self.primaries.servers.iter().chain(backups)
+    }
+
+    /// Every server with its weight and whether it is a backup, primaries
+    /// first.
+    pub fn members(&self) -> impl Iterator<Item = (&Arc<ServerState>, u32, bool)> {
+        self.primaries
+            .members(false)
+            .chain(self.backups.iter().flat_map(|t| t.members(true)))
     }
 
     /// The state shared with the next snapshot of this upstream.
@@ -255,6 +290,8 @@ pub struct ServerState {
     active_up: AtomicBool,
     /// Idle keep-alive connections, one stack per worker thread.
     idle: ThreadLocal<RefCell<Vec<IdleConn>>>,
+    /// Attempts by outcome.
+    pub stats: ServerStats,
 }
 
 /// Failure accounting with nginx's `max_fails`/`fail_timeout` semantics.
@@ -298,6 +335,7 @@ impl ServerState {
             passive: Passive::default(),
             active_up: AtomicBool::new(up),
             idle: ThreadLocal::new(),
+            stats: ServerStats::default(),
         }
     }
 

@@ -349,6 +349,22 @@ pub async fn get(addr: SocketAddr, path: &str) -> Reply {
     get_host(addr, "localhost", path).await
 }
 
+/// Scrape a Prometheus text exposition into `name{labels}` -> value, with
+/// labels exactly as exposed.
+pub async fn scrape(admin: SocketAddr) -> HashMap<String, f64> {
+    let reply = get(admin, "/metrics").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    reply
+        .text()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (key, value) = l.rsplit_once(' ').expect("a sample line is `name value`");
+            (key.to_owned(), value.parse().expect("a sample value is a number"))
+        })
+        .collect()
+}
+
 /// Bodies of `n` sequential GETs.
 pub async fn bodies(addr: SocketAddr, path: &str, n: usize) -> Vec<String> {
     let mut out = Vec::with_capacity(n);
@@ -434,6 +450,18 @@ impl Ginx {
             .find(|l| l.contains("listening") && l.contains(&needle))
             .unwrap_or_else(|| panic!("no listening line for {listener}"));
         let rest = &line[line.find(&needle).unwrap() + needle.len()..];
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    /// The address of the admin endpoint (the latest `admin listening` line).
+    pub fn admin_addr(&self) -> SocketAddr {
+        let log = self.log.lock().unwrap();
+        let line = log
+            .iter()
+            .rev()
+            .find(|l| l.contains("admin listening"))
+            .unwrap_or_else(|| panic!("no admin listening line"));
+        let rest = &line[line.find("addr=").unwrap() + 5..];
         rest.split_whitespace().next().unwrap().parse().unwrap()
     }
 

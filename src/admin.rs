@@ -1,0 +1,341 @@
+//! The admin endpoint: `/metrics`, `/status`, `/ready`, `/live`, `/config`.
+//!
+//! It runs on the control thread's runtime, never on a worker, so a scrape
+//! competes with reloads, not with requests. It only reads: the current
+//! routing snapshot (for counters and server state) and what the control
+//! plane publishes about itself ([`Published`]). It changes nothing.
+//!
+//! Bound only where `[admin] bind` says (loopback by default); the endpoint
+//! has no authentication, like nginx's `stub_status` and HAProxy's stats
+//! socket, so keep it off public interfaces.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, SourceKind};
+use crate::metrics::{self, ControlFacts, Outcome};
+use crate::proxy::ProxyBody;
+use crate::reload::{AttemptOutcome, Published};
+use crate::server::BoundSocket;
+use crate::table::Live;
+
+/// Where the process is in its life, for `/ready`.
+#[derive(Debug, Default)]
+pub struct Lifecycle(AtomicU8);
+
+/// A [`Lifecycle`] stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Stage {
+    /// Loading, resolving, binding: not ready yet.
+    Starting = 0,
+    /// Serving: ready.
+    Serving = 1,
+    /// Shutting down (in `shutdown_delay` or draining): not ready, so load
+    /// balancers stop sending before the listeners close.
+    Draining = 2,
+}
+
+impl Lifecycle {
+    /// Move to `stage`.
+    pub fn set(&self, stage: Stage) {
+        self.0.store(stage as u8, Ordering::Relaxed);
+    }
+
+    /// The current stage.
+    pub fn stage(&self) -> Stage {
+        match self.0.load(Ordering::Relaxed) {
+            0 => Stage::Starting,
+            1 => Stage::Serving,
+            _ => Stage::Draining,
+        }
+    }
+}
+
+/// Everything the endpoint reads.
+#[derive(Debug, Clone)]
+pub struct AdminContext {
+    /// The routing snapshot.
+    pub live: Live,
+    /// What the control plane publishes.
+    pub published: Arc<ArcSwap<Published>>,
+    /// For `/ready`.
+    pub lifecycle: Arc<Lifecycle>,
+}
+
+/// A running admin endpoint; dropping it stops it.
+#[derive(Debug)]
+pub struct AdminServer {
+    /// The address as configured.
+    pub configured: SocketAddr,
+    /// The address bound.
+    pub local_addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl AdminServer {
+    /// Bind `bind` and serve on the current (control) runtime.
+    ///
+    /// # Errors
+    ///
+    /// When the address cannot be bound.
+    pub fn start(bind: SocketAddr, context: AdminContext) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let socket =
+            BoundSocket::bind(bind).with_context(|| format!("binding the admin endpoint to {bind}"))?;
+        let local_addr = socket.local_addr;
+        let listener = TcpListener::from_std(socket.into_std())?;
+        let stop = CancellationToken::new();
+        tokio::spawn(accept_loop(listener, Arc::new(context), stop.clone()));
+        tracing::info!(addr = %local_addr, "admin listening");
+        Ok(AdminServer {
+            configured: bind,
+            local_addr,
+            stop,
+        })
+    }
+}
+
+async fn accept_loop(listener: TcpListener, context: Arc<AdminContext>, stop: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::debug!(%error, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let context = context.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let context = context.clone();
+                async move { Ok::<_, Infallible>(handle(req, &context).await) }
+            });
+            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = connection => {}
+                () = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+async fn handle(req: Request<Incoming>, context: &AdminContext) -> Response<ProxyBody> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            let published = context.published.load();
+            let facts = ControlFacts {
+                reloads_applied: published.reloads_applied,
+                reloads_rejected: published.reloads_rejected,
+                last_applied_unix: unix(published.applied_at),
+            };
+            let body = metrics::encode(context.live.load_full(), facts);
+            respond(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                body.into(),
+            )
+        }
+        "/status" => {
+            let status = status(context).await;
+            let mut body = serde_json::to_vec_pretty(&status).expect("a JSON value serializes");
+            body.push(b'\n');
+            respond(StatusCode::OK, "application/json", body.into())
+        }
+        "/config" => {
+            let published = context.published.load();
+            let sources: Vec<Value> = published
+                .config
+                .sources
+                .iter()
+                .filter(|s| s.kind == SourceKind::Config)
+                .map(|s| json!({"path": s.path, "text": s.text}))
+                .collect();
+            let body = json!({"config": published.path, "sources": sources});
+            respond(StatusCode::OK, "application/json", body.to_string().into())
+        }
+        "/ready" => match context.lifecycle.stage() {
+            crate::admin::Stage::Serving => text(StatusCode::OK, "ready\n"),
+            crate::admin::Stage::Starting => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
+            crate::admin::Stage::Draining => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        },
+        "/live" => text(StatusCode::OK, "live\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /status, /ready, /live or /config\n",
+        ),
+    }
+}
+
+/// The `/status` document.
+async fn status(context: &AdminContext) -> Value {
+    let published = context.published.load_full();
+    let drift = drift(&published.path, &published.config.sources).await;
+    let table = context.live.load_full();
+
+    let sources: Vec<Value> = published
+        .config
+        .sources
+        .iter()
+        .map(|s| {
+            json!({
+                "path": s.path,
+                "kind": match s.kind { SourceKind::Config => "config", SourceKind::Pem => "pem" },
+                "sha256": hex(&Sha256::digest(s.text.as_bytes())),
+            })
+        })
+        .collect();
+    let last_reload = published.last_attempt.as_ref().map(|attempt| {
+        let (result, generation, errors) = match &attempt.outcome {
+            AttemptOutcome::Applied { generation } => ("applied", Some(*generation), &[][..]),
+            AttemptOutcome::Unchanged => ("unchanged", None, &[][..]),
+            AttemptOutcome::Rejected { errors } => ("rejected", None, &errors[..]),
+        };
+        json!({
+            "result": result,
+            "at": unix(attempt.at),
+            "trigger": format!("{:?}", attempt.trigger).to_lowercase(),
+            "generation": generation,
+            "errors": errors,
+        })
+    });
+    let listeners: Vec<Value> = published
+        .listeners
+        .iter()
+        .map(|(name, bind, addr)| json!({"name": name, "bind": bind, "address": addr}))
+        .collect();
+    let upstreams: Vec<Value> = published
+        .config
+        .upstreams
+        .values()
+        .map(|upstream| {
+            let servers: Vec<Value> = table
+                .upstream(&upstream.name)
+                .into_iter()
+                .flat_map(|pool| pool.members())
+                .map(|(server, weight, backup)| {
+                    json!({
+                        "name": &*server.name,
+                        "address": server.addr,
+                        "weight": weight,
+                        "backup": backup,
+                        "available": server.is_available(),
+                        "health_check_up": server.is_up(),
+                        "held_out": server.is_held_out(),
+                        "in_flight": server.in_flight(),
+                        "attempts": {
+                            "ok": server.stats.attempts(Outcome::Ok),
+                            "5xx": server.stats.attempts(Outcome::Status5xx),
+                            "connect_error": server.stats.attempts(Outcome::ConnectError),
+                            "timeout": server.stats.attempts(Outcome::Timeout),
+                            "reset": server.stats.attempts(Outcome::Reset),
+                        },
+                    })
+                })
+                .collect();
+            json!({
+                "name": upstream.name,
+                "balance": balance_name(&upstream.balance),
+                "health_check": upstream.health_check.is_some(),
+                "retries": table.upstream(&upstream.name).map_or(0, |p| p.state().retries()),
+                "servers": servers,
+            })
+        })
+        .collect();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "stage": format!("{:?}", context.lifecycle.stage()).to_lowercase(),
+        "config": published.path,
+        "generation": published.generation,
+        "loaded_at": unix(published.applied_at),
+        "sources": sources,
+        "drift": drift,
+        "last_reload": last_reload,
+        "listeners": listeners,
+        "upstreams": upstreams,
+    })
+}
+
+/// Whether the files on disk differ from those of the active configuration:
+/// a reload failed, or none happened since an edit.
+async fn drift(path: &Path, active: &[config::Source]) -> bool {
+    let path = path.to_path_buf();
+    let on_disk = tokio::task::spawn_blocking(move || match config::load(&path) {
+        Ok(config) => config.sources,
+        Err(errors) => errors.sources,
+    })
+    .await;
+    match on_disk {
+        Ok(on_disk) => on_disk != active,
+        Err(_) => true,
+    }
+}
+
+fn balance_name(balance: &config::Balance) -> &'static str {
+    match balance {
+        config::Balance::RoundRobin => "round_robin",
+        config::Balance::LeastConn => "least_conn",
+        config::Balance::Random => "random",
+        config::Balance::Hash(_) => "hash",
+    }
+}
+
+fn unix(time: SystemTime) -> f64 {
+    time.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    respond(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(body.as_bytes()),
+    )
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<ProxyBody> {
+    let body = ProxyBody::full(body);
+    debug_assert!(body.size_hint().exact().is_some());
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
+}

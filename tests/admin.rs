@@ -1,0 +1,260 @@
+//! The admin endpoint over real HTTP: metrics that count exactly what was
+//! sent, status with drift across good and bad reloads, readiness during a
+//! shutdown delay, the configuration as served, and request ids.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use hyper::StatusCode;
+use serde_json::Value;
+use support::*;
+
+fn main_config(extra_global: &str) -> String {
+    format!(
+        "include = [\"conf.d/*.toml\"]\n\n[global]\n{extra_global}\n[admin]\nbind = \"127.0.0.1:0\"\n\n\
+         [listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\n\
+         [[listener.web.route]]\npath = \"/health\"\nrespond = {{ status = 200, body = \"ok\" }}\n"
+    )
+}
+
+fn app_upstream(servers: &[&Backend]) -> String {
+    let list: Vec<String> = servers.iter().map(|b| format!("\"{}\"", b.addr)).collect();
+    format!("[upstream.app]\nservers = [{}]\n", list.join(", "))
+}
+
+async fn start(extra_global: &str, backends: &[&Backend]) -> Ginx {
+    Ginx::start(
+        &main_config(extra_global),
+        &[("conf.d/app.toml", &app_upstream(backends))],
+        &["web"],
+    )
+    .await
+}
+
+async fn status(ginx: &Ginx) -> Value {
+    let reply = get(ginx.admin_addr(), "/status").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    serde_json::from_slice(&reply.body).expect("/status is JSON")
+}
+
+fn sample(metrics: &HashMap<String, f64>, key: &str) -> f64 {
+    *metrics
+        .get(key)
+        .unwrap_or_else(|| panic!("no sample {key}; have:\n{:#?}", metrics.keys()))
+}
+
+/// Wait until the scrape shows `key` at `value` (a request's duration is
+/// recorded as its connection lets go of the response, just after the
+/// client has read it).
+async fn scrape_until(ginx: &Ginx, key: &str, value: f64) -> HashMap<String, f64> {
+    let end = std::time::Instant::now() + DEADLINE;
+    loop {
+        let metrics = scrape(ginx.admin_addr()).await;
+        if metrics.get(key) == Some(&value) || std::time::Instant::now() > end {
+            return metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_exactly_the_requests_sent() {
+    let a = Backend::start("a").await;
+    let ginx = start("", &[&a]).await;
+    let addr = ginx.addr("web");
+    let proxied = r#"ginx_http_requests_total{listener="web",route="default",upstream="app",class="2xx"}"#;
+    let responded = r#"ginx_http_requests_total{listener="web",route="/health",upstream="",class="2xx"}"#;
+    let duration = r#"ginx_http_request_duration_seconds_count{listener="web",route="default"}"#;
+    let attempts = format!(
+        r#"ginx_upstream_attempts_total{{upstream="app",server="{}",outcome="ok"}}"#,
+        a.addr
+    );
+
+    let before = scrape(ginx.admin_addr()).await;
+    assert_eq!(sample(&before, proxied), 0.0);
+    for _ in 0..5 {
+        assert_eq!(get(addr, "/x").await.status, StatusCode::OK);
+    }
+    for _ in 0..3 {
+        assert_eq!(get(addr, "/health").await.text(), "ok");
+    }
+    let m = scrape_until(&ginx, duration, 5.0).await;
+    assert_eq!(sample(&m, proxied), 5.0);
+    assert_eq!(sample(&m, responded), 3.0);
+    assert_eq!(sample(&m, duration), 5.0);
+    assert_eq!(
+        sample(
+            &m,
+            r#"ginx_http_request_duration_seconds_bucket{listener="web",route="default",le="+Inf"}"#
+        ),
+        5.0
+    );
+    assert_eq!(sample(&m, &attempts), 5.0);
+    assert_eq!(
+        sample(
+            &m,
+            &format!(r#"ginx_upstream_server_up{{upstream="app",server="{}"}}"#, a.addr)
+        ),
+        1.0
+    );
+    assert_eq!(sample(&m, "ginx_config_generation"), 1.0);
+    assert_eq!(
+        sample(&m, r#"ginx_client_connections_total{listener="web"}"#),
+        8.0
+    );
+    assert!(sample(&m, r#"ginx_client_received_bytes_total{listener="web"}"#) > 0.0);
+    assert!(sample(&m, r#"ginx_client_sent_bytes_total{listener="web"}"#) > 0.0);
+
+    // A failing server: a 502 and a connect error, counted as such.
+    a.stop();
+    assert_eq!(get(addr, "/x").await.status, StatusCode::BAD_GATEWAY);
+    let m = scrape_until(&ginx, duration, 6.0).await;
+    assert_eq!(sample(&m, proxied), 5.0);
+    assert_eq!(
+        sample(
+            &m,
+            r#"ginx_http_requests_total{listener="web",route="default",upstream="app",class="5xx"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            &format!(
+                r#"ginx_upstream_attempts_total{{upstream="app",server="{}",outcome="connect_error"}}"#,
+                a.addr
+            )
+        ),
+        1.0
+    );
+    // Labels never carry a raw path.
+    assert!(!m.keys().any(|k| k.contains("/x")));
+}
+
+#[tokio::test]
+async fn counters_survive_a_reload_and_reloads_are_counted() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let ginx = start("", &[&a]).await;
+    let addr = ginx.addr("web");
+    let proxied = r#"ginx_http_requests_total{listener="web",route="default",upstream="app",class="2xx"}"#;
+    for _ in 0..4 {
+        get(addr, "/").await;
+    }
+    ginx.write("conf.d/app.toml", &app_upstream(&[&a, &b]));
+    assert!(ginx.wait_generation(2).await);
+    for _ in 0..2 {
+        get(addr, "/").await;
+    }
+    ginx.write("conf.d/app.toml", "[upstream.app]\nservers = [\n");
+    assert!(ginx.wait_log("configuration rejected", DEADLINE).await);
+    let m = scrape(ginx.admin_addr()).await;
+    assert_eq!(sample(&m, proxied), 6.0);
+    assert_eq!(sample(&m, "ginx_config_generation"), 2.0);
+    assert_eq!(sample(&m, r#"ginx_config_reloads_total{result="applied"}"#), 1.0);
+    assert_eq!(sample(&m, r#"ginx_config_reloads_total{result="rejected"}"#), 1.0);
+    assert!(sample(&m, "ginx_config_last_applied_timestamp_seconds") > 1.7e9);
+}
+
+#[tokio::test]
+async fn status_shows_generation_sources_and_drift() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let ginx = start("", &[&a]).await;
+    let s = status(&ginx).await;
+    assert_eq!(s["generation"], 1);
+    assert_eq!(s["drift"], false);
+    assert_eq!(s["stage"], "serving");
+    assert!(s["last_reload"].is_null());
+    let main_text = std::fs::read_to_string(ginx.config_path()).unwrap();
+    let sources = s["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 2);
+    assert!(sources[0]["path"].as_str().unwrap().ends_with("ginx.toml"));
+    assert_eq!(sources[0]["sha256"], sha256_hex(main_text.as_bytes()));
+    let servers = &s["upstreams"][0]["servers"];
+    assert_eq!(s["upstreams"][0]["name"], "app");
+    assert_eq!(servers[0]["address"], a.addr.to_string());
+    assert_eq!(servers[0]["available"], true);
+    assert_eq!(servers[0]["weight"], 1);
+
+    // A bad edit: rejected, still generation 1, and drift says so.
+    ginx.write("conf.d/app.toml", "[upstream.app]\nservers = [\"nope\"]\n");
+    assert!(ginx.wait_log("configuration rejected", DEADLINE).await);
+    let s = status(&ginx).await;
+    assert_eq!(s["generation"], 1);
+    assert_eq!(s["drift"], true);
+    assert_eq!(s["last_reload"]["result"], "rejected");
+    let errors = s["last_reload"]["errors"].as_array().unwrap();
+    assert!(
+        errors.iter().any(|e| e.as_str().unwrap().contains("app.toml:2:")),
+        "{errors:?}"
+    );
+
+    // Fixed: generation 2, no drift.
+    ginx.write("conf.d/app.toml", &app_upstream(&[&b]));
+    assert!(ginx.wait_generation(2).await);
+    let s = status(&ginx).await;
+    assert_eq!(s["generation"], 2);
+    assert_eq!(s["drift"], false);
+    assert_eq!(s["last_reload"]["result"], "applied");
+    assert_eq!(s["upstreams"][0]["servers"][0]["address"], b.addr.to_string());
+}
+
+#[tokio::test]
+async fn config_endpoint_serves_the_active_files() {
+    let a = Backend::start("a").await;
+    let ginx = start("", &[&a]).await;
+    let reply = get(ginx.admin_addr(), "/config").await;
+    let doc: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert!(doc["config"].as_str().unwrap().ends_with("ginx.toml"));
+    let texts: Vec<&str> = doc["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts[1], app_upstream(&[&a]));
+}
+
+#[tokio::test]
+async fn ready_turns_503_during_shutdown_delay_while_still_serving() {
+    let a = Backend::start("a").await;
+    let mut ginx = start("shutdown_delay = \"1500ms\"\n", &[&a]).await;
+    let (addr, admin) = (ginx.addr("web"), ginx.admin_addr());
+    assert_eq!(get(admin, "/ready").await.status, StatusCode::OK);
+    assert_eq!(get(admin, "/live").await.status, StatusCode::OK);
+    ginx.signal("TERM");
+    let end = std::time::Instant::now() + DEADLINE;
+    while get(admin, "/ready").await.status == StatusCode::OK {
+        assert!(std::time::Instant::now() < end, "/ready never turned 503");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Still serving requests during the delay, and still alive.
+    assert_eq!(get(addr, "/").await.text(), "a");
+    assert_eq!(get(admin, "/live").await.status, StatusCode::OK);
+    assert_eq!(ginx.wait_exit(DEADLINE).await, Some(0));
+}
+
+#[tokio::test]
+async fn request_ids_are_kept_or_generated_and_forwarded() {
+    let a = Backend::start("a").await;
+    let ginx = start("", &[&a]).await;
+    let addr = ginx.addr("web");
+    get(addr, "/").await;
+    let id = a
+        .last_seen()
+        .header("x-request-id")
+        .expect("a generated request id");
+    assert_eq!(id.len(), 32);
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    get(addr, "/").await;
+    assert_ne!(a.last_seen().header("x-request-id").unwrap(), id);
+
+    let req = hyper::Request::get("/")
+        .header("host", "localhost")
+        .header("x-request-id", "abc-123")
+        .body(http_body_util::Full::<bytes::Bytes>::default())
+        .unwrap();
+    send(addr, req).await.unwrap();
+    assert_eq!(a.last_seen().header("x-request-id").unwrap(), "abc-123");
+}
