@@ -26,16 +26,25 @@
 //! - [`server`]: worker threads, bound sockets, accept loops, connection draining.
 //! - [`timer`]: hyper's header-read timeout without a timer per request.
 //! - [`reload`]: file watcher, SIGHUP and poll → load → bind → swap.
+//! - [`metrics`]: counters the data plane bumps with atomics; Prometheus exposition.
+//! - [`admin`]: the admin endpoint (metrics, status, readiness, active config).
+//! - [`tls`]: rustls configurations from PEM (listeners and upstreams).
+//! - [`access_log`]: access log lines, written by a thread of their own.
+//! - [`notify`]: systemd's readiness protocol (`Type=notify`).
+//! - [`mounts`]: whether the config file is a single-file bind mount.
 //! - [`run`]: wires them together for `main`.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 #![warn(missing_docs, clippy::all)]
 
+pub mod access_log;
 pub mod balance;
 pub mod config;
 pub mod dns;
 pub mod health;
 pub mod metrics;
+pub mod mounts;
+pub mod notify;
 pub mod proxy;
 pub mod reload;
 pub mod server;

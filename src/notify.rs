@@ -1,0 +1,242 @@
+//! systemd's notify protocol: tell the service manager when ginx is ready,
+//! reloading or stopping (`Type=notify`, `Type=notify-reload`).
+//!
+//! This module owns the wire format (newline-separated `KEY=VALUE` in one
+//! datagram to `$NOTIFY_SOCKET`). It does not decide when to send: the
+//! process lifecycle calls [`SystemdNotify::ready`] and the others. Without
+//! `NOTIFY_SOCKET` (not under systemd) every call does nothing, and a failed
+//! send is logged, never fatal: the proxy serves whether or not systemd
+//! hears about it.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// A handle on `$NOTIFY_SOCKET`, or nothing when it is unset.
+#[derive(Debug)]
+pub struct SystemdNotify {
+    socket: Option<Socket>,
+}
+
+#[derive(Debug)]
+struct Socket {
+    addr: SocketAddr,
+    /// Shown in log messages: the variable's value as given.
+    name: String,
+    /// Only the first failure is a warning; later ones are debug, so a
+    /// vanished systemd does not fill the log.
+    warned: AtomicBool,
+}
+
+impl SystemdNotify {
+    /// From `$NOTIFY_SOCKET`: a path, or `@name` for a socket in the abstract
+    /// namespace. Unset or empty: every call does nothing.
+    pub fn from_env() -> SystemdNotify {
+        match std::env::var_os("NOTIFY_SOCKET") {
+            Some(value) => Self::from_socket(&value),
+            None => SystemdNotify { socket: None },
+        }
+    }
+
+    /// From the value `$NOTIFY_SOCKET` would have.
+    fn from_socket(value: &OsStr) -> SystemdNotify {
+        let bytes = value.as_bytes();
+        let addr = match bytes.first() {
+            None => return SystemdNotify { socket: None },
+            Some(b'@') => SocketAddr::from_abstract_name(&bytes[1..]),
+            Some(b'/') => SocketAddr::from_pathname(value),
+            // systemd also knows `vsock:CID:PORT`, for virtual machines; std
+            // has no vsock sockets, and ginx is not a VM's init.
+            Some(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "neither an absolute path nor an @abstract name",
+            )),
+        };
+        let name = value.to_string_lossy().into_owned();
+        match addr {
+            Ok(addr) => SystemdNotify {
+                socket: Some(Socket {
+                    addr,
+                    name,
+                    warned: AtomicBool::new(false),
+                }),
+            },
+            Err(error) => {
+                tracing::warn!(notify_socket = %name, %error, "ignoring NOTIFY_SOCKET");
+                SystemdNotify { socket: None }
+            }
+        }
+    }
+
+    /// Whether there is a socket to notify.
+    pub fn is_enabled(&self) -> bool {
+        self.socket.is_some()
+    }
+
+    /// Startup finished: listeners are bound and serving.
+    pub fn ready(&self, status: &str) {
+        self.send(&format!("READY=1\nSTATUS={}", one_line(status)));
+    }
+
+    /// A reload started; send [`SystemdNotify::ready`] when it is done (with
+    /// `Type=notify-reload` systemd waits for it). `MONOTONIC_USEC` is
+    /// required by that type; it is left out only if the clock cannot be read.
+    pub fn reloading(&self) {
+        let message = match monotonic_usec() {
+            Some(usec) => format!("RELOADING=1\nMONOTONIC_USEC={usec}"),
+            None => "RELOADING=1".to_owned(),
+        };
+        self.send(&message);
+    }
+
+    /// Shutdown started.
+    pub fn stopping(&self) {
+        self.send("STOPPING=1");
+    }
+
+    /// A free-form status line, shown by `systemctl status`.
+    pub fn status(&self, status: &str) {
+        self.send(&format!("STATUS={}", one_line(status)));
+    }
+
+    fn send(&self, message: &str) {
+        let Some(socket) = &self.socket else { return };
+        let result = UnixDatagram::unbound()
+            .and_then(|datagram| datagram.send_to_addr(message.as_bytes(), &socket.addr));
+        if let Err(error) = result {
+            if socket.warned.swap(true, Ordering::Relaxed) {
+                tracing::debug!(notify_socket = %socket.name, %error, "cannot notify systemd");
+            } else {
+                tracing::warn!(notify_socket = %socket.name, %error, "cannot notify systemd");
+            }
+        }
+    }
+}
+
+/// A value must not contain a newline: it would start another assignment.
+fn one_line(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.contains(['\n', '\r']) {
+        value.replace(['\n', '\r'], " ").into()
+    } else {
+        value.into()
+    }
+}
+
+/// `CLOCK_MONOTONIC` in microseconds.
+///
+/// std reads that clock for [`Instant`] on Linux but does not expose the
+/// value, and the crate forbids the `unsafe` a direct `clock_gettime` call
+/// needs. `Instant`'s `Debug` output on Unix is the raw `timespec`
+/// (`Instant { tv_sec: 5741, tv_nsec: 211809195 }`), so it is read from
+/// there. That output is not a stable promise: a test pins it, and should it
+/// ever change, `RELOADING=1` goes out without the timestamp (accepted by
+/// `Type=notify`) rather than with a wrong one.
+fn monotonic_usec() -> Option<u64> {
+    parse_timespec_debug(&format!("{:?}", Instant::now()))
+}
+
+fn parse_timespec_debug(text: &str) -> Option<u64> {
+    let field = |name: &str| -> Option<u64> {
+        let start = text.find(name)? + name.len();
+        let digits: &str = text[start..].split(|c: char| !c.is_ascii_digit()).next()?;
+        digits.parse().ok()
+    };
+    let secs = field("tv_sec: ")?;
+    let nanos = field("tv_nsec: ")?;
+    (nanos < 1_000_000_000).then(|| secs.checked_mul(1_000_000)?.checked_add(nanos / 1000))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn receive(socket: &UnixDatagram) -> String {
+        socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 512];
+        let n = socket.recv(&mut buf).unwrap();
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn sends_each_message_to_a_path_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let systemd = UnixDatagram::bind(&path).unwrap();
+        let notify = SystemdNotify::from_socket(path.as_os_str());
+        assert!(notify.is_enabled());
+
+        notify.ready("serving 2 listeners");
+        assert_eq!(receive(&systemd), "READY=1\nSTATUS=serving 2 listeners");
+
+        notify.reloading();
+        let reloading = receive(&systemd);
+        let usec: u64 = reloading
+            .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
+            .unwrap_or_else(|| panic!("{reloading:?}"))
+            .parse()
+            .unwrap();
+        assert!(usec > 0);
+
+        notify.status("reloaded\ngeneration 2");
+        assert_eq!(receive(&systemd), "STATUS=reloaded generation 2");
+
+        notify.stopping();
+        assert_eq!(receive(&systemd), "STOPPING=1");
+    }
+
+    #[test]
+    fn sends_to_an_abstract_socket() {
+        let name = format!("ginx-test-notify-{}", std::process::id());
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let systemd = UnixDatagram::bind_addr(&addr).unwrap();
+        let notify = SystemdNotify::from_socket(OsStr::new(&format!("@{name}")));
+
+        notify.stopping();
+        assert_eq!(receive(&systemd), "STOPPING=1");
+    }
+
+    #[test]
+    fn unset_empty_or_unusable_means_disabled() {
+        assert!(!SystemdNotify::from_socket(OsStr::new("")).is_enabled());
+        assert!(!SystemdNotify::from_socket(OsStr::new("vsock:2:1234")).is_enabled());
+        // Nothing to send to: these must simply return.
+        let none = SystemdNotify::from_socket(OsStr::new(""));
+        none.ready("x");
+        none.reloading();
+        none.stopping();
+    }
+
+    #[test]
+    fn a_missing_socket_is_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let notify = SystemdNotify::from_socket(dir.path().join("gone.sock").as_os_str());
+        notify.ready("x");
+        notify.ready("x");
+        assert!(notify.socket.as_ref().unwrap().warned.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn monotonic_clock_is_read_from_instant() {
+        assert_eq!(
+            parse_timespec_debug("Instant { tv_sec: 5741, tv_nsec: 211809195 }"),
+            Some(5_741_211_809)
+        );
+        assert_eq!(parse_timespec_debug("Instant(5741)"), None);
+        // Pins std's Debug format: if it changes, MONOTONIC_USEC is lost.
+        let before = monotonic_usec().expect("Instant's Debug output is a timespec");
+        let start = Instant::now();
+        std::thread::sleep(Duration::from_millis(20));
+        let after = monotonic_usec().unwrap();
+        let elapsed = start.elapsed().as_micros() as u64;
+        // The same clock as Instant: the difference matches the elapsed time.
+        assert!(
+            after - before >= 20_000 && after - before <= elapsed + 1_000,
+            "{before} {after} {elapsed}"
+        );
+    }
+}
