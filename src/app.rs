@@ -42,11 +42,10 @@ impl LogControl {
         LogControl(None)
     }
 
-    /// Apply `log_level`. The access log has its own switch (`access_log`),
-    /// so its target stays at `info` whatever the level.
+    /// Apply `log_level`.
     pub(crate) fn set_level(&self, level: &str) {
         if let Some(set) = &self.0 {
-            set(&format!("{level},ginx::access=info"));
+            set(level);
         }
     }
 }
@@ -98,7 +97,9 @@ pub async fn run(
     };
     let mut discovery = crate::dns::Discovery::new(&config.global);
     let resolved = discovery.sync(&config).await;
-    live.store(Arc::new(RoutingTable::build(&config, &resolved, None, 1)));
+    let mut table = RoutingTable::build(&config, &resolved, None, 1);
+    table.access_log = crate::reload::access_logger(&config, None)?;
+    live.store(Arc::new(table));
     let workers = Workers::start(options.workers, live.clone())?;
     let root = CancellationToken::new();
     let reloader = Reloader::start(

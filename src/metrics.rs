@@ -306,6 +306,9 @@ struct Scrape {
 
 type Labels<'a> = Vec<(&'static str, &'a str)>;
 
+/// A metric read from one object: name, help, type and how to read it.
+type ReadMetric<T> = (&'static str, &'static str, MetricType, fn(&T) -> i64);
+
 /// The label set of exemplars, which ginx does not use.
 type NoLabels = prometheus_client::encoding::NoLabelSet;
 
@@ -349,7 +352,7 @@ impl prometheus_client::collector::Collector for Scrape {
         }
 
         let listeners: Vec<(&str, &Arc<ListenerStats>)> = table.listener_stats().collect();
-        let gauges: [(&str, &str, MetricType, fn(&ListenerStats) -> i64); 4] = [
+        let gauges: [ReadMetric<ListenerStats>; 4] = [
             (
                 "client_connections_open",
                 "Client connections open now.",
@@ -376,7 +379,7 @@ impl prometheus_client::collector::Collector for Scrape {
             ),
         ];
         for (name, help, kind, read) in gauges {
-            let mut family = encoder.encode_descriptor(name, help, None, kind.clone())?;
+            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
             for (listener, stats) in &listeners {
                 let labels: Labels<'_> = vec![("listener", listener)];
                 let mut metric = family.encode_family(&labels)?;
@@ -411,24 +414,27 @@ impl prometheus_client::collector::Collector for Scrape {
                     .encode_counter::<NoLabels, _, f64>(&server.stats.attempts(outcome), None)?;
             }
         }
-        let server_gauges: [(&str, &str, fn(&crate::upstream::ServerState) -> i64); 3] = [
+        let server_gauges: [ReadMetric<crate::upstream::ServerState>; 3] = [
             (
                 "upstream_server_up",
                 "1 when the server takes requests (health checks and passive health agree), else 0.",
+                MetricType::Gauge,
                 |s| i64::from(s.is_available()),
             ),
             (
                 "upstream_server_health_check_up",
                 "What active health checks say (1 without checks).",
+                MetricType::Gauge,
                 |s| i64::from(s.is_up()),
             ),
             (
                 "upstream_server_in_flight",
                 "Requests sent to the server and not yet answered in full.",
+                MetricType::Gauge,
                 |s| s.in_flight() as i64,
             ),
         ];
-        for (name, help, read) in server_gauges {
+        for (name, help, _, read) in server_gauges {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for (upstream, server) in &servers {
                 let labels: Labels<'_> = vec![("upstream", upstream), ("server", &server.name)];

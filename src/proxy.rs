@@ -34,6 +34,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::access_log::{AccessLogger, AccessRecord};
 use crate::balance::hash_key;
 use crate::config::HashKey;
 use crate::metrics::{Outcome, RouteStats};
@@ -162,32 +163,30 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Result<Respo
             Some(target) => Some(target.stats().clone()),
             None => router.map(|router| router.unmatched.clone()),
         };
-        (target, stats, table.access_log)
+        (target, stats, table.access_log.clone())
     };
     let request_id = request_id(req.headers());
     // Only what the access log needs is kept, and only when it is on.
-    let mut access = access_log.then(|| Box::new(AccessEntry::of(&req, &conn, &request_id)));
+    let mut access = access_log.map(|logger| Box::new(AccessEntry::of(logger, &req, &conn, &request_id)));
 
-    let result = match target {
-        None => Err(Error::NoRoute),
-        Some(Target::Respond {
-            status,
-            body,
-            location,
-            ..
-        }) => Ok(respond_route(status, body, location.as_deref(), &req)),
-        Some(Target::Proxy { pool, strip, .. }) => {
-            let sent = Instant::now();
-            forward(req, &pool, strip, &conn, &request_id)
+    let result =
+        match target {
+            None => Err(Error::NoRoute),
+            Some(Target::Respond {
+                status,
+                body,
+                location,
+                ..
+            }) => Ok(respond_route(status, body, location.as_deref(), &req)),
+            Some(Target::Proxy { pool, strip, .. }) => forward(req, &pool, strip, &conn, &request_id)
                 .await
                 .map(|(response, server)| {
                     if let Some(access) = &mut access {
-                        access.upstream = Some((server.name.clone(), sent.elapsed()));
+                        access.upstream = Some((server.name.clone(), started.elapsed()));
                     }
                     response
-                })
-        }
-    };
+                }),
+        };
     let mut response = result.unwrap_or_else(|error| {
         let status = error.status();
         if status.is_server_error() {
@@ -261,6 +260,7 @@ fn new_request_id() -> HeaderValue {
 /// is handed on.
 #[derive(Debug)]
 struct AccessEntry {
+    logger: AccessLogger,
     time: SystemTime,
     conn: Arc<ConnInfo>,
     method: http::Method,
@@ -271,14 +271,21 @@ struct AccessEntry {
     user_agent: Option<HeaderValue>,
     request_id: HeaderValue,
     status: u16,
-    /// The server that answered, and how long until its response header.
+    /// The server that answered, and how long (from the request's start)
+    /// until its response header.
     upstream: Option<(Arc<str>, Duration)>,
 }
 
 impl AccessEntry {
-    fn of(req: &Request<Incoming>, conn: &Arc<ConnInfo>, request_id: &HeaderValue) -> Self {
+    fn of(
+        logger: AccessLogger,
+        req: &Request<Incoming>,
+        conn: &Arc<ConnInfo>,
+        request_id: &HeaderValue,
+    ) -> Self {
         let header = |name| req.headers().get(name).cloned();
         AccessEntry {
+            logger,
             time: SystemTime::now(),
             conn: conn.clone(),
             method: req.method().clone(),
@@ -294,18 +301,23 @@ impl AccessEntry {
     }
 
     fn write(&self, bytes: u64, duration: Duration) {
-        tracing::info!(
-            target: "ginx::access",
-            listener = %self.conn.listener,
-            client = %self.conn.client.ip(),
-            method = %self.method,
-            path = %self.uri,
-            status = self.status,
-            bytes,
-            upstream = %self.upstream.as_ref().map_or("-", |(s, _)| s),
-            duration_ms = %format_args!("{:.3}", duration.as_secs_f64() * 1000.0),
-            request_id = %self.request_id.to_str().unwrap_or("-"),
-        );
+        self.logger.log(&AccessRecord {
+            time: self.time,
+            client: self.conn.client,
+            listener: &self.conn.listener,
+            method: &self.method,
+            target: &self.uri,
+            version: self.version,
+            host: self.host.as_ref().and_then(|h| h.to_str().ok()),
+            status: self.status,
+            bytes_sent: bytes,
+            duration,
+            upstream: self.upstream.as_ref().map(|(server, _)| &**server),
+            upstream_time: self.upstream.as_ref().map(|(_, time)| *time),
+            request_id: self.request_id.to_str().unwrap_or("-"),
+            referer: self.referer.as_ref(),
+            user_agent: self.user_agent.as_ref(),
+        });
     }
 }
 

@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep, sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
+use crate::access_log::AccessLogger;
 use crate::admin::{AdminContext, AdminServer};
 use crate::config::{self, Config, Errors, Source};
 use crate::dns::Discovery;
@@ -274,11 +275,11 @@ impl Reloader {
             return;
         }
         // Everything that can fail happens before anything changes.
-        let planned = self
-            .listeners
-            .plan(&config)
-            .and_then(|plan| Ok((plan, self.plan_admin(&config)?)));
-        let (plan, admin) = match planned {
+        let planned = self.listeners.plan(&config).and_then(|plan| {
+            let access_log = access_logger(&config, self.live.load().access_log.as_ref())?;
+            Ok((plan, self.plan_admin(&config)?, access_log))
+        });
+        let (plan, admin, access_log) = match planned {
             Ok(planned) => planned,
             Err(error) => {
                 let error = format!("{error:#}");
@@ -294,7 +295,8 @@ impl Reloader {
         };
         let generation = self.generation + 1;
         let resolved = self.discovery.sync(&config).await;
-        let table = RoutingTable::build(&config, &resolved, Some(&self.live.load()), generation);
+        let mut table = RoutingTable::build(&config, &resolved, Some(&self.live.load()), generation);
+        table.access_log = access_log;
         self.live.store(Arc::new(table));
         self.listeners.commit(plan, workers, &self.root);
         if let Some(admin) = admin {
@@ -313,7 +315,9 @@ impl Reloader {
     /// configuration (same generation: the configuration did not change).
     fn apply_dns(&mut self) {
         let resolved = self.discovery.resolved();
-        let table = RoutingTable::build(&self.active, &resolved, Some(&self.live.load()), self.generation);
+        let previous = self.live.load();
+        let mut table = RoutingTable::build(&self.active, &resolved, Some(&previous), self.generation);
+        table.access_log = previous.access_log.clone();
         self.live.store(Arc::new(table));
         tracing::info!(generation = self.generation, "upstream members updated from DNS");
     }
@@ -350,6 +354,8 @@ impl Reloader {
                 None
             }
         };
+        // SIGUSR1: reopen log files (logrotate's convention, as nginx).
+        let mut reopen = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
         let mut poll = tokio::time::interval(POLL_INTERVAL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         poll.reset();
@@ -362,6 +368,13 @@ impl Reloader {
                     Trigger::FileEvent
                 }
                 Some(()) = async { hangup.as_mut()?.recv().await } => Trigger::Signal,
+                Some(()) = async { reopen.as_mut()?.recv().await } => {
+                    if let Some(log) = &self.live.load().access_log {
+                        log.reopen();
+                        tracing::info!("SIGUSR1: reopening the access log");
+                    }
+                    continue;
+                }
                 _ = poll.tick(), if self.active.global.watch => Trigger::Poll,
                 () = sleep_until(dns_due.unwrap_or_else(Instant::now)), if dns_due.is_some() => {
                     if self.discovery.refresh().await {
@@ -377,6 +390,29 @@ impl Reloader {
         // every listening socket.
         self.admin.take()
     }
+}
+
+/// The access logger `config` asks for: the running one when its settings
+/// are unchanged (a reload must not reopen the file), else a new one.
+///
+/// # Errors
+///
+/// The log file cannot be opened.
+pub fn access_logger(
+    config: &Config,
+    running: Option<&AccessLogger>,
+) -> anyhow::Result<Option<AccessLogger>> {
+    let Some(wanted) = &config.global.access_log else {
+        return Ok(None);
+    };
+    if let Some(running) = running.filter(|r| r.config() == wanted) {
+        return Ok(Some(running.clone()));
+    }
+    let logger = AccessLogger::start(wanted).map_err(|error| match &wanted.path {
+        Some(path) => anyhow::anyhow!("opening the access log {}: {error}", path.display()),
+        None => anyhow::anyhow!("starting the access log: {error}"),
+    })?;
+    Ok(Some(logger))
 }
 
 /// Wait until events stop for [`DEBOUNCE_QUIET`], at most [`DEBOUNCE_MAX`].

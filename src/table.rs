@@ -18,6 +18,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::StatusCode;
 
+use crate::access_log::AccessLogger;
 use crate::balance::{Ketama, LeastConn, Policy, Random, RoundRobin};
 use crate::config::{self, Balance, Config, HostPattern, RouteAction};
 use crate::dns::Resolved;
@@ -32,8 +33,9 @@ pub type Live = Arc<ArcSwap<RoutingTable>>;
 pub struct RoutingTable {
     /// 1 at start, +1 for every applied reload.
     pub generation: u64,
-    /// Whether to log one line per request.
-    pub access_log: bool,
+    /// Where to log one line per request, if anywhere. Opened by the
+    /// control plane (opening can fail; building cannot), set after build.
+    pub access_log: Option<AccessLogger>,
     /// How long a stopping connection may take to finish.
     pub shutdown_timeout: std::time::Duration,
     /// How long to keep serving after SIGTERM before draining.
@@ -179,7 +181,7 @@ impl RoutingTable {
             .collect();
         RoutingTable {
             generation,
-            access_log: config.global.access_log.is_some(),
+            access_log: None,
             shutdown_timeout: config.global.shutdown_timeout,
             shutdown_delay: config.global.shutdown_delay,
             header_read_timeout: config.global.header_read_timeout,
@@ -193,7 +195,7 @@ impl RoutingTable {
     pub fn empty() -> Self {
         RoutingTable {
             generation: 0,
-            access_log: false,
+            access_log: None,
             shutdown_timeout: std::time::Duration::ZERO,
             shutdown_delay: std::time::Duration::ZERO,
             header_read_timeout: std::time::Duration::ZERO,
