@@ -23,7 +23,7 @@ use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -185,17 +185,11 @@ impl AccessLogger {
     /// counted ([`AccessLogger::dropped`]).
     pub fn log(&self, record: &AccessRecord<'_>) {
         let line = format_line(self.inner.config.format, record);
-        match self.inner.queue.try_send(Message::Line(line)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.inner.shared.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            // The writer only ends when the last logger is dropped, which
-            // cannot have happened while `self` exists; it may have panicked,
-            // and then the line has nowhere to go.
-            Err(TrySendError::Disconnected(_)) => {
-                self.inner.shared.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        // Full: the writer is behind. Disconnected cannot happen while a
+        // logger exists unless the writer panicked; either way the line has
+        // nowhere to go now.
+        if self.inner.queue.try_send(Message::Line(line)).is_err() {
+            self.inner.shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -1028,6 +1022,41 @@ mod tests {
         let text = read(&path);
         assert_eq!(text.lines().count(), 1000);
         assert!(text.ends_with("rid=r999 listener=web\n"));
+    }
+
+    /// A disk that is full: every write fails.
+    struct Failing;
+
+    impl Write for Failing {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "no space left on device",
+            ))
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn write_errors_are_survived() {
+        let config = AccessLog {
+            path: None,
+            format: AccessLogFormat::Combined,
+        };
+        let logger = AccessLogger::with_target(&config, Target::Other(Box::new(Failing)), 16).unwrap();
+        for i in 0..10 {
+            log_with_id(&logger, &format!("r{i}"));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The writer is still there, taking lines off the queue.
+        eventually("the queue to drain", || {
+            log_with_id(&logger, "probe");
+            logger.inner.queue.try_send(Message::Wake).is_ok()
+        });
+        drop(logger);
     }
 
     #[test]
