@@ -24,6 +24,8 @@
 //! - [`health`]: active health checks, one task for every server.
 //! - [`proxy`]: one request from route to response.
 //! - [`server`]: worker threads, bound sockets, accept loops, connection draining.
+//! - [`conn`]: one client connection's HTTP version (HTTP/1.1, HTTP/2, h2c)
+//!   and the protocol limits.
 //! - [`timer`]: hyper's header-read timeout without a timer per request.
 //! - [`reload`]: file watcher, SIGHUP and poll → load → bind → swap.
 //! - [`metrics`]: counters the data plane bumps with atomics; Prometheus exposition.
@@ -40,6 +42,7 @@
 pub mod access_log;
 pub mod balance;
 pub mod config;
+pub mod conn;
 pub mod dns;
 pub mod health;
 pub mod metrics;

@@ -37,6 +37,7 @@ use hyper::body::Incoming;
 use crate::access_log::{AccessLogger, AccessRecord};
 use crate::balance::hash_key;
 use crate::config::HashKey;
+use crate::conn::OpenStream;
 use crate::metrics::{Outcome, RouteStats};
 use crate::table::{Live, Target};
 use crate::upstream::{
@@ -667,6 +668,7 @@ fn upstream_response(
             in_flight: Some(in_flight),
         },
         completion: None,
+        stream: None,
     };
     body.release_if_done();
     Response::from_parts(parts, body)
@@ -790,6 +792,8 @@ pub struct ProxyBody {
     kind: Kind,
     /// Recorded when the body is dropped (after its end, or abandoned).
     completion: Option<Completion>,
+    /// The HTTP/2 stream this body answers, counted open until it drops.
+    stream: Option<OpenStream>,
 }
 
 #[derive(Debug)]
@@ -811,7 +815,13 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Full((!data.is_empty()).then_some(data)),
             completion: None,
+            stream: None,
         }
+    }
+
+    /// Keep `stream` counted as open until this body is done with.
+    pub fn hold(&mut self, stream: OpenStream) {
+        self.stream = Some(stream);
     }
 
     fn release_if_done(&mut self) {

@@ -14,6 +14,10 @@
 //! never forces a close, so each connection enforces the configured
 //! `shutdown_timeout` itself and is dropped when it runs out.
 //!
+//! Every connection speaks HTTP/1.1 or HTTP/2 (h2c prior knowledge on
+//! plaintext listeners), decided once when it starts; [`crate::conn`] owns
+//! that decision and the protocol settings.
+//!
 //! [`ListenerSet`] is the control plane's view of the sockets: it plans a new
 //! configuration's listeners (binding what is new before anything changes)
 //! and then commits the plan. Sockets whose address did not change are never
@@ -28,7 +32,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use socket2::{Domain, Socket, Type};
@@ -38,15 +41,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::conn::{self, Builders, Graceful, StreamCount, Version};
 use crate::metrics::CountingIo;
 use crate::proxy::{self, ConnInfo};
 use crate::table::Live;
-use crate::timer::{CheckedTimer, CHECK_INTERVAL};
+use crate::timer::CHECK_INTERVAL;
 
-/// Largest request head (request line and headers) accepted; larger ones
-/// get 431. nginx's default limit is 4 buffers of 8 KiB; hyper's default
-/// is its whole read buffer, about 400 KiB.
-pub const MAX_HEADER_SIZE: usize = 32 * 1024;
+pub use crate::conn::MAX_HEADER_SIZE;
 
 /// Backlog of listening sockets (nginx uses 511; the kernel caps it at
 /// `net.core.somaxconn`).
@@ -128,7 +129,7 @@ impl Workers {
             let worker = Worker {
                 live: live.clone(),
                 connections: connections.clone(),
-                http: http_builder(),
+                http: Builders::default(),
             };
             let hard_stop = hard_stop.clone();
             let thread = std::thread::Builder::new()
@@ -186,7 +187,7 @@ impl Workers {
 struct Worker {
     live: Live,
     connections: TaskTracker,
-    http: http1::Builder,
+    http: Builders,
 }
 
 impl Worker {
@@ -244,59 +245,133 @@ impl Worker {
         stop: CancellationToken,
     ) {
         let _ = stream.set_nodelay(true);
-        let live = info.live.clone();
-        // Counted under the listener's counters of the current snapshot
-        // (carried by name across reloads).
-        let stats = live
-            .load()
-            .router(&info.listener)
-            .map(|router| router.stats.clone())
-            .unwrap_or_default();
+        let (stats, header_read_timeout) = {
+            let table = info.live.load();
+            // Counted under the listener's counters of the current snapshot
+            // (carried by name across reloads).
+            let stats = table
+                .router(&info.listener)
+                .map(|router| router.stats.clone())
+                .unwrap_or_default();
+            // A connection keeps the header-read timeout it was accepted with.
+            (stats, table.header_read_timeout)
+        };
         let open = stats.open();
         let stream = CountingIo::new(stream, open.stats().clone());
-        let service = service_fn(move |req| proxy::handle(req, info.clone()));
-        // A connection keeps the header-read timeout it was accepted with.
-        let mut http = self.http.clone();
-        http.header_read_timeout(live.load().header_read_timeout);
-        let mut connection = pin!(http.serve_connection(TokioIo::new(stream), service));
         // Re-polls the connection so hyper sees its header-read deadline
         // pass (see `crate::timer`): the only timer this connection needs.
         let mut check = tokio::time::interval(CHECK_INTERVAL);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        // Waiting for the first bytes counts against the header-read
+        // timeout, as waiting for a request head does.
+        let deadline = std::time::Instant::now() + header_read_timeout;
+        let mut detect = pin!(conn::detect(stream));
+        let detected = loop {
             tokio::select! {
                 biased;
-                result = connection.as_mut() => {
-                    if let Err(error) = result {
-                        tracing::debug!(%error, "client connection ended with an error");
+                detected = detect.as_mut() => break detected,
+                () = stop.cancelled() => return,
+                _ = check.tick() => if std::time::Instant::now() >= deadline { return },
+            }
+        };
+        match detected {
+            Ok((version, io)) => {
+                self.serve_http(version, io, info, stop, check, header_read_timeout)
+                    .await
+            }
+            Err(error) => tracing::debug!(%error, "client connection failed before its first request"),
+        }
+    }
+
+    /// Serve `io` as `version` until it ends, or until `stop` and then the
+    /// shutdown timeout.
+    async fn serve_http<I>(
+        &self,
+        version: Version,
+        io: I,
+        info: Arc<ConnInfo>,
+        stop: CancellationToken,
+        check: tokio::time::Interval,
+        header_read_timeout: Duration,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let live = info.live.clone();
+        match version {
+            Version::Http1 => {
+                let service = service_fn(move |req| proxy::handle(req, info.clone()));
+                let connection = self
+                    .http
+                    .http1(header_read_timeout)
+                    .serve_connection(TokioIo::new(io), service)
+                    .with_upgrades();
+                drive(connection, &stop, check, &live, None).await;
+            }
+            Version::Http2 => {
+                let streams = Arc::new(StreamCount::default());
+                let counted = streams.clone();
+                let service = service_fn(move |req| {
+                    let open = counted.open();
+                    let response = proxy::handle(req, info.clone());
+                    async move {
+                        let mut response = response.await?;
+                        response.body_mut().hold(open);
+                        Ok::<_, std::convert::Infallible>(response)
                     }
-                    return;
-                }
-                () = stop.cancelled() => break,
-                _ = check.tick() => {}
+                });
+                let connection = self.http.http2().serve_connection(TokioIo::new(io), service);
+                drive(
+                    connection,
+                    &stop,
+                    check,
+                    &live,
+                    Some((&streams, header_read_timeout)),
+                )
+                .await;
             }
         }
-        connection.as_mut().graceful_shutdown();
-        let mut grace = pin!(tokio::time::sleep(live.load().shutdown_timeout));
-        loop {
-            tokio::select! {
-                biased;
-                _ = connection.as_mut() => return,
-                () = grace.as_mut() => break,
-                _ = check.tick() => {}
-            }
-        }
-        tracing::debug!("connection still busy at the shutdown deadline; closing it");
     }
 }
 
-fn http_builder() -> http1::Builder {
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(CheckedTimer)
-        .keep_alive(true)
-        .max_header_size(MAX_HEADER_SIZE);
-    builder
+/// Poll `connection` (and re-poll it every tick) until it ends; once `stop`
+/// fires, or an HTTP/2 connection has had no stream for `idle`'s timeout,
+/// shut it down gracefully and give it the shutdown timeout to finish.
+async fn drive<C: Graceful>(
+    connection: C,
+    stop: &CancellationToken,
+    mut check: tokio::time::Interval,
+    live: &Live,
+    idle: Option<(&StreamCount, Duration)>,
+) {
+    let mut connection = pin!(connection);
+    loop {
+        tokio::select! {
+            biased;
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "client connection ended with an error");
+                }
+                return;
+            }
+            () = stop.cancelled() => break,
+            _ = check.tick() => {
+                if idle.is_some_and(|(streams, timeout)| streams.idle_for() >= timeout) {
+                    break;
+                }
+            }
+        }
+    }
+    connection.as_mut().graceful_shutdown();
+    let mut grace = pin!(tokio::time::sleep(live.load().shutdown_timeout));
+    loop {
+        tokio::select! {
+            biased;
+            _ = connection.as_mut() => return,
+            () = grace.as_mut() => break,
+            _ = check.tick() => {}
+        }
+    }
+    tracing::debug!("connection still busy at the shutdown deadline; closing it");
 }
 
 fn is_connection_error(error: &io::Error) -> bool {

@@ -588,3 +588,48 @@ pub fn tally(items: &[String]) -> HashMap<String, usize> {
     }
     map
 }
+
+/// A sender on an HTTP/2 connection with prior knowledge (h2c) to `addr`.
+pub async fn h2c_connect<B>(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("HTTP/2 handshake with ginx");
+    tokio::spawn(conn);
+    sender
+}
+
+/// Send one request on an HTTP/2 connection and read the whole response.
+pub async fn send_h2<B>(
+    sender: &mut hyper::client::conn::http2::SendRequest<B>,
+    req: Request<B>,
+) -> std::io::Result<Reply>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let resp = sender.send_request(req).await.map_err(std::io::Error::other)?;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
+/// A `[listener.web]` on port 0 whose default upstream `app` has `servers`.
+pub fn one_listener(servers: &[SocketAddr]) -> String {
+    let servers: Vec<String> = servers.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\n[upstream.app]\nservers = [{}]\n",
+        servers.join(", ")
+    )
+}

@@ -1,0 +1,327 @@
+//! One client connection's HTTP: which version it speaks, and the hyper
+//! connection that serves it with ginx's limits.
+//!
+//! A plaintext connection is HTTP/1.1 unless its first bytes are the HTTP/2
+//! connection preface (h2c with prior knowledge, RFC 9113 3.3): [`detect`]
+//! reads at most those 24 bytes once per connection and hands them back
+//! through [`Prefixed`], so nothing is added per request. A TLS connection
+//! says which it speaks with ALPN instead, and is never sniffed.
+//!
+//! This module owns the protocol settings; it does not own the connection's
+//! lifetime (ticks, deadlines, draining: [`crate::server`]) nor what a request
+//! does ([`crate::proxy`]).
+//!
+//! # HTTP/1.1
+//!
+//! Keep-alive on; request heads up to [`MAX_HEADER_SIZE`] (else 431);
+//! `header_read_timeout` through [`CheckedTimer`]; upgrades (WebSocket and
+//! any `Upgrade`) are served, see [`crate::tunnel`].
+//!
+//! # HTTP/2
+//!
+//! - At most [`H2_MAX_CONCURRENT_STREAMS`] streams at once per connection
+//!   (nginx: 128, Go: 250).
+//! - Header lists up to [`H2_MAX_HEADER_LIST_SIZE`], the same budget as an
+//!   HTTP/1.1 request head.
+//! - No keep-alive pings: a connection with no open stream for
+//!   `header_read_timeout` is closed with GOAWAY by the connection task
+//!   instead (see [`StreamCount`]), the same rule HTTP/1.1 keep-alive
+//!   connections follow. A dead peer is noticed by TCP like on HTTP/1.1.
+//! - Rapid-reset protection: hyper's defaults (20 pending accept resets,
+//!   1024 locally reset streams).
+//! - Flow-control windows: hyper's defaults (1 MiB per stream and per
+//!   connection).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+
+use crate::timer::CheckedTimer;
+
+/// Largest request head (request line and headers) accepted; larger ones
+/// get 431. nginx's default limit is 4 buffers of 8 KiB; hyper's default
+/// is its whole read buffer, about 400 KiB.
+pub const MAX_HEADER_SIZE: usize = 32 * 1024;
+
+/// Most streams one HTTP/2 client may have open at once.
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+
+/// Largest HTTP/2 header list (uncompressed, RFC 9113 6.5.2) accepted.
+pub const H2_MAX_HEADER_LIST_SIZE: u32 = MAX_HEADER_SIZE as u32;
+
+/// The HTTP/2 connection preface a prior-knowledge client starts with.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The HTTP version a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// HTTP/1.x.
+    Http1,
+    /// HTTP/2.
+    Http2,
+}
+
+/// hyper's connection builders with ginx's settings, one pair per worker.
+#[derive(Clone, Debug)]
+pub struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+impl Default for Builders {
+    fn default() -> Self {
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(CheckedTimer)
+            .keep_alive(true)
+            .max_header_size(MAX_HEADER_SIZE);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            // Only sleeps that the connection task re-polls are used (no
+            // pings are configured); hyper panics without a timer if one is
+            // ever needed, so it gets the same checked one as HTTP/1.1.
+            .timer(CheckedTimer)
+            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+            .max_header_list_size(H2_MAX_HEADER_LIST_SIZE)
+            .keep_alive_interval(None);
+        Builders { http1, http2 }
+    }
+}
+
+impl Builders {
+    /// The HTTP/1.1 builder for one connection, with its header-read
+    /// timeout (fixed for the connection's life).
+    pub fn http1(&self, header_read_timeout: Duration) -> http1::Builder {
+        let mut http1 = self.http1.clone();
+        http1.header_read_timeout(header_read_timeout);
+        http1
+    }
+
+    /// The HTTP/2 builder.
+    pub fn http2(&self) -> &http2::Builder<TokioExecutor> {
+        &self.http2
+    }
+}
+
+/// Read the start of a plaintext connection until it is known whether it is
+/// the HTTP/2 preface: at most 24 bytes, usually one read (an HTTP/1.1
+/// request line differs from the preface in its first byte or so).
+///
+/// # Errors
+///
+/// Whatever reading fails with; an EOF before a decision is HTTP/1.1 (hyper
+/// then sees the EOF itself).
+pub async fn detect<I: AsyncRead + Unpin>(mut io: I) -> io::Result<(Version, Prefixed<I>)> {
+    let mut prefix = [0u8; 24];
+    let mut filled = 0;
+    let version = loop {
+        let n = io.read(&mut prefix[filled..]).await?;
+        let before = filled;
+        filled += n;
+        if n == 0 || prefix[before..filled] != H2_PREFACE[before..filled] {
+            break Version::Http1;
+        }
+        if filled == H2_PREFACE.len() {
+            break Version::Http2;
+        }
+    };
+    Ok((
+        version,
+        Prefixed {
+            io,
+            prefix,
+            start: 0,
+            end: filled as u8,
+        },
+    ))
+}
+
+/// An IO whose first reads return bytes already read from it (by
+/// [`detect`]); a single branch per read afterwards.
+#[derive(Debug)]
+pub struct Prefixed<I> {
+    io: I,
+    prefix: [u8; 24],
+    start: u8,
+    end: u8,
+}
+
+impl<I> Prefixed<I> {
+    /// `io` with nothing to replay.
+    pub fn new(io: I) -> Self {
+        Prefixed {
+            io,
+            prefix: [0; 24],
+            start: 0,
+            end: 0,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.start < this.end {
+            let pending = &this.prefix[usize::from(this.start)..usize::from(this.end)];
+            let n = pending.len().min(buf.remaining());
+            buf.put_slice(&pending[..n]);
+            this.start += n as u8;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// A hyper server connection that can be asked to finish gracefully.
+pub trait Graceful: std::future::Future<Output = hyper::Result<()>> {
+    /// Stop taking requests; finish those in flight.
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Graceful for http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http1::UpgradeableConnection::graceful_shutdown(self);
+    }
+}
+
+impl<I, S, B> Graceful for http2::Connection<I, S, TokioExecutor>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Future: Send + 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http2::Connection::graceful_shutdown(self);
+    }
+}
+
+/// The open streams of one HTTP/2 connection and since when it has had
+/// none, so the connection task can close it when idle. Shared with the
+/// stream tasks, hence atomics (they all run on the same worker thread).
+#[derive(Debug)]
+pub struct StreamCount {
+    origin: Instant,
+    open: AtomicUsize,
+    /// Milliseconds since `origin` at which the last stream ended.
+    idle_since: AtomicU64,
+}
+
+impl Default for StreamCount {
+    fn default() -> Self {
+        StreamCount {
+            origin: Instant::now(),
+            open: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
+        }
+    }
+}
+
+impl StreamCount {
+    /// Count a stream as open until the guard drops.
+    pub fn open(self: &Arc<Self>) -> OpenStream {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        OpenStream(self.clone())
+    }
+
+    /// How long the connection has had no open stream (zero while it has).
+    pub fn idle_for(&self) -> Duration {
+        if self.open.load(Ordering::Relaxed) != 0 {
+            return Duration::ZERO;
+        }
+        let since = Duration::from_millis(self.idle_since.load(Ordering::Relaxed));
+        self.origin.elapsed().saturating_sub(since)
+    }
+}
+
+/// One open HTTP/2 stream; dropped with the response body.
+#[derive(Debug)]
+pub struct OpenStream(Arc<StreamCount>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        let count = &self.0;
+        count
+            .idle_since
+            .store(count.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+        count.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn detects_the_preface_and_replays_it() {
+        let (version, mut io) = detect(&H2_PREFACE[..]).await.unwrap();
+        assert_eq!(version, Version::Http2);
+        let mut replayed = Vec::new();
+        io.read_to_end(&mut replayed).await.unwrap();
+        assert_eq!(replayed, H2_PREFACE);
+
+        let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (version, mut io) = detect(&request[..]).await.unwrap();
+        assert_eq!(version, Version::Http1);
+        let mut replayed = Vec::new();
+        io.read_to_end(&mut replayed).await.unwrap();
+        assert_eq!(replayed, request);
+
+        let (version, _) = detect(&b"PRI * HT"[..]).await.unwrap();
+        assert_eq!(version, Version::Http1, "EOF inside the preface");
+    }
+
+    #[test]
+    fn streams_and_idleness() {
+        let count = Arc::new(StreamCount::default());
+        let stream = count.open();
+        assert_eq!(count.idle_for(), Duration::ZERO);
+        drop(stream);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(count.idle_for() >= Duration::from_millis(5));
+    }
+}
