@@ -79,6 +79,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let config = config::load(&options.config)?;
+    log.apply(&config.global);
     if crate::mounts::is_single_file_mount(&options.config) {
         tracing::warn!(
             config = %options.config.display(),

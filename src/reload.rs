@@ -157,7 +157,6 @@ impl Reloader {
         let plan = listeners.plan(&config)?;
         listeners.commit(plan, workers, &root);
         let config = Arc::new(config);
-        log.apply(&config.global);
         tracing::info!(
             generation = 1,
             listeners = config.listeners.len(),
