@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::time::Duration;
 
 use serde_json::Value;
 use support::*;
