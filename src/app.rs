@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminContext, AdminServer, Lifecycle, Stage};
 use crate::config;
+use crate::notify::SystemdNotify;
 use crate::reload::{Published, Reloader};
 use crate::server::Workers;
 use crate::table::{Live, RoutingTable};
@@ -24,39 +26,43 @@ pub struct RunOptions {
     pub workers: usize,
 }
 
-/// Applies the configured `log_level`; does nothing when the level is fixed
-/// (by `RUST_LOG`, which overrides the configuration).
+/// Applies the configured `log_level` and `log_format` to ginx's own log.
+/// The level is not applied when fixed (by `RUST_LOG`, which overrides the
+/// configuration).
 #[derive(Clone, Default)]
-pub struct LogControl(Option<Arc<SetLevel>>);
+pub struct LogControl {
+    set_level: Option<Arc<SetLevel>>,
+    json: Arc<AtomicBool>,
+}
 
 type SetLevel = dyn Fn(&str) + Send + Sync;
 
 impl LogControl {
-    /// Levels are applied by `set`.
-    pub fn new(set: impl Fn(&str) + Send + Sync + 'static) -> Self {
-        LogControl(Some(Arc::new(set)))
+    /// Levels are applied by `set_level`; the format is JSON while `json`
+    /// is set (the log layer reads it for every line).
+    pub fn new(set_level: Option<Box<SetLevel>>, json: Arc<AtomicBool>) -> Self {
+        LogControl {
+            set_level: set_level.map(Arc::from),
+            json,
+        }
     }
 
-    /// The level cannot be changed.
-    pub fn fixed() -> Self {
-        LogControl(None)
-    }
-
-    /// Apply `log_level`.
-    pub(crate) fn set_level(&self, level: &str) {
-        if let Some(set) = &self.0 {
-            set(level);
+    /// Apply `log_level` and `log_format`.
+    pub(crate) fn apply(&self, global: &config::Global) {
+        self.json
+            .store(global.log_format == config::LogFormat::Json, Ordering::Relaxed);
+        if let Some(set) = &self.set_level {
+            set(&global.log_level);
         }
     }
 }
 
 impl std::fmt::Debug for LogControl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "LogControl"
-        } else {
-            "LogControl(fixed)"
-        })
+        f.debug_struct("LogControl")
+            .field("level_fixed", &self.set_level.is_none())
+            .field("json", &self.json.load(Ordering::Relaxed))
+            .finish()
     }
 }
 
@@ -73,6 +79,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let config = config::load(&options.config)?;
+    log.apply(&config.global);
+    if crate::mounts::is_single_file_mount(&options.config) {
+        tracing::warn!(
+            config = %options.config.display(),
+            "the configuration file is a single-file bind mount: its inode cannot change, so edits \
+             made on the host by replacing the file may never be seen; mount its directory instead"
+        );
+    }
+    let notify = Arc::new(SystemdNotify::from_env());
     let lifecycle = Arc::new(Lifecycle::default());
     let live: Live = Arc::new(ArcSwap::from_pointee(RoutingTable::empty()));
     let admin_context = AdminContext {
@@ -111,10 +126,12 @@ pub async fn run(
         discovery,
         admin,
         admin_context,
+        notify.clone(),
     )?;
     // Health checks run beside the reloader on this (control) runtime.
     tokio::spawn(crate::health::run(live.clone()));
     lifecycle.set(Stage::Serving);
+    notify.ready("serving generation 1");
     tracing::info!(
         workers = options.workers,
         "ginx {} started",
@@ -128,6 +145,7 @@ pub async fn run(
     });
 
     lifecycle.set(Stage::Draining);
+    notify.stopping();
     let table = live.load_full();
     if !table.shutdown_delay.is_zero() {
         tracing::info!(

@@ -3,6 +3,8 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
@@ -116,30 +118,66 @@ async fn shutdown_signal() {
 }
 
 /// Logs go to stderr. `RUST_LOG` fixes the filter; otherwise the
-/// configuration's `log_level` applies, and reloads may change it.
+/// configuration's `log_level` applies, and reloads may change it, as they
+/// may change `log_format`.
 fn init_logging() -> ginx::LogControl {
+    let json = Arc::new(AtomicBool::new(false));
     if let Ok(filter) = EnvFilter::try_from_default_env() {
         tracing_subscriber::registry()
             .with(filter)
-            .with(format_layer())
+            .with(format_layer(json.clone()))
             .init();
-        return ginx::LogControl::fixed();
+        return ginx::LogControl::new(None, json);
     }
     let (filter, handle) = reload::Layer::new(EnvFilter::new("info"));
     tracing_subscriber::registry()
         .with(filter)
-        .with(format_layer())
+        .with(format_layer(json.clone()))
         .init();
-    ginx::LogControl::new(move |level| {
+    let set_level = move |level: &str| {
         let _ = handle.modify(|filter| *filter = EnvFilter::new(level));
-    })
+    };
+    ginx::LogControl::new(Some(Box::new(set_level)), json)
 }
 
-fn format_layer<S>() -> impl tracing_subscriber::Layer<S>
+fn format_layer<S>(json: Arc<AtomicBool>) -> impl tracing_subscriber::Layer<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
+    // ANSI colours only for a terminal, and never inside JSON.
+    let ansi = std::io::stderr().is_terminal();
     fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(ansi)
+        .event_format(SwitchableFormat {
+            json,
+            text: fmt::format(),
+            json_format: fmt::format().json().flatten_event(true).with_current_span(false),
+        })
+}
+
+/// Text or JSON lines, as `log_format` says at the moment of each event.
+struct SwitchableFormat {
+    json: Arc<AtomicBool>,
+    text: fmt::format::Format,
+    json_format: fmt::format::Format<fmt::format::Json>,
+}
+
+impl<S, N> fmt::FormatEvent<S, N> for SwitchableFormat
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &fmt::FmtContext<'_, S, N>,
+        writer: fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        if self.json.load(Ordering::Relaxed) {
+            self.json_format.format_event(ctx, writer, event)
+        } else {
+            self.text.format_event(ctx, writer, event)
+        }
+    }
 }

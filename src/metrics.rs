@@ -56,22 +56,21 @@ impl Histogram {
         );
     }
 
-    /// Sum in seconds, count, and cumulative `(le, count)` buckets ending
-    /// with `+Inf`.
+    /// Sum in seconds, count, and `(le, count)` per bucket (not cumulative:
+    /// the encoder accumulates) ending with `+Inf`.
     fn read(&self) -> (f64, u64, Vec<(f64, u64)>) {
-        let mut cumulative = 0;
         let buckets: Vec<(f64, u64)> = DURATION_BUCKETS
             .iter()
             .copied()
-            .chain(std::iter::once(f64::INFINITY))
+            // prometheus-client writes `+Inf` for f64::MAX (and `inf`, which
+            // Prometheus rejects, for infinity).
+            .chain(std::iter::once(f64::MAX))
             .zip(&self.buckets)
-            .map(|(le, n)| {
-                cumulative += n.load(Ordering::Relaxed);
-                (le, cumulative)
-            })
+            .map(|(le, n)| (le, n.load(Ordering::Relaxed)))
             .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        (sum, cumulative, buckets)
+        (sum, count, buckets)
     }
 }
 
@@ -502,7 +501,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn histogram_buckets_are_cumulative() {
+    fn histogram_buckets() {
         let h = Histogram::default();
         h.observe(Duration::from_micros(500));
         h.observe(Duration::from_millis(3));
@@ -511,9 +510,9 @@ mod tests {
         assert_eq!(count, 3);
         assert!((sum - 100.0035).abs() < 1e-9);
         assert_eq!(buckets[0], (0.001, 1));
-        assert_eq!(buckets[2], (0.005, 2));
-        assert_eq!(buckets[DURATION_BUCKETS.len() - 1].1, 2);
-        assert_eq!(buckets.last().unwrap(), &(f64::INFINITY, 3));
+        assert_eq!(buckets[1], (0.0025, 0));
+        assert_eq!(buckets[2], (0.005, 1));
+        assert_eq!(buckets.last().unwrap(), &(f64::MAX, 1));
     }
 
     #[test]

@@ -38,6 +38,7 @@ use crate::access_log::AccessLogger;
 use crate::admin::{AdminContext, AdminServer};
 use crate::config::{self, Config, Errors, Source};
 use crate::dns::Discovery;
+use crate::notify::SystemdNotify;
 use crate::server::{ListenerSet, Workers};
 use crate::table::{Live, RoutingTable};
 use crate::LogControl;
@@ -117,6 +118,8 @@ pub struct Reloader {
     active: Arc<Config>,
     generation: u64,
     listeners: ListenerSet,
+    /// systemd, told about reloads (`RELOADING=1` ... `READY=1`).
+    notify: Arc<SystemdNotify>,
     /// The admin endpoint, if configured, and what it reads.
     admin: Option<AdminServer>,
     admin_context: AdminContext,
@@ -148,12 +151,12 @@ impl Reloader {
         discovery: Discovery,
         admin: Option<AdminServer>,
         admin_context: AdminContext,
+        notify: Arc<SystemdNotify>,
     ) -> anyhow::Result<Self> {
         let mut listeners = ListenerSet::default();
         let plan = listeners.plan(&config)?;
         listeners.commit(plan, workers, &root);
         let config = Arc::new(config);
-        log.set_level(&config.global.log_level);
         tracing::info!(
             generation = 1,
             listeners = config.listeners.len(),
@@ -177,6 +180,7 @@ impl Reloader {
             active: config,
             generation: 1,
             listeners,
+            notify,
             admin,
             admin_context,
             published,
@@ -247,8 +251,22 @@ impl Reloader {
     }
 
     /// Re-read the configuration and apply it if it changed and is valid.
-    /// Never disturbs what is serving when it fails.
+    /// Never disturbs what is serving when it fails. systemd hears
+    /// `RELOADING=1` for every SIGHUP (what `Type=notify-reload` waits for)
+    /// and every change applied, then `READY=1` whatever the outcome.
     pub async fn reload(&mut self, trigger: Trigger, workers: &Workers) {
+        let generation = self.generation;
+        if trigger == Trigger::Signal {
+            self.notify.reloading();
+        }
+        self.load_and_apply(trigger, workers).await;
+        if trigger == Trigger::Signal || self.generation != generation {
+            self.notify
+                .ready(&format!("serving generation {}", self.generation));
+        }
+    }
+
+    async fn load_and_apply(&mut self, trigger: Trigger, workers: &Workers) {
         let path = self.path.clone();
         let loaded = match tokio::task::spawn_blocking(move || config::load(&path)).await {
             Ok(loaded) => loaded,
@@ -294,6 +312,9 @@ impl Reloader {
             }
         };
         let generation = self.generation + 1;
+        if trigger != Trigger::Signal {
+            self.notify.reloading();
+        }
         let resolved = self.discovery.sync(&config).await;
         let mut table = RoutingTable::build(&config, &resolved, Some(&self.live.load()), generation);
         table.access_log = access_log;
@@ -302,7 +323,7 @@ impl Reloader {
         if let Some(admin) = admin {
             self.admin = admin;
         }
-        self.log.set_level(&config.global.log_level);
+        self.log.apply(&config.global);
         let changes = Changes::between(&self.active, &config);
         tracing::info!(generation, %changes, ?trigger, "configuration applied");
         self.generation = generation;

@@ -87,7 +87,7 @@ async fn metrics_count_exactly_the_requests_sent() {
     assert_eq!(
         sample(
             &m,
-            r#"ginx_http_request_duration_seconds_bucket{listener="web",route="default",le="+Inf"}"#
+            r#"ginx_http_request_duration_seconds_bucket{le="+Inf",listener="web",route="default"}"#
         ),
         5.0
     );

@@ -1,4 +1,6 @@
-//! Located configuration errors.
+//! Located configuration problems (errors and warnings), and how they are
+//! shown: the `FILE:LINE:COL: message` line every log and editor understands,
+//! plus, for a terminal, the source line with a caret under the problem.
 
 use std::fmt;
 use std::ops::Range;
@@ -54,6 +56,9 @@ pub enum Error {
     At {
         /// Where the problem is.
         location: Location,
+        /// How many characters the problem spans from `location` (0 for a
+        /// point), for the caret under it; clipped to the line when shown.
+        width: u32,
         /// What is wrong and what to do, lowercase.
         message: String,
     },
@@ -71,8 +76,23 @@ pub enum Error {
 impl Error {
     /// An error at byte `span.start` of `text`, the contents of `file`.
     pub(crate) fn at(file: &Path, text: &str, span: Range<usize>, message: String) -> Error {
+        let location = Location::at(file, text, span.start);
+        let width = text
+            .get(span.start.min(text.len())..span.end.min(text.len()))
+            .map_or(0, |s| s.chars().take_while(|&c| c != '\n').count());
         Error::At {
-            location: Location::at(file, text, span.start),
+            location,
+            width: u32::try_from(width).unwrap_or(u32::MAX),
+            message,
+        }
+    }
+
+    /// An error at an already computed `location`, spanning `width`
+    /// characters.
+    pub(crate) fn located(location: Location, width: u32, message: String) -> Error {
+        Error::At {
+            location,
+            width,
             message,
         }
     }
@@ -108,6 +128,42 @@ impl Error {
         }
     }
 
+    /// The source line of the problem with a caret under it, rustc-style,
+    /// taken from the text of its file in `sources`:
+    ///
+    /// ```text
+    ///   |
+    /// 3 | upstream = "ap"
+    ///   |            ^^^^
+    /// ```
+    ///
+    /// `None` for a whole-file problem or when the text is not in `sources`.
+    pub fn snippet(&self, sources: &[Source]) -> Option<String> {
+        let Error::At { location, width, .. } = self else {
+            return None;
+        };
+        let text = &sources.iter().find(|s| s.path == location.file)?.text;
+        let line = text
+            .lines()
+            .nth(usize::try_from(location.line).ok()?.checked_sub(1)?)?;
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        let number = location.line.to_string();
+        let pad = " ".repeat(number.len());
+        let column = usize::try_from(location.column).unwrap_or(1).saturating_sub(1);
+        // Keep tabs before the caret so it lines up under the same text.
+        let indent: String = line
+            .chars()
+            .take(column)
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        let rest = line.chars().count().saturating_sub(column);
+        let carets = usize::try_from(*width).unwrap_or(1).min(rest).max(1);
+        Some(format!(
+            "{pad} |\n{number} | {line}\n{pad} | {indent}{}",
+            "^".repeat(carets)
+        ))
+    }
+
     /// `(line, column)` for sorting; whole-file errors come first.
     fn position(&self) -> (u32, u32) {
         self.location().map_or((0, 0), |l| (l.line, l.column))
@@ -120,24 +176,24 @@ impl Error {
 pub struct Errors {
     errors: Vec<Error>,
     /// The files that were read in this attempt (main file first), so that a
-    /// caller can tell whether a failed configuration changed since.
+    /// caller can tell whether a failed configuration changed since, and
+    /// `--check` can show the lines the errors point at.
     pub sources: Vec<Source>,
+    /// Doubtful but valid choices found along the way (as
+    /// [`super::Config::warnings`]), sorted like the errors.
+    pub warnings: Vec<Error>,
 }
 
 impl Errors {
     /// Collects `errors`, sorting them by the position of their file in
     /// `file_order` (files not in it last), then by line and column.
     pub(crate) fn new(mut errors: Vec<Error>, sources: Vec<Source>, file_order: &[PathBuf]) -> Errors {
-        let rank = |e: &Error| {
-            let file = file_order
-                .iter()
-                .position(|p| p == e.path())
-                .unwrap_or(usize::MAX);
-            (file, e.position())
-        };
-        errors.sort_by_key(rank);
-        errors.dedup();
-        Errors { errors, sources }
+        sort(&mut errors, file_order);
+        Errors {
+            errors,
+            sources,
+            warnings: Vec::new(),
+        }
     }
 
     /// The errors, in order.
@@ -154,6 +210,20 @@ impl Errors {
     pub fn is_empty(&self) -> bool {
         self.errors.is_empty()
     }
+}
+
+/// Sort `errors` by the position of their file in `file_order` (files not in
+/// it last), then by line and column, and drop duplicates.
+pub(crate) fn sort(errors: &mut Vec<Error>, file_order: &[PathBuf]) {
+    let rank = |e: &Error| {
+        let file = file_order
+            .iter()
+            .position(|p| p == e.path())
+            .unwrap_or(usize::MAX);
+        (file, e.position())
+    };
+    errors.sort_by_key(rank);
+    errors.dedup();
 }
 
 impl fmt::Display for Errors {
@@ -216,6 +286,47 @@ mod tests {
         let e = Error::file(Path::new("ginx.toml"), "cannot read file".into());
         assert_eq!(e.to_string(), "ginx.toml: cannot read file");
         assert!(e.location().is_none());
+    }
+
+    fn source(path: &str, text: &str) -> Source {
+        Source {
+            path: PathBuf::from(path),
+            text: text.to_owned(),
+            kind: super::super::SourceKind::Config,
+        }
+    }
+
+    #[test]
+    fn snippet_carets_span_the_problem() {
+        let text = "[listener.web]\nbind = \"x\"\nupstream = \"ap\"\n";
+        let sources = [source("a.toml", text)];
+        let start = text.find("\"ap\"").unwrap();
+        let e = Error::at(Path::new("a.toml"), text, start..start + 4, "unknown".into());
+        assert_eq!(e.to_string(), "a.toml:3:12: unknown");
+        assert_eq!(
+            e.snippet(&sources).unwrap(),
+            "  |\n3 | upstream = \"ap\"\n  |            ^^^^"
+        );
+        // A point gets one caret; a span past the line end is clipped.
+        let e = Error::at(Path::new("a.toml"), text, 0..0, "x".into());
+        assert_eq!(e.snippet(&sources).unwrap(), "  |\n1 | [listener.web]\n  | ^");
+        let e = Error::at(Path::new("a.toml"), text, 15..40, "x".into());
+        assert_eq!(
+            e.snippet(&sources).unwrap(),
+            "  |\n2 | bind = \"x\"\n  | ^^^^^^^^^^"
+        );
+        // Tabs before the column are kept so the caret lines up.
+        let text = "\tkey = 1\n";
+        let e = Error::at(Path::new("t.toml"), text, 7..8, "x".into());
+        assert_eq!(
+            e.snippet(&[source("t.toml", text)]).unwrap(),
+            "  |\n1 | \tkey = 1\n  | \t      ^"
+        );
+        // No text, no snippet; whole-file errors have none.
+        assert!(e.snippet(&[]).is_none());
+        assert!(Error::file(Path::new("a.toml"), "x".into())
+            .snippet(&sources)
+            .is_none());
     }
 
     #[test]

@@ -103,10 +103,25 @@ pub(crate) fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> Error 
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join(": ");
+    let message = suggest_field(&message).unwrap_or(message);
     match e.span() {
         Some(span) => Error::at(path, text, span, message),
         None => Error::file(path, message),
     }
+}
+
+/// serde's ``unknown field `x`, expected one of `a`, `b` `` with the closest
+/// expected name put first: ``unknown field `x`: did you mean `a`? (expected
+/// one of `a`, `b`)``. `None` when the message is another one or no name is
+/// close.
+fn suggest_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, expected) = rest.split_once('`')?;
+    let expected = expected.strip_prefix(", ")?;
+    // The names are the backquoted words: `a`, `b` or `c`.
+    let names = expected.split('`').skip(1).step_by(2);
+    let hint = super::suggest::did_you_mean(field, names)?;
+    Some(format!("unknown field `{field}`: {hint} ({expected})"))
 }
 
 /// Load the configuration rooted at `path` from the real file system.
@@ -126,7 +141,8 @@ pub(crate) fn load_with(fs: &dyn Fs, path: &Path) -> Result<Config, Errors> {
         complete: true,
     };
     loader.visit(path.to_path_buf());
-    let parts = validate::validate(&loader.parsed, path, loader.complete, &mut loader.errors);
+    let mut parts = validate::validate(fs, &loader.parsed, path, loader.complete, &mut loader.errors);
+    super::error::sort(&mut parts.warnings, &loader.order);
     let sources: Vec<Source> = loader
         .parsed
         .into_iter()
@@ -137,7 +153,9 @@ pub(crate) fn load_with(fs: &dyn Fs, path: &Path) -> Result<Config, Errors> {
         })
         .collect();
     if !loader.errors.is_empty() {
-        return Err(Errors::new(loader.errors, sources, &loader.order));
+        let mut errors = Errors::new(loader.errors, sources, &loader.order);
+        errors.warnings = parts.warnings;
+        return Err(errors);
     }
     Ok(Config {
         global: parts.global,
@@ -145,8 +163,8 @@ pub(crate) fn load_with(fs: &dyn Fs, path: &Path) -> Result<Config, Errors> {
         upstreams: parts.upstreams,
         sources,
         watch_dirs: loader.watch_dirs,
-        admin: None,
-        warnings: Vec::new(),
+        admin: parts.admin,
+        warnings: parts.warnings,
     })
 }
 
@@ -262,17 +280,17 @@ impl Loader<'_> {
     }
 }
 
+/// An in-memory [`Fs`] for tests here and in [`super::validate`].
 #[cfg(test)]
-mod tests {
+pub(crate) mod mem {
     use super::*;
     use std::collections::BTreeMap;
-    use std::time::Duration;
 
     /// Files in memory; directories are implied by the file paths.
-    struct MemFs(BTreeMap<PathBuf, String>);
+    pub(crate) struct MemFs(BTreeMap<PathBuf, String>);
 
     impl MemFs {
-        fn new(files: &[(&str, &str)]) -> MemFs {
+        pub(crate) fn new(files: &[(&str, &str)]) -> MemFs {
             MemFs(
                 files
                     .iter()
@@ -309,6 +327,13 @@ mod tests {
             normalize(path)
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mem::MemFs;
+    use super::*;
+    use std::time::Duration;
 
     fn load_mem(files: &[(&str, &str)]) -> Result<Config, Errors> {
         load_with(&MemFs::new(files), Path::new(files[0].0))
@@ -456,7 +481,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             errs.to_string(),
-            "a.toml:3:14: invalid type: string \"yes\", expected a boolean\n\
+            "a.toml:3:14: invalid type: string \"yes\", expected true, false or a table like { path = \"access.log\", format = \"combined\" }\n\
              b.toml:2:13: invalid log_level `loud`: use one of trace, debug, info, warn, error"
         );
     }

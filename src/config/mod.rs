@@ -19,6 +19,7 @@
 mod error;
 mod load;
 mod raw;
+mod suggest;
 mod validate;
 
 use std::collections::BTreeMap;

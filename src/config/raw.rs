@@ -28,6 +28,15 @@ pub(crate) struct File {
     /// `[upstream.NAME]` tables, in file order.
     #[serde(default)]
     pub upstream: Named<Upstream>,
+    /// `[admin]`. Not `Spanned`, as `[global]`.
+    pub admin: Option<Admin>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Admin {
+    pub bind: Option<Spanned<String>>,
 }
 
 /// Only the `include` key of a file, everything else ignored: lets includes be
@@ -43,7 +52,10 @@ pub(crate) struct IncludesOnly {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Global {
     pub log_level: Option<Spanned<String>>,
-    pub access_log: Option<Spanned<bool>>,
+    pub log_format: Option<Spanned<String>>,
+    /// Not `Spanned`: the table form may be written `[global.access_log]`.
+    pub access_log: Option<AccessLog>,
+    pub shutdown_delay: Option<Spanned<DurationText>>,
     pub watch: Option<Spanned<bool>>,
     pub shutdown_timeout: Option<Spanned<DurationText>>,
     pub header_read_timeout: Option<Spanned<DurationText>>,
@@ -73,13 +85,14 @@ pub(crate) struct Route {
     pub respond: Option<Respond>,
 }
 
-/// `respond = { status, body }`.
+/// `respond = { status, body, location }`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Respond {
     pub status: Spanned<i64>,
     #[serde(default)]
     pub body: String,
+    pub location: Option<Spanned<String>>,
 }
 
 /// `[upstream.NAME]`.
@@ -171,6 +184,56 @@ impl<'de> Deserialize<'de> for Server {
         }
 
         deserializer.deserialize_any(ServerVisitor)
+    }
+}
+
+/// `access_log = true | false | { path = "...", format = "..." }`.
+///
+/// Written by hand for the same reason as [`Server`].
+#[derive(Debug)]
+pub(crate) enum AccessLog {
+    /// `true` or `false`.
+    Switch(bool),
+    /// `{ path, format }`: on.
+    Table {
+        path: Option<Spanned<String>>,
+        format: Option<Spanned<String>>,
+    },
+}
+
+/// The table form of `access_log`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AccessLogTable {
+    path: Option<Spanned<String>>,
+    format: Option<Spanned<String>>,
+}
+
+impl<'de> Deserialize<'de> for AccessLog {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AccessLogVisitor;
+
+        impl<'de> Visitor<'de> for AccessLogVisitor {
+            type Value = AccessLog;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true, false or a table like { path = \"access.log\", format = \"combined\" }")
+            }
+
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<AccessLog, E> {
+                Ok(AccessLog::Switch(v))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<AccessLog, A::Error> {
+                let t = AccessLogTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(AccessLog::Table {
+                    path: t.path,
+                    format: t.format,
+                })
+            }
+        }
+
+        deserializer.deserialize_any(AccessLogVisitor)
     }
 }
 

@@ -1,8 +1,11 @@
 //! Semantic checks over all parsed files together: raw::File -> Config parts.
 //!
-//! Every problem is collected; nothing stops at the first one.
+//! Every problem is collected; nothing stops at the first one. Doubtful but
+//! valid choices become warnings, which never make a configuration invalid.
+//! Files the configuration names (access log directories) are looked at
+//! through the loader's [`Fs`], so tests can keep everything in memory.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -11,11 +14,13 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::{Error, Location};
+use super::load::Fs;
 use super::raw;
+use super::suggest;
 use super::{
-    AccessLog, AccessLogFormat, Balance, CheckKind, Endpoint, Global, HashKey, HealthCheck, HostPattern,
-    Listener, LogFormat, OnAllDown, RetryOn, Route, RouteAction, ServerSpec, Upstream, UpstreamProtocol,
-    UpstreamTls,
+    AccessLog, AccessLogFormat, Admin, Balance, CheckKind, Endpoint, Global, HashKey, HealthCheck,
+    HostPattern, Listener, LogFormat, OnAllDown, RetryOn, Route, RouteAction, ServerSpec, Upstream,
+    UpstreamProtocol, UpstreamTls,
 };
 
 const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
@@ -25,6 +30,9 @@ const HASH_HINT: &str = "use \"client_ip\", \"uri\", \"header:NAME\" or \"cookie
 const RESOLVER_HINT: &str = "use the IP:PORT of a DNS server, like \"127.0.0.53:53\" or \"[::1]:53\"";
 const STATUS_HINT: &str =
     "use a status code or an inclusive range as a string, like \"204\" or \"200-399\", each from 100 to 599, low end first";
+/// Where `[admin]` listens when the table has no `bind`: loopback only, as
+/// the endpoint shows the configuration.
+const ADMIN_DEFAULT_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9901);
 const BIND_HINT: &str =
     "use IP:PORT, like \"127.0.0.1:8080\", \"[::1]:8080\", \"0.0.0.0:80\" or \"localhost:8080\"";
 
@@ -42,6 +50,9 @@ pub(crate) struct Parts {
     pub global: Global,
     pub listeners: BTreeMap<String, Listener>,
     pub upstreams: BTreeMap<String, Upstream>,
+    pub admin: Option<Admin>,
+    /// Unsorted; the loader sorts them with the errors' file order.
+    pub warnings: Vec<Error>,
 }
 
 /// Check all files together, pushing every problem onto `errors`.
@@ -49,9 +60,19 @@ pub(crate) struct Parts {
 /// `complete` is false when some file could not be read or parsed: checks
 /// that such a file might have satisfied (unknown upstream, no listener) are
 /// then skipped, to avoid false alarms.
-pub(crate) fn validate(files: &[Parsed], main: &Path, complete: bool, errors: &mut Vec<Error>) -> Parts {
+pub(crate) fn validate(
+    fs: &dyn Fs,
+    files: &[Parsed],
+    main: &Path,
+    complete: bool,
+    errors: &mut Vec<Error>,
+) -> Parts {
     let mut v = Validator {
+        fs,
         errors,
+        warnings: Vec::new(),
+        admin: None,
+        admin_at: None,
         global: Global {
             log_level: "info".to_owned(),
             log_format: LogFormat::Text,
@@ -71,6 +92,7 @@ pub(crate) fn validate(files: &[Parsed], main: &Path, complete: bool, errors: &m
         binds: HashMap::new(),
         upstreams: BTreeMap::new(),
         upstream_defs: HashMap::new(),
+        upstream_at: HashMap::new(),
         upstream_order: Vec::new(),
         references: Vec::new(),
         resolve_min_at: None,
@@ -86,6 +108,9 @@ pub(crate) fn validate(files: &[Parsed], main: &Path, complete: bool, errors: &m
             if let Some(g) = &raw.global {
                 v.global(at, g);
             }
+            if let Some(a) = &raw.admin {
+                v.admin(at, a);
+            }
             for (name, u) in &raw.upstream.0 {
                 v.upstream(at, name, u);
             }
@@ -95,8 +120,10 @@ pub(crate) fn validate(files: &[Parsed], main: &Path, complete: bool, errors: &m
         }
     }
     v.check_resolve_range(complete);
+    v.check_admin_bind();
     if complete {
         v.check_references();
+        v.check_unused_upstreams();
         if v.listener_count == 0 {
             v.errors.push(Error::file(
                 main,
@@ -108,6 +135,8 @@ pub(crate) fn validate(files: &[Parsed], main: &Path, complete: bool, errors: &m
         global: v.global,
         listeners: v.listeners,
         upstreams: v.upstreams,
+        admin: v.admin,
+        warnings: v.warnings,
     }
 }
 
@@ -127,6 +156,70 @@ impl At<'_> {
         Error::at(self.path, self.text, span, message)
     }
 
+    /// From `offset` to the end of its line: what a caret under a table
+    /// header spans.
+    fn line_span(&self, offset: usize) -> Range<usize> {
+        let offset = offset.min(self.text.len());
+        let end = self.text[offset..]
+            .find('\n')
+            .map_or(self.text.len(), |i| offset + i);
+        offset..end
+    }
+
+    /// `path` as written in this file: relative to the file's directory
+    /// unless absolute.
+    fn relative(&self, path: &str) -> PathBuf {
+        match self.path.parent() {
+            Some(dir) => dir.join(path),
+            None => PathBuf::from(path),
+        }
+    }
+
+    /// Where `key` of `[table]` is written, for values that toml cannot give
+    /// a span (tables that may be made of dotted keys): the first line that
+    /// starts with `key`, `table.key`, `[key` or `[table.key`. An empty
+    /// `table` is the top level. The whole file start when not found.
+    fn key_span(&self, table: &str, key: &str) -> Range<usize> {
+        let mut offset = 0;
+        for line in self.text.split_inclusive('\n') {
+            let trimmed = line.trim_start();
+            let indent = line.len() - trimmed.len();
+            let mut rest = trimmed.trim_start_matches('[').trim_start();
+            let mut skipped = trimmed.len() - rest.len();
+            if !table.is_empty() {
+                if let Some(after) = rest.strip_prefix(table).and_then(|r| r.strip_prefix('.')) {
+                    skipped += rest.len() - after.len();
+                    rest = after;
+                }
+            }
+            let is_key = rest
+                .strip_prefix(key)
+                .is_some_and(|after| after.starts_with([' ', '\t', '=', '.', ']']));
+            if is_key {
+                let start = offset + indent + skipped;
+                return start..start + key.len();
+            }
+            offset += line.len();
+        }
+        0..0
+    }
+}
+
+/// `message`, with `: did you mean `X`? (rest)` when `word` is close to one
+/// of `candidates`, else `message: rest`.
+fn hinted<'a>(
+    message: String,
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+    rest: &str,
+) -> String {
+    match suggest::did_you_mean(word, candidates) {
+        Some(hint) => format!("{message}: {hint} ({rest})"),
+        None => format!("{message}: {rest}"),
+    }
+}
+
+impl At<'_> {
     /// Where a named table starts: the `[` of its `[kind.NAME]` header when it
     /// has one, else the name itself (`NAME = { ... }`, `kind.NAME.key = ...`).
     fn header(&self, name: &Spanned<String>) -> usize {
@@ -143,7 +236,12 @@ impl At<'_> {
 }
 
 struct Validator<'e> {
+    fs: &'e dyn Fs,
     errors: &'e mut Vec<Error>,
+    warnings: Vec<Error>,
+    admin: Option<Admin>,
+    /// Where the first `[admin]` is, and where its `bind` is (if written).
+    admin_at: Option<(Location, Option<(Location, u32)>)>,
     global: Global,
     /// `[global]` key -> where it was first set.
     global_set: HashMap<&'static str, Location>,
@@ -155,10 +253,13 @@ struct Validator<'e> {
     binds: HashMap<SocketAddr, (String, Location)>,
     upstreams: BTreeMap<String, Upstream>,
     upstream_defs: HashMap<String, Location>,
+    /// Upstream name -> its header and the header's width, for warnings.
+    upstream_at: HashMap<String, (Location, u32)>,
     /// Upstream names in definition order, for messages.
     upstream_order: Vec<String>,
-    /// Every `upstream = "NAME"` reference, checked once all files are read.
-    references: Vec<(Location, String)>,
+    /// Every `upstream = "NAME"` reference (where, how wide, the name),
+    /// checked once all files are read.
+    references: Vec<(Location, u32, String)>,
     /// Where valid `resolve_min` / `resolve_max` values were set, and their
     /// text, for the check that the range is not empty.
     resolve_min_at: Option<(Location, String)>,
@@ -173,10 +274,12 @@ impl Validator<'_> {
     fn global_once(&mut self, at: At<'_>, key: &'static str, span: Range<usize>) -> bool {
         let here = at.loc(span.start);
         if let Some(first) = self.global_set.get(key) {
-            self.errors.push(Error::At {
-                location: here,
-                message: format!("`{key}` in [global] is already set at {first}: keep only one"),
-            });
+            let width = u32::try_from(span.len()).unwrap_or(0);
+            self.errors.push(Error::located(
+                here,
+                width,
+                format!("`{key}` in [global] is already set at {first}: keep only one"),
+            ));
             return false;
         }
         self.global_set.insert(key, here);
@@ -192,21 +295,39 @@ impl Validator<'_> {
                 } else {
                     self.errors.push(at.error(
                         level.span(),
-                        format!(
-                            "invalid log_level `{}`: use one of {}",
-                            level.get_ref(),
-                            LOG_LEVELS.join(", ")
+                        hinted(
+                            format!("invalid log_level `{}`", level.get_ref()),
+                            &lower,
+                            LOG_LEVELS,
+                            &format!("use one of {}", LOG_LEVELS.join(", ")),
                         ),
                     ));
                 }
             }
         }
+        if let Some(format) = &g.log_format {
+            if self.global_once(at, "log_format", format.span()) {
+                let options = [("text", LogFormat::Text), ("json", LogFormat::Json)];
+                if let Some(f) = self.choice(at, format, "log_format", &options) {
+                    self.global.log_format = f;
+                }
+            }
+        }
         if let Some(access_log) = &g.access_log {
-            if self.global_once(at, "access_log", access_log.span()) {
-                self.global.access_log = access_log.get_ref().then_some(AccessLog {
-                    path: None,
-                    format: AccessLogFormat::Text,
-                });
+            let span = match access_log {
+                raw::AccessLog::Table { path: Some(p), .. } => p.span(),
+                raw::AccessLog::Table { format: Some(f), .. } => f.span(),
+                _ => at.key_span("global", "access_log"),
+            };
+            if self.global_once(at, "access_log", span) {
+                self.global.access_log = self.access_log(at, access_log);
+            }
+        }
+        if let Some(delay) = &g.shutdown_delay {
+            if self.global_once(at, "shutdown_delay", delay.span()) {
+                if let Some(d) = self.duration(at, delay, "shutdown_delay") {
+                    self.global.shutdown_delay = d;
+                }
             }
         }
         if let Some(watch) = &g.watch {
@@ -260,6 +381,127 @@ impl Validator<'_> {
         }
     }
 
+    /// `access_log = true | false | { path, format }`.
+    fn access_log(&mut self, at: At<'_>, value: &raw::AccessLog) -> Option<AccessLog> {
+        let (path, format) = match value {
+            raw::AccessLog::Switch(false) => return None,
+            raw::AccessLog::Switch(true) => {
+                return Some(AccessLog {
+                    path: None,
+                    format: AccessLogFormat::Text,
+                })
+            }
+            raw::AccessLog::Table { path, format } => (path, format),
+        };
+        let format = match format {
+            None => AccessLogFormat::Combined,
+            Some(f) => {
+                let options = [
+                    ("combined", AccessLogFormat::Combined),
+                    ("json", AccessLogFormat::Json),
+                    ("text", AccessLogFormat::Text),
+                ];
+                self.choice(at, f, "access_log format", &options)
+                    .unwrap_or(AccessLogFormat::Combined)
+            }
+        };
+        let path = match path {
+            None => None,
+            Some(p) if p.get_ref().is_empty() => {
+                self.errors.push(at.error(
+                    p.span(),
+                    "empty access_log path: remove `path` to log to stdout, or name a file like \"access.log\""
+                        .to_owned(),
+                ));
+                None
+            }
+            Some(p) => {
+                let file = at.relative(p.get_ref());
+                let dir = match file.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                    _ => PathBuf::from("."),
+                };
+                if !self.fs.exists(&dir) {
+                    self.errors.push(at.error(
+                        p.span(),
+                        format!(
+                            "the directory {} of access_log path `{}` does not exist: create it or log somewhere else (the path is relative to this file)",
+                            dir.display(),
+                            p.get_ref()
+                        ),
+                    ));
+                }
+                Some(file)
+            }
+        };
+        Some(AccessLog { path, format })
+    }
+
+    /// `[admin]`: at most one over all files.
+    fn admin(&mut self, at: At<'_>, a: &raw::Admin) {
+        let table = at.key_span("", "admin");
+        let here = at.loc(table.start);
+        if let Some((first, _)) = &self.admin_at {
+            self.errors.push(Error::located(
+                here,
+                u32::try_from(table.len()).unwrap_or(0),
+                format!("[admin] is already set at {first}: keep only one"),
+            ));
+            return;
+        }
+        let mut bind_at = None;
+        let bind = match &a.bind {
+            None => Some(ADMIN_DEFAULT_BIND),
+            Some(b) => {
+                bind_at = Some((at.loc(b.span().start), u32::try_from(b.span().len()).unwrap_or(0)));
+                match parse_bind(b.get_ref()) {
+                    Some(addr) => {
+                        if !addr.ip().is_loopback() {
+                            self.warnings.push(at.error(
+                                b.span(),
+                                format!(
+                                    "the admin endpoint is bound to {addr}, which is not a loopback address: anyone who can reach it can read the configuration; bind it to 127.0.0.1 unless a firewall protects it"
+                                ),
+                            ));
+                        }
+                        Some(addr)
+                    }
+                    None => {
+                        self.errors.push(at.error(
+                            b.span(),
+                            format!("invalid admin bind address `{}`: {BIND_HINT}", b.get_ref()),
+                        ));
+                        None
+                    }
+                }
+            }
+        };
+        self.admin_at = Some((here, bind_at));
+        // Invalid: reported; `admin` stays `None` but the load fails anyway.
+        self.admin = bind.map(|bind| Admin { bind });
+    }
+
+    /// The admin endpoint needs an address of its own.
+    fn check_admin_bind(&mut self) {
+        let (Some(admin), Some((table_at, bind_at))) = (&self.admin, &self.admin_at) else {
+            return;
+        };
+        if admin.bind.port() == 0 {
+            return;
+        }
+        if let Some((listener, there)) = self.binds.get(&admin.bind) {
+            let (location, width) = bind_at.clone().unwrap_or((table_at.clone(), 0));
+            self.errors.push(Error::located(
+                location,
+                width,
+                format!(
+                    "admin bind address {} is already used by listener `{listener}` at {there}: give the admin endpoint its own address",
+                    admin.bind
+                ),
+            ));
+        }
+    }
+
     /// `resolve_max` must not be shorter than `resolve_min`. The error is at
     /// `resolve_max` when it is set, else at `resolve_min`. With a file
     /// missing, a key set only there might fix it: then only checked when
@@ -292,10 +534,7 @@ impl Validator<'_> {
             ),
             _ => return,
         };
-        self.errors.push(Error::At {
-            location: error.0,
-            message: error.1,
-        });
+        self.errors.push(Error::located(error.0, 0, error.1));
     }
 
     /// A toml integer that must be in `min..=max`. `extra` is appended to
@@ -340,7 +579,12 @@ impl Validator<'_> {
         let names: Vec<&str> = options.iter().map(|(name, _)| *name).collect();
         self.errors.push(at.error(
             value.span(),
-            format!("unknown {key} `{text}`: use {}", quoted_list(&names)),
+            hinted(
+                format!("unknown {key} `{text}`"),
+                text,
+                names.iter().copied(),
+                &format!("use {}", quoted_list(&names)),
+            ),
         ));
         None
     }
@@ -391,12 +635,11 @@ impl Validator<'_> {
         name: &str,
     ) -> bool {
         if let Some(first) = defs.get(name) {
-            errors.push(Error::At {
-                location: here,
-                message: format!(
-                    "{kind} `{name}` is already defined at {first}: rename one of them or remove it"
-                ),
-            });
+            errors.push(Error::located(
+                here,
+                0,
+                format!("{kind} `{name}` is already defined at {first}: rename one of them or remove it"),
+            ));
             return false;
         }
         defs.insert(name.to_owned(), here);
@@ -415,6 +658,8 @@ impl Validator<'_> {
         );
         if first {
             self.upstream_order.push(name.clone());
+            let width = u32::try_from(at.line_span(header).len()).unwrap_or(0);
+            self.upstream_at.insert(name.clone(), (at.loc(header), width));
         }
 
         let balance = self.balance(at, u);
@@ -617,11 +862,14 @@ impl Validator<'_> {
                 "timeout" => &mut on.timeout,
                 "5xx" => &mut on.status_5xx,
                 _ => {
+                    let known = ["connect", "reset", "timeout", "5xx"];
                     self.errors.push(at.error(
                         entry.span(),
-                        format!(
-                            "unknown retry_on entry `{text}`: use {}",
-                            quoted_list(&["connect", "reset", "timeout", "5xx"])
+                        hinted(
+                            format!("unknown retry_on entry `{text}`"),
+                            text,
+                            known,
+                            &format!("use {}", quoted_list(&known)),
                         ),
                     ));
                     continue;
@@ -681,6 +929,18 @@ impl Validator<'_> {
         };
         let interval = self.timeout(at, &h.interval, "interval", Duration::from_secs(5));
         let timeout = self.timeout(at, &h.timeout, "timeout", Duration::from_secs(1));
+        if timeout >= interval {
+            if let Some(span) = h.timeout.as_ref().or(h.interval.as_ref()).map(Spanned::span) {
+                self.warnings.push(at.error(
+                    span,
+                    format!(
+                        "health check timeout {} is not shorter than its interval {}: a slow check runs into the next one; make the timeout shorter",
+                        humantime::format_duration(timeout),
+                        humantime::format_duration(interval)
+                    ),
+                ));
+            }
+        }
         let expect_status = match &h.expect_status {
             None => (200, 399),
             Some(s) => match parse_status_range(s.get_ref()) {
@@ -795,12 +1055,12 @@ impl Validator<'_> {
             if addr.port() != 0 {
                 let here = at.loc(b.span().start);
                 if let Some((other, there)) = self.binds.get(&addr) {
-                    self.errors.push(Error::At {
-                        location: here,
-                        message: format!(
+                    self.errors.push(at.error(
+                        b.span(),
+                        format!(
                             "bind address {addr} is already used by listener `{other}` at {there}: give each listener its own address"
                         ),
-                    });
+                    ));
                 } else {
                     self.binds.insert(addr, (name.clone(), here));
                 }
@@ -808,8 +1068,7 @@ impl Validator<'_> {
         }
 
         if let Some(u) = &l.upstream {
-            self.references
-                .push((at.loc(u.span().start), u.get_ref().clone()));
+            self.reference(at, u);
         }
         if l.upstream.is_none() && l.route.is_empty() {
             self.errors.push(at.error(
@@ -820,7 +1079,37 @@ impl Validator<'_> {
             ));
         }
 
-        let routes: Vec<Route> = l.route.iter().filter_map(|r| self.route(at, r)).collect();
+        let mut routes: Vec<Route> = Vec::new();
+        // Where each valid route is, to name the one that shadows another.
+        let mut route_at: Vec<Location> = Vec::new();
+        for raw_route in &l.route {
+            let Some(route) = self.route(at, raw_route) else {
+                continue;
+            };
+            let start = raw_route.span().start;
+            // Equal host and path: routing takes the longest path prefix and
+            // breaks ties by file order, so the later route never matches.
+            if let Some(i) = routes
+                .iter()
+                .position(|r| r.host == route.host && r.path == route.path)
+            {
+                let what = match (&raw_route.get_ref().host, &raw_route.get_ref().path) {
+                    (Some(h), Some(p)) => format!("host `{}` and path `{}`", h.get_ref(), p.get_ref()),
+                    (Some(h), None) => format!("host `{}` and no path", h.get_ref()),
+                    (None, Some(p)) => format!("any host and path `{}`", p.get_ref()),
+                    (None, None) => "any host and no path".to_owned(),
+                };
+                self.errors.push(at.error(
+                    at.line_span(start),
+                    format!(
+                        "this route can never match: the route at {} has the same {what} and comes first; remove one of them or change its host or path",
+                        route_at[i]
+                    ),
+                ));
+            }
+            route_at.push(at.loc(start));
+            routes.push(route);
+        }
 
         if let (true, Some(bind)) = (first, bind) {
             self.listeners.insert(
@@ -882,8 +1171,7 @@ impl Validator<'_> {
                 None
             }
             (Some(u), None) => {
-                self.references
-                    .push((at.loc(u.span().start), u.get_ref().clone()));
+                self.reference(at, u);
                 let strip_prefix = r.strip_prefix.as_ref().is_some_and(|s| *s.get_ref());
                 if strip_prefix && r.path.is_none() {
                     let s = r.strip_prefix.as_ref().map_or(start, |s| s.span().start);
@@ -907,14 +1195,35 @@ impl Validator<'_> {
                     ok = false;
                 }
                 let status = &respond.status;
-                match u16::try_from(*status.get_ref()) {
+                let location = match &respond.location {
+                    None => Some(None),
+                    Some(l) => match check_location(l.get_ref()) {
+                        Ok(()) => Some(Some(l.get_ref().clone())),
+                        Err(message) => {
+                            self.errors.push(at.error(l.span(), message));
+                            None
+                        }
+                    },
+                };
+                match (u16::try_from(*status.get_ref()), location) {
                     // 1xx are not final responses: hyper cannot send one as
                     // the answer to a request.
-                    Ok(code @ 200..=599) => Some(RouteAction::Respond {
-                        status: code,
-                        body: respond.body.clone(),
-                        location: None,
-                    }),
+                    (Ok(code @ 200..=599), Some(location)) => {
+                        if let (Some(l), false) = (&respond.location, (300..400).contains(&code)) {
+                            self.warnings.push(at.error(
+                                l.span(),
+                                format!(
+                                    "`location` with status {code} does not redirect: clients follow it only with a 3xx status, like 301, 302, 307 or 308"
+                                ),
+                            ));
+                        }
+                        Some(RouteAction::Respond {
+                            status: code,
+                            body: respond.body.clone(),
+                            location,
+                        })
+                    }
+                    (Ok(200..=599), None) => None,
                     _ => {
                         self.errors.push(at.error(
                             status.span(),
@@ -937,20 +1246,51 @@ impl Validator<'_> {
         })
     }
 
+    /// Note an `upstream = "NAME"` reference, checked once all files are read.
+    fn reference(&mut self, at: At<'_>, name: &Spanned<String>) {
+        let width = u32::try_from(name.span().len()).unwrap_or(0);
+        self.references
+            .push((at.loc(name.span().start), width, name.get_ref().clone()));
+    }
+
     fn check_references(&mut self) {
-        for (location, name) in &self.references {
+        for (location, width, name) in &self.references {
             if self.upstream_defs.contains_key(name) {
                 continue;
             }
-            let defined = if self.upstream_order.is_empty() {
-                format!("no upstream is defined: add an [upstream.{name}] table")
+            let message = if self.upstream_order.is_empty() {
+                format!("unknown upstream `{name}` (no upstream is defined: add an [upstream.{name}] table)")
+            } else if let Some(hint) =
+                suggest::did_you_mean(name, self.upstream_order.iter().map(String::as_str))
+            {
+                format!("unknown upstream `{name}`: {hint}")
             } else {
-                format!("defined upstreams: {}", self.upstream_order.join(", "))
+                format!(
+                    "unknown upstream `{name}` (defined upstreams: {})",
+                    self.upstream_order.join(", ")
+                )
             };
-            self.errors.push(Error::At {
-                location: location.clone(),
-                message: format!("unknown upstream `{name}` ({defined})"),
-            });
+            self.errors
+                .push(Error::located(location.clone(), *width, message));
+        }
+    }
+
+    /// An upstream nothing sends requests to is most likely a leftover or a
+    /// misspelt reference.
+    fn check_unused_upstreams(&mut self) {
+        let used: HashSet<&str> = self.references.iter().map(|(_, _, n)| n.as_str()).collect();
+        for name in &self.upstream_order {
+            if used.contains(name.as_str()) {
+                continue;
+            }
+            let (location, width) = self.upstream_at[name].clone();
+            self.warnings.push(Error::located(
+                location,
+                width,
+                format!(
+                    "upstream `{name}` is not used by any listener or route: reference it with upstream = \"{name}\" or remove it"
+                ),
+            ));
         }
     }
 }
@@ -990,6 +1330,41 @@ fn parse_host(text: &str) -> Result<HostPattern, String> {
         )),
         _ => Ok(HostPattern::Exact(lower)),
     }
+}
+
+/// The placeholders a respond `location` may use.
+const LOCATION_PLACEHOLDERS: [&str; 2] = ["host", "uri"];
+
+/// A respond `location` template: text with `{host}` and `{uri}`.
+fn check_location(text: &str) -> Result<(), String> {
+    if text.is_empty() {
+        return Err("empty location: remove it, or give a URL like \"https://{host}{uri}\"".to_owned());
+    }
+    let mut rest = text;
+    while let Some(open) = rest.find(['{', '}']) {
+        if rest[open..].starts_with('}') {
+            return Err(format!(
+                "unmatched `}}` in location `{text}`: placeholders are written {{host}} and {{uri}}"
+            ));
+        }
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            return Err(format!(
+                "unclosed `{{` in location `{text}`: placeholders are written {{host}} and {{uri}}"
+            ));
+        };
+        let name = &after[..close];
+        if !LOCATION_PLACEHOLDERS.contains(&name) {
+            return Err(hinted(
+                format!("unknown placeholder `{{{name}}}` in location"),
+                name,
+                LOCATION_PLACEHOLDERS,
+                "use {host} for the request's host and {uri} for its path and query",
+            ));
+        }
+        rest = &after[close + 1..];
+    }
+    Ok(())
 }
 
 /// `"a"`, `"a" or "b"`, `"a", "b" or "c"`.
@@ -1219,7 +1594,8 @@ mod tests {
                 }
             })
             .collect();
-        let parts = validate(&parsed, Path::new(files[0].0), complete, &mut errors);
+        let fs = super::super::load::mem::MemFs::new(files);
+        let parts = validate(&fs, &parsed, Path::new(files[0].0), complete, &mut errors);
         let order: Vec<PathBuf> = files.iter().map(|(p, _)| PathBuf::from(p)).collect();
         let errors = super::super::Errors::new(errors, Vec::new(), &order);
         (parts, errors.iter().map(ToString::to_string).collect())
@@ -1519,29 +1895,29 @@ servers = ["[::1]:9003"]
                 "ginx.toml",
                 "[listener.web]\nbind = \"127.0.0.1:1\"\nupstreem = \"a\"\n"
             )]),
-            ["ginx.toml:3:1: unknown field `upstreem`, expected one of `bind`, `upstream`, `route`"]
+            ["ginx.toml:3:1: unknown field `upstreem`: did you mean `upstream`? (expected one of `bind`, `upstream`, `route`)"]
         );
         assert_eq!(
             errors(&[("ginx.toml", "[global]\nlog = 1\n")]),
-            ["ginx.toml:2:1: unknown field `log`, expected one of `log_level`, `access_log`, `watch`, `shutdown_timeout`, `header_read_timeout`, `resolver`, `resolve_min`, `resolve_max`"]
+            ["ginx.toml:2:1: unknown field `log`, expected one of `log_level`, `log_format`, `access_log`, `shutdown_delay`, `watch`, `shutdown_timeout`, `header_read_timeout`, `resolver`, `resolve_min`, `resolve_max`"]
         );
         assert_eq!(
             errors(&[("ginx.toml", "listeners = 1\n")]),
-            ["ginx.toml:1:1: unknown field `listeners`, expected one of `include`, `global`, `listener`, `upstream`"]
+            ["ginx.toml:1:1: unknown field `listeners`: did you mean `listener`? (expected one of `include`, `global`, `listener`, `upstream`, `admin`)"]
         );
         assert_eq!(
             errors(&[(
                 "ginx.toml",
                 "[upstream.a]\nservers = [{ addr = \"127.0.0.1:1\", wieght = 2 }]\n"
             )]),
-            ["ginx.toml:2:36: unknown field `wieght`, expected one of `addr`, `weight`, `backup`"]
+            ["ginx.toml:2:36: unknown field `wieght`: did you mean `weight`? (expected one of `addr`, `weight`, `backup`)"]
         );
         assert_eq!(
             errors(&[(
                 "ginx.toml",
                 "[[listener.a.route]]\nrespond = { status = 200, bdy = \"\" }\n"
             )]),
-            ["ginx.toml:2:27: unknown field `bdy`, expected `status` or `body`"]
+            ["ginx.toml:2:27: unknown field `bdy`: did you mean `body`? (expected one of `status`, `body`, `location`)"]
         );
     }
 
@@ -1961,7 +2337,7 @@ servers = ["[::1]:9003"]
         assert_eq!(
             errors(&[("ginx.toml", &text)]),
             [
-                "ginx.toml:6:24: unknown retry_on entry `5XX`: use \"connect\", \"reset\", \"timeout\" or \"5xx\"",
+                "ginx.toml:6:24: unknown retry_on entry `5XX`: did you mean `5xx`? (use \"connect\", \"reset\", \"timeout\" or \"5xx\")",
                 "ginx.toml:6:31: `connect` is listed twice in retry_on: list it once",
             ]
         );
@@ -2144,7 +2520,7 @@ servers = ["[::1]:9003"]
         );
         assert_eq!(
             errors(&[("ginx.toml", "[upstream.a.health_check]\nintervall = \"1s\"\n")]),
-            ["ginx.toml:2:1: unknown field `intervall`, expected one of `type`, `path`, `interval`, `timeout`, `expect_status`, `rise`, `fall`, `initial_state`"]
+            ["ginx.toml:2:1: unknown field `intervall`: did you mean `interval`? (expected one of `type`, `path`, `interval`, `timeout`, `expect_status`, `rise`, `fall`, `initial_state`)"]
         );
         assert_eq!(
             errors(&[("ginx.toml", "[upstream.a.health_check]\nexpect_status = 2.5\n")]),
@@ -2275,6 +2651,211 @@ servers = ["[::1]:9003"]
         assert_eq!(
             errors(&[("ginx.toml", &main), ("g.toml", "[global\n")]),
             ["g.toml:1:8: invalid table header: expected `.`, `]`"]
+        );
+    }
+
+    fn warnings(files: &[(&str, &str)]) -> Vec<String> {
+        let (mut parts, errors) = check(files);
+        assert!(errors.is_empty(), "{errors:#?}");
+        let order: Vec<PathBuf> = files.iter().map(|(p, _)| PathBuf::from(p)).collect();
+        super::super::error::sort(&mut parts.warnings, &order);
+        parts.warnings.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn admin_forms() {
+        assert_eq!(ok(&format!("{WEB}{UP}")).admin, None);
+        let parts = ok(&format!("{WEB}{UP}[admin]\n"));
+        assert_eq!(parts.admin.unwrap().bind, "127.0.0.1:9901".parse().unwrap());
+        let parts = ok(&format!("admin.bind = \"localhost:9000\"\n{WEB}{UP}"));
+        assert_eq!(parts.admin.unwrap().bind, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(
+            warnings(&[("ginx.toml", &format!("{WEB}{UP}[admin]\nbind = \"0.0.0.0:9901\"\n"))]),
+            ["ginx.toml:7:8: the admin endpoint is bound to 0.0.0.0:9901, which is not a loopback address: anyone who can reach it can read the configuration; bind it to 127.0.0.1 unless a firewall protects it"]
+        );
+    }
+
+    #[test]
+    fn admin_problems() {
+        assert_eq!(
+            errors(&[
+                ("ginx.toml", &format!("{WEB}{UP}\n[admin]\n")),
+                ("conf.d/a.toml", "# admin\n  [ admin ]\nbind = \"127.0.0.1:2\"\n"),
+            ]),
+            ["conf.d/a.toml:2:5: [admin] is already set at ginx.toml:7:2: keep only one"]
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &format!("{WEB}{UP}[admin]\nbind = \"127.0.0.1:1\"\n"))]),
+            ["ginx.toml:7:8: admin bind address 127.0.0.1:1 is already used by listener `web` at ginx.toml:2:8: give the admin endpoint its own address"]
+        );
+        assert_eq!(
+            errors(&[(
+                "ginx.toml",
+                &format!("{WEB}{UP}[admin]\nbind = \"9901\"\nport = 1\n")
+            )]),
+            ["ginx.toml:8:1: unknown field `port`, expected `bind`"]
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &format!("{WEB}{UP}[admin]\nbind = \"9901\"\n"))]),
+            [format!(
+                "ginx.toml:7:8: invalid admin bind address `9901`: {BIND_HINT}"
+            )]
+        );
+    }
+
+    #[test]
+    fn operations_keys_in_global() {
+        let g = ok(&format!(
+            "[global]\nlog_format = \"json\"\naccess_log = true\nshutdown_delay = \"5s\"\n{WEB}{UP}"
+        ))
+        .global;
+        assert_eq!(g.log_format, LogFormat::Json);
+        assert_eq!(
+            g.access_log,
+            Some(AccessLog {
+                path: None,
+                format: AccessLogFormat::Text
+            })
+        );
+        assert_eq!(g.shutdown_delay, Duration::from_secs(5));
+        let g = ok(&format!(
+            "[global]\naccess_log = false\nshutdown_delay = \"0s\"\n{WEB}{UP}"
+        ))
+        .global;
+        assert_eq!(g.access_log, None);
+        assert_eq!(g.shutdown_delay, Duration::ZERO);
+        assert_eq!(g.log_format, LogFormat::Text);
+        let g = ok(&format!("[global]\naccess_log = {{}}\n{WEB}{UP}")).global;
+        assert_eq!(
+            g.access_log,
+            Some(AccessLog {
+                path: None,
+                format: AccessLogFormat::Combined
+            })
+        );
+        // A path is relative to the file that names it; its directory must exist.
+        let (parts, errs) = check(&[
+            ("ginx.toml", &format!("include = [\"conf.d/*.toml\"]\n{WEB}{UP}")),
+            (
+                "conf.d/log.toml",
+                "[global.access_log]\npath = \"access.log\"\nformat = \"json\"\n",
+            ),
+        ]);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(
+            parts.global.access_log,
+            Some(AccessLog {
+                path: Some(PathBuf::from("conf.d/access.log")),
+                format: AccessLogFormat::Json
+            })
+        );
+    }
+
+    #[test]
+    fn operations_key_problems() {
+        let main = format!(
+            "[global]\nlog_format = \"jsn\"\naccess_log = {{ path = \"logs/a.log\", format = \"common\" }}\nshutdown_delay = \"soon\"\n{WEB}{UP}"
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &main)]),
+            [
+                "ginx.toml:2:14: unknown log_format `jsn`: did you mean `json`? (use \"text\" or \"json\")",
+                "ginx.toml:3:23: the directory logs of access_log path `logs/a.log` does not exist: create it or log somewhere else (the path is relative to this file)",
+                "ginx.toml:3:46: unknown access_log format `common`: use \"combined\", \"json\" or \"text\"",
+                "ginx.toml:4:18: invalid duration `soon` for `shutdown_delay`: use a number with a unit, like \"250ms\", \"5s\" or \"2m\"",
+            ]
+        );
+        assert_eq!(
+            errors(&[
+                ("ginx.toml", &format!("[global]\naccess_log = true\n{WEB}{UP}")),
+                ("b.toml", "global.access_log = false\n"),
+            ]),
+            ["b.toml:1:8: `access_log` in [global] is already set at ginx.toml:2:1: keep only one"]
+        );
+        assert_eq!(
+            errors(&[(
+                "ginx.toml",
+                &format!("[global]\naccess_log = {{ file = \"x\" }}\n{WEB}{UP}")
+            )]),
+            ["ginx.toml:2:16: unknown field `file`, expected `path` or `format`"]
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &format!("[global]\naccess_log = {{ path = \"\" }}\n{WEB}{UP}"))]),
+            ["ginx.toml:2:23: empty access_log path: remove `path` to log to stdout, or name a file like \"access.log\""]
+        );
+    }
+
+    #[test]
+    fn unknown_upstream_suggests_the_closest() {
+        let text = format!("[listener.web]\nbind = \"127.0.0.1:1\"\nupstream = \"ap\"\n{UP}");
+        assert_eq!(
+            errors(&[("ginx.toml", &text)]),
+            ["ginx.toml:3:12: unknown upstream `ap`: did you mean `app`?"]
+        );
+    }
+
+    #[test]
+    fn a_route_equal_to_an_earlier_one_is_dead() {
+        let text = format!(
+            "{WEB}{UP}\
+             [[listener.web.route]]\nhost = \"api.example.com\"\npath = \"/api/\"\nupstream = \"app\"\n\
+             [[listener.web.route]]\npath = \"/api/\"\nupstream = \"app\"\n\
+             [[listener.web.route]]\nhost = \"API.example.com\"\npath = \"/api/\"\nrespond = {{ status = 404 }}\n\
+             [[listener.web.route]]\nhost = \"api.example.com\"\npath = \"/api\"\nupstream = \"app\"\n"
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &text)]),
+            ["ginx.toml:13:1: this route can never match: the route at ginx.toml:6:1 has the same host `API.example.com` and path `/api/` and comes first; remove one of them or change its host or path"]
+        );
+    }
+
+    #[test]
+    fn doubtful_choices_are_warnings() {
+        let text = "[listener.web]\nbind = \"127.0.0.1:1\"\nupstream = \"app\"\n\
+                    [[listener.web.route]]\npath = \"/old\"\nrespond = { status = 200, location = \"https://{host}/\" }\n\
+                    [upstream.app]\nservers = [\"127.0.0.1:2\"]\n\
+                    [upstream.app.health_check]\ninterval = \"1s\"\ntimeout = \"2s\"\n\
+                    [upstream.spare]\nservers = [\"127.0.0.1:3\"]\n";
+        assert_eq!(
+            warnings(&[("ginx.toml", text)]),
+            [
+                "ginx.toml:6:38: `location` with status 200 does not redirect: clients follow it only with a 3xx status, like 301, 302, 307 or 308",
+                "ginx.toml:11:11: health check timeout 2s is not shorter than its interval 1s: a slow check runs into the next one; make the timeout shorter",
+                "ginx.toml:12:1: upstream `spare` is not used by any listener or route: reference it with upstream = \"spare\" or remove it",
+            ]
+        );
+        // Unused upstreams are not judged while a file is missing.
+        let (parts, _) = check(&[("ginx.toml", text), ("b.toml", "[x\n")]);
+        assert_eq!(parts.warnings.len(), 2);
+    }
+
+    #[test]
+    fn respond_location() {
+        let route = |location: &str| {
+            format!(
+                "[listener.web]\nbind = \"127.0.0.1:1\"\n[[listener.web.route]]\nrespond = {{ status = 301, location = \"{location}\" }}\n"
+            )
+        };
+        let parts = ok(&route("https://{host}{uri}"));
+        assert_eq!(
+            parts.listeners["web"].routes[0].action,
+            RouteAction::Respond {
+                status: 301,
+                body: String::new(),
+                location: Some("https://{host}{uri}".into())
+            }
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &route("https://{hots}{uri}"))]),
+            ["ginx.toml:4:38: unknown placeholder `{hots}` in location: did you mean `host`? (use {host} for the request's host and {uri} for its path and query)"]
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &route("https://{host"))]),
+            ["ginx.toml:4:38: unclosed `{` in location `https://{host`: placeholders are written {host} and {uri}"]
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &route("https://host}"))]),
+            ["ginx.toml:4:38: unmatched `}` in location `https://host}`: placeholders are written {host} and {uri}"]
         );
     }
 }
