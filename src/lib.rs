@@ -26,6 +26,7 @@
 //! - [`server`]: worker threads, bound sockets, accept loops, connection draining.
 //! - [`conn`]: one client connection's HTTP version (HTTP/1.1, HTTP/2, h2c)
 //!   and the protocol limits.
+//! - [`tunnel`]: upgraded connections (WebSocket): bytes both ways, idle timeout.
 //! - [`timer`]: hyper's header-read timeout without a timer per request.
 //! - [`reload`]: file watcher, SIGHUP and poll → load → bind → swap.
 //! - [`metrics`]: counters the data plane bumps with atomics; Prometheus exposition.
@@ -54,6 +55,7 @@ pub mod server;
 pub mod table;
 pub mod timer;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;
 
 pub mod admin;

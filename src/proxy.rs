@@ -33,13 +33,16 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::access_log::{AccessLogger, AccessRecord};
 use crate::balance::hash_key;
 use crate::config::HashKey;
 use crate::conn::OpenStream;
-use crate::metrics::{Outcome, RouteStats};
+use crate::metrics::{OpenConnection, Outcome, RouteStats};
 use crate::table::{Live, Target};
+use crate::tunnel::Tunnel;
 use crate::upstream::{
     ConnectError, HoldOutReason, InFlight, Sender, ServerState, UpstreamBody, UpstreamPool,
 };
@@ -58,11 +61,27 @@ pub struct ConnInfo {
     client_ip: HeaderValue,
     /// The current routing table.
     pub live: Live,
+    /// Where tunnels (upgraded connections) run, so draining waits for them.
+    tasks: TaskTracker,
+    /// The listener's stop token, which tunnels watch.
+    stop: CancellationToken,
+    /// Counts the connection open while anything holds this: its requests,
+    /// and tunnels, which outlive the HTTP connection.
+    _open: OpenConnection,
 }
 
 impl ConnInfo {
-    /// What requests on a connection from `client` to `listener` share.
-    pub fn new(listener: Arc<str>, client: SocketAddr, live: Live) -> Self {
+    /// What requests on a connection from `client` to `listener` share;
+    /// tunnels opened by its requests run in `tasks` and end `stop`'s
+    /// shutdown timeout after it fires.
+    pub fn new(
+        listener: Arc<str>,
+        client: SocketAddr,
+        live: Live,
+        tasks: TaskTracker,
+        stop: CancellationToken,
+        open: OpenConnection,
+    ) -> Self {
         let client_ip =
             HeaderValue::from_str(&client.ip().to_string()).expect("an IP address is a valid header value");
         ConnInfo {
@@ -70,6 +89,9 @@ impl ConnInfo {
             client,
             client_ip,
             live,
+            tasks,
+            stop,
+            _open: open,
         }
     }
 }
@@ -170,24 +192,25 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Result<Respo
     // Only what the access log needs is kept, and only when it is on.
     let mut access = access_log.map(|logger| Box::new(AccessEntry::of(logger, &req, &conn, &request_id)));
 
-    let result =
-        match target {
-            None => Err(Error::NoRoute),
-            Some(Target::Respond {
-                status,
-                body,
-                location,
-                ..
-            }) => Ok(respond_route(status, body, location.as_deref(), &req)),
-            Some(Target::Proxy { pool, strip, .. }) => forward(req, &pool, strip, &conn, &request_id)
-                .await
-                .map(|(response, server)| {
-                    if let Some(access) = &mut access {
-                        access.upstream = Some((server.name.clone(), started.elapsed()));
-                    }
-                    response
-                }),
-        };
+    let result = match target {
+        None => Err(Error::NoRoute),
+        Some(Target::Respond {
+            status,
+            body,
+            location,
+            ..
+        }) => Ok(respond_route(status, body, location.as_deref(), &req)),
+        Some(Target::Proxy { pool, strip, .. }) => match upgrade_protocol(&req) {
+            Some(protocol) => forward_upgrade(req, protocol, &pool, strip, &conn, &request_id).await,
+            None => forward(req, &pool, strip, &conn, &request_id).await,
+        }
+        .map(|(response, server)| {
+            if let Some(access) = &mut access {
+                access.upstream = Some((server.name.clone(), started.elapsed()));
+            }
+            response
+        }),
+    };
     let mut response = result.unwrap_or_else(|error| {
         let status = error.status();
         if status.is_server_error() {
@@ -434,6 +457,116 @@ async fn forward(
     })
 }
 
+/// The protocol a request asks to switch to (`Connection: upgrade` plus
+/// `Upgrade: PROTOCOL`, HTTP/1.1 only), unless it is `h2c`: that upgrade
+/// is for this hop, and its `HTTP2-Settings` are never forwarded.
+fn upgrade_protocol(req: &Request<Incoming>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let protocol = req.headers().get(header::UPGRADE)?;
+    let asked = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    (asked && !protocol.as_bytes().eq_ignore_ascii_case(b"h2c")).then(|| protocol.clone())
+}
+
+/// Forward a request that asks to switch protocols, on a new connection of
+/// its own (never pooled), with one attempt: no retries, whatever fails.
+/// A 101 answer opens a [`Tunnel`]; any other answer is an ordinary
+/// response, after which the connection closes.
+async fn forward_upgrade(
+    mut req: Request<Incoming>,
+    protocol: HeaderValue,
+    pool: &UpstreamPool,
+    strip: Option<usize>,
+    conn: &Arc<ConnInfo>,
+    request_id: &HeaderValue,
+) -> Result<(Response<ProxyBody>, Arc<ServerState>), Error> {
+    let settings = &pool.settings;
+    let key = pool.hash_key().map_or(0, |k| request_key(k, &req, conn));
+    let Some(server) = pool.candidates(key).next() else {
+        return Err(Error::NoServer {
+            upstream: pool.name.clone(),
+        });
+    };
+    let client_side = hyper::upgrade::on(&mut req);
+    let mut req = upstream_request(req, strip, &conn.client_ip, request_id)
+        .map(|body| UpstreamBody::Client(body, None));
+    // Hop-by-hop, yet they are what this hop is asked to do.
+    req.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    req.headers_mut().insert(header::UPGRADE, protocol);
+    let failed = |failure: Failure| {
+        server.stats.record(failure.outcome());
+        if let Some(reason) = server.record_failure(settings) {
+            log_hold_out(pool, server, reason);
+        }
+        Error::Failed {
+            upstream: pool.name.clone(),
+            server: server.name.clone(),
+            failure,
+        }
+    };
+    let mut sender = match server.connect_for_upgrade(settings.connect_timeout).await {
+        Ok(sender) => sender,
+        Err(error) => return Err(failed(Failure::Connect(error))),
+    };
+    let in_flight = server.start_request();
+    let sent = tokio::select! {
+        biased;
+        sent = sender.send_request(req) => sent,
+        () = ReadDeadline::new(settings.read_timeout, None) => {
+            return Err(failed(Failure::ReadTimeout(settings.read_timeout)));
+        }
+    };
+    let mut response = match sent {
+        Ok(response) => response,
+        Err(error) => return Err(failed(Failure::Reset(error))),
+    };
+    let status = response.status();
+    server.stats.record(match status.is_server_error() {
+        true => Outcome::Status5xx,
+        false => Outcome::Ok,
+    });
+    if let Some(reason) = server.record_response(status.as_u16(), settings) {
+        log_hold_out(pool, server, reason);
+    }
+    if status != StatusCode::SWITCHING_PROTOCOLS {
+        // The connection goes when its body is done: it was opened for this
+        // request only.
+        return Ok((upstream_response(response, None, in_flight), server.clone()));
+    }
+    let upstream_side = hyper::upgrade::on(&mut response);
+    let (mut parts, _) = response.into_parts();
+    let switched_to = parts.headers.get(header::UPGRADE).cloned();
+    remove_hop_by_hop(&mut parts.headers, &[]);
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Some(protocol) = switched_to {
+        parts.headers.insert(header::UPGRADE, protocol);
+    }
+    let tunnel = Tunnel {
+        client: client_side,
+        upstream: upstream_side,
+        idle_timeout: settings.tunnel_timeout,
+        stop: conn.stop.clone(),
+        grace: conn.live.load().shutdown_timeout,
+        in_flight,
+        connection: conn.clone(),
+    };
+    conn.tasks.spawn(tunnel.run());
+    Ok((
+        Response::from_parts(parts, ProxyBody::full(Bytes::new())),
+        server.clone(),
+    ))
+}
+
 /// One attempt on one server. On failure, the request comes back if it was
 /// never written (so it can go elsewhere whatever its method).
 async fn attempt(
@@ -465,7 +598,7 @@ async fn attempt(
             }
         };
         match sent {
-            Ok(response) => return Ok(upstream_response(response, sender, in_flight)),
+            Ok(response) => return Ok(upstream_response(response, Some(sender), in_flight)),
             Err(mut error) => match error.take_message() {
                 // Not written: the connection was closed before we used it.
                 Some(unsent) if pooled => req = unsent,
@@ -656,7 +789,7 @@ fn origin_form(uri: &Uri, strip: usize) -> Uri {
 /// as in flight until then.
 fn upstream_response(
     response: Response<Incoming>,
-    sender: Sender,
+    sender: Option<Sender>,
     in_flight: InFlight,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
@@ -664,7 +797,7 @@ fn upstream_response(
     let mut body = ProxyBody {
         kind: Kind::Upstream {
             body,
-            conn: Some(sender),
+            conn: sender,
             in_flight: Some(in_flight),
         },
         completion: None,

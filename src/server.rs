@@ -220,8 +220,28 @@ impl Worker {
             };
             match accepted {
                 Ok((stream, client)) => {
-                    let info = Arc::new(ConnInfo::new(listener.clone(), client, self.live.clone()));
-                    let connection = self.clone().serve_connection(stream, info, stop.clone());
+                    // Counted under the listener's counters of the current
+                    // snapshot (carried by name across reloads), for as long
+                    // as the connection or a tunnel of it is open.
+                    let open = self
+                        .live
+                        .load()
+                        .router(&listener)
+                        .map(|router| router.stats.clone())
+                        .unwrap_or_default()
+                        .open();
+                    let stats = open.stats().clone();
+                    let info = Arc::new(ConnInfo::new(
+                        listener.clone(),
+                        client,
+                        self.live.clone(),
+                        self.connections.clone(),
+                        stop.clone(),
+                        open,
+                    ));
+                    let connection =
+                        self.clone()
+                            .serve_connection(CountingIo::new(stream, stats), info, stop.clone());
                     tokio::spawn(self.connections.track_future(connection));
                 }
                 // Errors of one connection that died in the backlog.
@@ -240,24 +260,13 @@ impl Worker {
 
     async fn serve_connection(
         self: Arc<Self>,
-        stream: TcpStream,
+        stream: CountingIo<TcpStream>,
         info: Arc<ConnInfo>,
         stop: CancellationToken,
     ) {
-        let _ = stream.set_nodelay(true);
-        let (stats, header_read_timeout) = {
-            let table = info.live.load();
-            // Counted under the listener's counters of the current snapshot
-            // (carried by name across reloads).
-            let stats = table
-                .router(&info.listener)
-                .map(|router| router.stats.clone())
-                .unwrap_or_default();
-            // A connection keeps the header-read timeout it was accepted with.
-            (stats, table.header_read_timeout)
-        };
-        let open = stats.open();
-        let stream = CountingIo::new(stream, open.stats().clone());
+        let _ = stream.get_ref().set_nodelay(true);
+        // A connection keeps the header-read timeout it was accepted with.
+        let header_read_timeout = info.live.load().header_read_timeout;
         // Re-polls the connection so hyper sees its header-read deadline
         // pass (see `crate::timer`): the only timer this connection needs.
         let mut check = tokio::time::interval(CHECK_INTERVAL);

@@ -479,6 +479,22 @@ impl ServerState {
     /// cannot be reached; [`ConnectError::Handshake`] is not expected for
     /// HTTP/1.1 but kept for completeness.
     pub async fn connect(&self, timeout: Duration) -> Result<Sender, ConnectError> {
+        self.open(timeout, false).await
+    }
+
+    /// Open a new connection for one request that may switch protocols
+    /// (`Upgrade`): if the server answers 101, the connection is handed over
+    /// to [`hyper::upgrade::on`] instead of closing. Such a connection is
+    /// never pooled.
+    ///
+    /// # Errors
+    ///
+    /// As [`ServerState::connect`].
+    pub async fn connect_for_upgrade(&self, timeout: Duration) -> Result<Sender, ConnectError> {
+        self.open(timeout, true).await
+    }
+
+    async fn open(&self, timeout: Duration, upgrades: bool) -> Result<Sender, ConnectError> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(self.addr))
             .await
             .map_err(|_| ConnectError::Timeout(timeout))?
@@ -491,7 +507,11 @@ impl ServerState {
             .map_err(ConnectError::Handshake)?;
         let server = self.name.clone();
         tokio::spawn(async move {
-            if let Err(error) = conn.await {
+            let result = match upgrades {
+                true => conn.with_upgrades().await,
+                false => conn.await,
+            };
+            if let Err(error) = result {
                 tracing::debug!(%server, %error, "upstream connection ended with an error");
             }
         });
