@@ -4,7 +4,6 @@
 
 mod support;
 
-
 use serde_json::Value;
 use support::*;
 use tokio::net::UnixDatagram;
