@@ -1095,14 +1095,14 @@ impl Validator<'_> {
             {
                 let what = match (&raw_route.get_ref().host, &raw_route.get_ref().path) {
                     (Some(h), Some(p)) => format!("host `{}` and path `{}`", h.get_ref(), p.get_ref()),
-                    (Some(h), None) => format!("host `{}` and no path", h.get_ref()),
-                    (None, Some(p)) => format!("any host and path `{}`", p.get_ref()),
-                    (None, None) => "any host and no path".to_owned(),
+                    (Some(h), None) => format!("host `{}` (any path)", h.get_ref()),
+                    (None, Some(p)) => format!("path `{}` (any host)", p.get_ref()),
+                    (None, None) => "requests (any host, any path)".to_owned(),
                 };
                 self.errors.push(at.error(
                     at.line_span(start),
                     format!(
-                        "this route can never match: the route at {} has the same {what} and comes first; remove one of them or change its host or path",
+                        "this route can never match: the route at {} matches the same {what} and comes first; remove one of them or change its host or path",
                         route_at[i]
                     ),
                 ));
@@ -1277,8 +1277,13 @@ impl Validator<'_> {
 
     /// An upstream nothing sends requests to is most likely a leftover or a
     /// misspelt reference.
+    /// Not judged while a reference is unknown: a misspelt name would make
+    /// the upstream it meant look unused, a second message for one mistake.
     fn check_unused_upstreams(&mut self) {
         let used: HashSet<&str> = self.references.iter().map(|(_, _, n)| n.as_str()).collect();
+        if used.iter().any(|n| !self.upstream_defs.contains_key(*n)) {
+            return;
+        }
         for name in &self.upstream_order {
             if used.contains(name.as_str()) {
                 continue;
@@ -2805,7 +2810,7 @@ servers = ["[::1]:9003"]
         );
         assert_eq!(
             errors(&[("ginx.toml", &text)]),
-            ["ginx.toml:13:1: this route can never match: the route at ginx.toml:6:1 has the same host `API.example.com` and path `/api/` and comes first; remove one of them or change its host or path"]
+            ["ginx.toml:13:1: this route can never match: the route at ginx.toml:6:1 matches the same host `API.example.com` and path `/api/` and comes first; remove one of them or change its host or path"]
         );
     }
 
