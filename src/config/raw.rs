@@ -72,6 +72,26 @@ pub(crate) struct Listener {
     pub upstream: Option<Spanned<String>>,
     #[serde(default)]
     pub route: Vec<Spanned<Route>>,
+    /// `tls = { ... }` or `[listener.NAME.tls]`. Not `Spanned`, as `[global]`.
+    pub tls: Option<ListenerTls>,
+}
+
+/// A listener's `tls`: `cert` and `key`, or `[[...tls.certificates]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListenerTls {
+    pub cert: Option<Spanned<String>>,
+    pub key: Option<Spanned<String>>,
+    pub certificates: Option<Vec<Spanned<CertificatePair>>>,
+    pub client_ca: Option<Spanned<String>>,
+}
+
+/// `[[listener.NAME.tls.certificates]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CertificatePair {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 /// `[[listener.NAME.route]]`.
@@ -113,6 +133,11 @@ pub(crate) struct Upstream {
     pub retry_non_idempotent: Option<Spanned<bool>>,
     /// `[upstream.NAME.health_check]`. Not `Spanned`, as `[global]`.
     pub health_check: Option<HealthCheck>,
+    pub protocol: Option<Spanned<String>>,
+    pub tls_ca: Option<Spanned<String>>,
+    pub tls_server_name: Option<Spanned<String>>,
+    pub tls_verify: Option<Spanned<bool>>,
+    pub tunnel_timeout: Option<Spanned<DurationText>>,
 }
 
 /// `[upstream.NAME.health_check]`.
