@@ -28,6 +28,14 @@ struct Cli {
     /// one JSON document on stdout (json).
     #[arg(long, value_enum, default_value_t, requires = "check")]
     format: ginx::check::Format,
+    /// With --check: print what applying this configuration would change in
+    /// the running ginx (read from its admin endpoint).
+    #[arg(long, requires = "check")]
+    diff: bool,
+    /// With --diff: the running ginx's admin address (HOST:PORT), instead of
+    /// the configuration's [admin] bind.
+    #[arg(long, value_name = "ADDR", requires = "diff")]
+    admin: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -36,6 +44,8 @@ fn main() -> ExitCode {
         return ginx::check::run(&ginx::check::Options {
             config: &cli.config,
             format: cli.format,
+            diff: cli.diff,
+            admin: cli.admin.as_deref(),
         });
     }
     let log = init_logging();

@@ -16,6 +16,7 @@
 //! loading reports *every* error it finds: each file is parsed on its own, so
 //! a syntax error in one file does not hide the semantic errors of another.
 
+mod diff;
 mod error;
 mod load;
 mod raw;
@@ -28,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use diff::Diff;
 pub use error::{Error, Errors, Location};
 
 /// Load and validate the configuration rooted at `path`, following includes.
@@ -38,6 +40,19 @@ pub use error::{Error, Errors, Location};
 /// path when the file itself cannot be read).
 pub fn load(path: &Path) -> Result<Config, Errors> {
     load::load(path)
+}
+
+/// Load and validate the configuration rooted at `main` from `texts` (path ->
+/// text) instead of the disk: every configuration file, include globs
+/// included, comes from `texts` only; any other file (certificates, keys,
+/// access log directories) from the real file system. This is how
+/// `--check --diff` rebuilds the configuration a running ginx serves.
+///
+/// # Errors
+///
+/// As [`load`].
+pub fn load_from_texts(main: &Path, texts: BTreeMap<PathBuf, String>) -> Result<Config, Errors> {
+    load::load_with(&load::TextsFs::new(texts), main)
 }
 
 /// A complete, validated configuration. Plain data: no sockets, no atomics.
