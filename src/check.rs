@@ -81,6 +81,15 @@ pub fn run(options: &Options<'_>) -> ExitCode {
     print(&report)
 }
 
+/// `ginx schema`: the JSON Schema of configuration files on stdout.
+pub fn print_schema() -> ExitCode {
+    print(&Report {
+        stdout: format!("{:#}\n", config::schema()),
+        stderr: String::new(),
+        ok: true,
+    })
+}
+
 /// Print a report and turn it into an exit code.
 pub fn print(report: &Report) -> ExitCode {
     // A closed pipe (`ginx --check | head`) is not worth a panic.

@@ -36,10 +36,21 @@ struct Cli {
     /// the configuration's [admin] bind.
     #[arg(long, value_name = "ADDR", requires = "diff")]
     admin: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Print the JSON Schema of configuration files (for editors), then exit.
+    Schema,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Schema) = cli.command {
+        return ginx::check::print_schema();
+    }
     if cli.check {
         return ginx::check::run(&ginx::check::Options {
             config: &cli.config,

@@ -214,3 +214,24 @@ fn diff_needs_a_reachable_admin_endpoint() {
         "{stderr}"
     );
 }
+
+#[test]
+fn schema_describes_the_configuration_file() {
+    // No configuration file needed.
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = ginx(dir.path(), &["schema"]);
+    assert_eq!(code, 0, "{stderr}");
+    let schema: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let properties = schema["properties"].as_object().unwrap();
+    for key in ["listener", "upstream", "global", "admin", "include"] {
+        assert!(properties.contains_key(key), "no {key} in {properties:?}");
+    }
+    // Durations are strings.
+    let defs = &schema["$defs"];
+    assert_eq!(defs["Duration"]["type"], "string");
+    let global = &defs["Global"]["properties"];
+    let timeout = serde_json::to_string(&global["shutdown_timeout"]).unwrap();
+    assert!(timeout.contains("#/$defs/Duration"), "{timeout}");
+    // Unknown keys are rejected, as ginx does.
+    assert_eq!(defs["Listener"]["additionalProperties"], false);
+}
