@@ -14,13 +14,21 @@
 //! Every function here returns what to print instead of printing, so the
 //! output is tested without spawning a process; [`run`] does the printing.
 
-use std::io::Write as _;
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs as _};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::config::{self, Config, Error, Errors, Source};
+use crate::config::{self, Config, Diff, Error, Errors, Source};
+
+/// How long `--diff` waits for the admin endpoint, to connect and then to
+/// answer.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How `--check` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -39,6 +47,11 @@ pub struct Options<'a> {
     pub config: &'a Path,
     /// Output format.
     pub format: Format,
+    /// `--diff`: compare with the configuration a running ginx serves.
+    pub diff: bool,
+    /// `--admin ADDR`: where that ginx's admin endpoint is, instead of the
+    /// local configuration's `[admin] bind`.
+    pub admin: Option<&'a str>,
 }
 
 /// What a check prints: `stdout` and `stderr` texts and the exit code.
@@ -56,15 +69,25 @@ pub struct Report {
 /// code: 1 when the configuration has errors (or the diff could not be made).
 pub fn run(options: &Options<'_>) -> ExitCode {
     let loaded = config::load(options.config);
-    let report = match options.format {
-        Format::Text => text(options.config, &loaded),
-        Format::Json => Report {
+    let report = match (options.diff, options.format) {
+        (true, _) => diff(options.config, &loaded, options.admin),
+        (false, Format::Text) => text(options.config, &loaded),
+        (false, Format::Json) => Report {
             stdout: format!("{:#}\n", json(options.config, &loaded)),
             stderr: String::new(),
             ok: loaded.is_ok(),
         },
     };
     print(&report)
+}
+
+/// `ginx schema`: the JSON Schema of configuration files on stdout.
+pub fn print_schema() -> ExitCode {
+    print(&Report {
+        stdout: format!("{:#}\n", config::schema()),
+        stderr: String::new(),
+        ok: true,
+    })
 }
 
 /// Print a report and turn it into an exit code.
@@ -203,9 +226,339 @@ pub fn json(path: &Path, loaded: &Result<Config, Errors>) -> Value {
     }
 }
 
+/// `--check --diff`: validate the local configuration (errors: as
+/// `--check`), fetch the running one from the admin endpoint at `admin` (or
+/// the local `[admin] bind`), and list what applying the local files would
+/// change, or `no changes`.
+pub fn diff(path: &Path, loaded: &Result<Config, Errors>, admin: Option<&str>) -> Report {
+    let local = match loaded {
+        Ok(local) => local,
+        Err(_) => return text(path, loaded),
+    };
+    let mut stderr = String::new();
+    problems(&mut stderr, &[], &local.warnings, &local.sources);
+    let fail = |mut stderr: String, message: String| {
+        stderr.push_str(&format!("ginx: {message}\n"));
+        Report {
+            stdout: String::new(),
+            stderr,
+            ok: false,
+        }
+    };
+    let addr = match (admin, &local.admin) {
+        (Some(addr), _) => addr.to_owned(),
+        (None, Some(a)) => a.bind.to_string(),
+        (None, None) => {
+            return fail(
+                stderr,
+                format!(
+                    "no admin address: {} has no [admin] table; pass --admin HOST:PORT, or add [admin] with bind = \"127.0.0.1:9901\"",
+                    path.display()
+                ),
+            )
+        }
+    };
+    let running = match fetch_running(&addr) {
+        Ok(running) => running,
+        Err(e) => return fail(stderr, e),
+    };
+    let main = running.config.clone();
+    let running = match config::load_from_texts(&main, running.texts()) {
+        Ok(running) => running,
+        Err(errors) => {
+            return fail(
+                stderr,
+                format!("the configuration running at {addr} does not load here:\n{errors}"),
+            )
+        }
+    };
+    let diff = Diff::between(&running, local);
+    let stdout = match diff.is_empty() {
+        true => "no changes\n".to_owned(),
+        false => format!("{diff}\n"),
+    };
+    Report {
+        stdout,
+        stderr,
+        ok: true,
+    }
+}
+
+/// The answer of `GET /config` on the admin endpoint: the main path as the
+/// running ginx loaded it and the text of every configuration file (never
+/// PEM files).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Running {
+    /// The main file's path, as loaded.
+    pub config: PathBuf,
+    /// Every configuration file.
+    pub sources: Vec<RunningSource>,
+}
+
+/// One file of [`Running`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RunningSource {
+    /// As loaded.
+    pub path: PathBuf,
+    /// Its text.
+    pub text: String,
+}
+
+impl Running {
+    /// Parse the JSON body of `GET /config`.
+    ///
+    /// # Errors
+    ///
+    /// The body is not that JSON document.
+    pub fn parse(body: &str) -> Result<Running, String> {
+        serde_json::from_str(body).map_err(|e| format!("unexpected answer to GET /config: {e}"))
+    }
+
+    /// The texts by path.
+    pub fn texts(self) -> BTreeMap<PathBuf, String> {
+        self.sources.into_iter().map(|s| (s.path, s.text)).collect()
+    }
+}
+
+/// `GET /config` on the admin endpoint at `addr`.
+fn fetch_running(addr: &str) -> Result<Running, String> {
+    let body = http_get(addr, "/config", ADMIN_TIMEOUT)?;
+    Running::parse(&body).map_err(|e| format!("{addr}: {e}"))
+}
+
+/// A blocking HTTP/1.1 `GET` of `path` at `addr` (`HOST:PORT`, optionally
+/// written `http://HOST:PORT`) returning the body of a 200 answer. Enough
+/// for the admin endpoint: no TLS, no redirects, one request per connection.
+///
+/// # Errors
+///
+/// What went wrong, naming the address: resolving, connecting, a timeout, a
+/// status other than 200 or an unreadable answer.
+pub fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<String, String> {
+    let host = addr.strip_prefix("http://").unwrap_or(addr).trim_end_matches('/');
+    let unreachable = |e: &dyn std::fmt::Display| format!("cannot reach the admin endpoint at {host}: {e}");
+    let targets: Vec<SocketAddr> = host
+        .to_socket_addrs()
+        .map_err(|e| unreachable(&format!("{e} (expected HOST:PORT, like 127.0.0.1:9901)")))?
+        .collect();
+    let mut last_error = None;
+    let mut stream = None;
+    for target in targets {
+        match TcpStream::connect_timeout(&target, timeout) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    let Some(mut stream) = stream else {
+        return Err(match last_error {
+            Some(e) => unreachable(&e),
+            None => unreachable(&"no address"),
+        });
+    };
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| unreachable(&e))?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| unreachable(&e))?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).map_err(|e| unreachable(&e))?;
+    parse_response(&answer).map_err(|e| format!("admin endpoint at {host}: GET {path}: {e}"))
+}
+
+/// The body of a 200 HTTP/1.1 response read to its end (the connection was
+/// closed by the server); chunked bodies are decoded.
+fn parse_response(answer: &[u8]) -> Result<String, String> {
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("incomplete answer (no end of headers)")?;
+    let head = std::str::from_utf8(&answer[..split]).map_err(|_| "answer headers are not text")?;
+    let body = &answer[split + 4..];
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line.split(' ').nth(1).unwrap_or_default();
+    if status != "200" {
+        return Err(format!("answered `{status_line}`"));
+    }
+    let chunked = lines.any(|l| {
+        l.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("transfer-encoding")
+                && value.to_ascii_lowercase().contains("chunked")
+        })
+    });
+    let body = if chunked { dechunk(body)? } else { body.to_vec() };
+    String::from_utf8(body).map_err(|_| "the body is not UTF-8".to_owned())
+}
+
+/// Decode a `Transfer-Encoding: chunked` body.
+fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = body
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("truncated chunked body")?;
+        let size_text = std::str::from_utf8(&body[..line_end]).map_err(|_| "bad chunk size")?;
+        let size_text = size_text.split(';').next().unwrap_or_default().trim();
+        let size =
+            usize::from_str_radix(size_text, 16).map_err(|_| format!("bad chunk size `{size_text}`"))?;
+        body = &body[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if body.len() < size + 2 {
+            return Err("truncated chunked body".to_owned());
+        }
+        out.extend_from_slice(&body[..size]);
+        body = &body[size + 2..];
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpListener;
+
+    /// Serve one connection with `answer`, returning the address and what
+    /// the client sent.
+    fn serve_once(answer: &'static [u8]) -> (String, std::thread::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let handle = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0; 1024];
+            while !request.ends_with(b"\r\n\r\n") {
+                let n = stream.read(&mut buf).unwrap();
+                request.extend_from_slice(&buf[..n]);
+            }
+            stream.write_all(answer).unwrap();
+            String::from_utf8(request).unwrap()
+        });
+        (addr, handle)
+    }
+
+    #[test]
+    fn http_get_plain_and_chunked() {
+        let (addr, server) = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+        assert_eq!(http_get(&addr, "/config", ADMIN_TIMEOUT).unwrap(), "hello");
+        let request = server.join().unwrap();
+        assert!(request.starts_with("GET /config HTTP/1.1\r\n"), "{request}");
+        assert!(request.contains(&format!("Host: {addr}\r\n")), "{request}");
+
+        let (addr, _) = serve_once(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n");
+        assert_eq!(
+            http_get(&format!("http://{addr}/"), "/config", ADMIN_TIMEOUT).unwrap(),
+            "hello world"
+        );
+
+        let (addr, _) = serve_once(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(
+            http_get(&addr, "/config", ADMIN_TIMEOUT).unwrap_err(),
+            format!("admin endpoint at {addr}: GET /config: answered `HTTP/1.1 404 Not Found`")
+        );
+    }
+
+    #[test]
+    fn http_get_unreachable_names_the_address() {
+        // A port nobody listens on: bind one, then free it.
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
+        let e = http_get(&addr, "/config", ADMIN_TIMEOUT).unwrap_err();
+        assert!(
+            e.starts_with(&format!("cannot reach the admin endpoint at {addr}: ")),
+            "{e}"
+        );
+        let e = http_get("no-port", "/config", ADMIN_TIMEOUT).unwrap_err();
+        assert!(e.contains("expected HOST:PORT"), "{e}");
+    }
+
+    #[test]
+    fn running_config_from_json() {
+        let running = Running::parse(
+            r#"{"config": "/etc/ginx/ginx.toml", "sources": [{"path": "/etc/ginx/ginx.toml", "text": "x = 1\n"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(running.config, PathBuf::from("/etc/ginx/ginx.toml"));
+        assert_eq!(
+            running.texts()[Path::new("/etc/ginx/ginx.toml")],
+            "x = 1
+"
+        );
+        assert!(Running::parse("{}")
+            .unwrap_err()
+            .starts_with("unexpected answer to GET /config: "));
+    }
+
+    #[test]
+    fn diff_against_a_running_configuration() {
+        let tmp = tempfile::tempdir().unwrap();
+        let local_text = "include = [\"conf.d/*.toml\"]\n[admin]\n[listener.web]\nbind = \"127.0.0.1:80\"\nupstream = \"app\"\n";
+        write(
+            tmp.path(),
+            &[
+                ("ginx.toml", local_text),
+                (
+                    "conf.d/app.toml",
+                    "[upstream.app]\nservers = [\"127.0.0.1:9001\", \"127.0.0.1:9002\"]\n",
+                ),
+            ],
+        );
+        let main = tmp.path().join("ginx.toml");
+        let local = config::load(&main).unwrap();
+        // What the running ginx answers: the same main file, one server less
+        // (and no local-only include).
+        let texts = BTreeMap::from([
+            (main.clone(), local_text.to_owned()),
+            (
+                tmp.path().join("conf.d/app.toml"),
+                "[upstream.app]\nservers = [\"127.0.0.1:9001\"]\n".to_owned(),
+            ),
+        ]);
+        let running = config::load_from_texts(&main, texts).unwrap();
+        assert_eq!(
+            Diff::between(&running, &local).to_string(),
+            "+server app/127.0.0.1:9002"
+        );
+        assert!(Diff::between(&local, &local).is_empty());
+
+        // No admin address anywhere: a clear error.
+        let no_admin = local_text.replace("[admin]\n", "");
+        write(tmp.path(), &[("ginx.toml", &no_admin)]);
+        let report = diff(&main, &config::load(&main), None);
+        assert!(!report.ok);
+        assert!(
+            report.stderr.starts_with("ginx: no admin address: "),
+            "{}",
+            report.stderr
+        );
+        // An admin address nobody answers on: a clear error.
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
+        let report = diff(&main, &config::load(&main), Some(&addr));
+        assert!(!report.ok);
+        assert!(
+            report
+                .stderr
+                .starts_with(&format!("ginx: cannot reach the admin endpoint at {addr}: ")),
+            "{}",
+            report.stderr
+        );
+    }
 
     fn write(dir: &Path, files: &[(&str, &str)]) {
         for (path, text) in files {

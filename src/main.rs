@@ -30,14 +30,35 @@ struct Cli {
     /// one JSON document on stdout (json).
     #[arg(long, value_enum, default_value_t, requires = "check")]
     format: ginx::check::Format,
+    /// With --check: print what applying this configuration would change in
+    /// the running ginx (read from its admin endpoint).
+    #[arg(long, requires = "check")]
+    diff: bool,
+    /// With --diff: the running ginx's admin address (HOST:PORT), instead of
+    /// the configuration's [admin] bind.
+    #[arg(long, value_name = "ADDR", requires = "diff")]
+    admin: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Print the JSON Schema of configuration files (for editors), then exit.
+    Schema,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Schema) = cli.command {
+        return ginx::check::print_schema();
+    }
     if cli.check {
         return ginx::check::run(&ginx::check::Options {
             config: &cli.config,
             format: cli.format,
+            diff: cli.diff,
+            admin: cli.admin.as_deref(),
         });
     }
     let log = init_logging();

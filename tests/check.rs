@@ -181,3 +181,57 @@ fn json_output_for_tools() {
     assert_eq!(report["errors"][0]["file"], "nope.toml");
     assert_eq!(report["errors"][0]["line"], serde_json::Value::Null);
 }
+
+#[test]
+fn diff_needs_a_reachable_admin_endpoint() {
+    let dir = dir_with(&[("ginx.toml", MAIN), ("conf.d/app.toml", APP)]);
+    let (code, stdout, stderr) = ginx(dir.path(), &["--check", "--diff"]);
+    assert_eq!(code, 1);
+    assert_eq!(stdout, "");
+    assert!(stderr.starts_with("ginx: no admin address: "), "{stderr}");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let (code, _, stderr) = ginx(dir.path(), &["--check", "--diff", "--admin", &closed]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.starts_with(&format!("ginx: cannot reach the admin endpoint at {closed}: ")),
+        "{stderr}"
+    );
+
+    // Errors in the local files come first, as with --check.
+    write_file(
+        &dir.path().join("conf.d/app.toml"),
+        "[upstream.app]\nservers = []\n",
+    );
+    let (code, _, stderr) = ginx(dir.path(), &["--check", "--diff", "--admin", &closed]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.starts_with("conf.d/app.toml:2:11: upstream `app` has no servers"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn schema_describes_the_configuration_file() {
+    // No configuration file needed.
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = ginx(dir.path(), &["schema"]);
+    assert_eq!(code, 0, "{stderr}");
+    let schema: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let properties = schema["properties"].as_object().unwrap();
+    for key in ["listener", "upstream", "global", "admin", "include"] {
+        assert!(properties.contains_key(key), "no {key} in {properties:?}");
+    }
+    // Durations are strings.
+    let defs = &schema["$defs"];
+    assert_eq!(defs["Duration"]["type"], "string");
+    let global = &defs["Global"]["properties"];
+    let timeout = serde_json::to_string(&global["shutdown_timeout"]).unwrap();
+    assert!(timeout.contains("#/$defs/Duration"), "{timeout}");
+    // Unknown keys are rejected, as ginx does.
+    assert_eq!(defs["Listener"]["additionalProperties"], false);
+}

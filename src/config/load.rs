@@ -4,7 +4,7 @@
 //! name (glob results sorted), each file at most once. Every file is parsed on
 //! its own so that one broken file does not hide the problems of the others.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
@@ -55,6 +55,53 @@ impl Fs for RealFs {
 
     fn identity(&self, path: &Path) -> PathBuf {
         std::fs::canonicalize(path).unwrap_or_else(|_| normalize(path))
+    }
+}
+
+/// Configuration files from memory (the texts a running ginx reports),
+/// everything else from the real file system.
+pub(crate) struct TextsFs {
+    /// By normalized path.
+    texts: BTreeMap<PathBuf, String>,
+}
+
+impl TextsFs {
+    pub(crate) fn new(texts: BTreeMap<PathBuf, String>) -> TextsFs {
+        TextsFs {
+            texts: texts.into_iter().map(|(p, t)| (normalize(&p), t)).collect(),
+        }
+    }
+}
+
+impl Fs for TextsFs {
+    fn read(&self, path: &Path) -> io::Result<String> {
+        match self.texts.get(&normalize(path)) {
+            Some(text) => Ok(text.clone()),
+            None => RealFs.read(path),
+        }
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        let path = normalize(path);
+        self.texts.keys().any(|p| p.starts_with(&path)) || RealFs.exists(&path)
+    }
+
+    /// Only the texts: a local file the running configuration did not
+    /// include must not appear in it.
+    fn glob(&self, pattern: &str) -> Result<Vec<PathBuf>, String> {
+        let pattern = glob::Pattern::new(pattern).map_err(|e| e.msg.to_owned())?;
+        let pattern = glob::Pattern::new(&normalize(Path::new(pattern.as_str())).to_string_lossy())
+            .map_err(|e| e.msg.to_owned())?;
+        Ok(self
+            .texts
+            .keys()
+            .filter(|p| pattern.matches_path_with(p, match_options()))
+            .cloned()
+            .collect())
+    }
+
+    fn identity(&self, path: &Path) -> PathBuf {
+        normalize(path)
     }
 }
 
