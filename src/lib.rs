@@ -16,6 +16,7 @@
 //! # Layout
 //!
 //! - [`config`]: files → validated [`config::Config`] (the only fallible step).
+//! - [`check`]: `ginx --check`: a configuration's problems, shown to people or tools.
 //! - [`table`]: the immutable routing snapshot built from a `Config`.
 //! - [`balance`]: selection policies (which server first).
 //! - [`dns`]: host names of upstream servers, resolved to addresses.
@@ -42,6 +43,7 @@
 
 pub mod access_log;
 pub mod balance;
+pub mod check;
 pub mod config;
 pub mod conn;
 pub mod dns;

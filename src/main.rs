@@ -26,12 +26,40 @@ struct Cli {
     /// Load and validate the configuration (all includes), then exit.
     #[arg(short = 't', long)]
     check: bool,
+    /// How --check reports: located lines with the source shown (text) or
+    /// one JSON document on stdout (json).
+    #[arg(long, value_enum, default_value_t, requires = "check")]
+    format: ginx::check::Format,
+    /// With --check: print what applying this configuration would change in
+    /// the running ginx (read from its admin endpoint).
+    #[arg(long, requires = "check")]
+    diff: bool,
+    /// With --diff: the running ginx's admin address (HOST:PORT), instead of
+    /// the configuration's [admin] bind.
+    #[arg(long, value_name = "ADDR", requires = "diff")]
+    admin: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Print the JSON Schema of configuration files (for editors), then exit.
+    Schema,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Schema) = cli.command {
+        return ginx::check::print_schema();
+    }
     if cli.check {
-        return check(&cli.config);
+        return ginx::check::run(&ginx::check::Options {
+            config: &cli.config,
+            format: cli.format,
+            diff: cli.diff,
+            admin: cli.admin.as_deref(),
+        });
     }
     let log = init_logging();
     match run(cli, log) {
@@ -52,37 +80,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn check(path: &std::path::Path) -> ExitCode {
-    match ginx::config::load(path) {
-        Ok(config) => {
-            println!(
-                "ginx: configuration {} is ok ({}, {}, {})",
-                path.display(),
-                count(config.listeners.len(), "listener"),
-                count(config.upstreams.len(), "upstream"),
-                count(config.server_count(), "server")
-            );
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            for error in errors.iter() {
-                eprintln!("{error}");
-            }
-            eprintln!(
-                "ginx: configuration {} test failed ({} error(s))",
-                path.display(),
-                errors.len()
-            );
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// "1 listener", "2 listeners".
-fn count(n: usize, noun: &str) -> String {
-    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
 fn run(cli: Cli, log: ginx::LogControl) -> anyhow::Result<()> {

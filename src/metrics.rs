@@ -485,6 +485,17 @@ impl prometheus_client::collector::Collector for Scrape {
                 MetricType::Gauge,
             )?
             .encode_gauge(&control.last_applied_unix)?;
+        encoder
+            .encode_descriptor(
+                "access_log_dropped_lines",
+                "Access log lines dropped because the writer fell behind (by the current log).",
+                None,
+                MetricType::Counter,
+            )?
+            .encode_counter::<NoLabels, _, f64>(
+                &table.access_log.as_ref().map_or(0, |log| log.dropped()),
+                None,
+            )?;
         let info: Labels<'_> = vec![("version", env!("CARGO_PKG_VERSION"))];
         prometheus_client::metrics::info::Info::new(info).encode(encoder.encode_descriptor(
             "build",

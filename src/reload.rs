@@ -23,7 +23,6 @@
 //! [`ListenerSet`]; it is the only writer of [`Live`].
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -164,6 +163,9 @@ impl Reloader {
             servers = config.server_count(),
             "configuration loaded"
         );
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
         let published = Published {
             path: path.clone(),
             config: config.clone(),
@@ -324,8 +326,15 @@ impl Reloader {
             self.admin = admin;
         }
         self.log.apply(&config.global);
-        let changes = Changes::between(&self.active, &config);
-        tracing::info!(generation, %changes, ?trigger, "configuration applied");
+        let diff = config::Diff::between(&self.active, &config);
+        let changes = match diff.is_empty() {
+            true => "files changed, same settings".to_owned(),
+            false => diff.lines().join(", "),
+        };
+        tracing::info!(generation, changes, ?trigger, "configuration applied");
+        for warning in &config.warnings {
+            tracing::warn!("{warning}");
+        }
         self.generation = generation;
         self.active = Arc::new(config);
         self.last_failure = None;
@@ -502,64 +511,5 @@ impl DirWatcher {
                 Err(error) => tracing::debug!(dir = %dir.display(), %error, "cannot watch yet"),
             }
         }
-    }
-}
-
-/// What a reload changed, for the log.
-#[derive(Debug, Default)]
-struct Changes {
-    lines: Vec<String>,
-}
-
-impl Changes {
-    fn between(old: &Config, new: &Config) -> Self {
-        let mut changes = Changes::default();
-        changes.diff("listener", &old.listeners, &new.listeners);
-        changes.diff("upstream", &old.upstreams, &new.upstreams);
-        for (name, upstream) in &new.upstreams {
-            let Some(before) = old.upstreams.get(name) else {
-                continue;
-            };
-            let names =
-                |u: &config::Upstream| u.servers.iter().map(|s| s.name.clone()).collect::<BTreeSet<_>>();
-            let (was, now) = (names(before), names(upstream));
-            for added in now.difference(&was) {
-                changes.lines.push(format!("+server {name}/{added}"));
-            }
-            for removed in was.difference(&now) {
-                changes.lines.push(format!("-server {name}/{removed}"));
-            }
-        }
-        if old.global != new.global {
-            changes.lines.push("~global".into());
-        }
-        changes
-    }
-
-    fn diff<T: PartialEq>(
-        &mut self,
-        kind: &str,
-        old: &std::collections::BTreeMap<String, T>,
-        new: &std::collections::BTreeMap<String, T>,
-    ) {
-        for (name, value) in new {
-            match old.get(name) {
-                None => self.lines.push(format!("+{kind} {name}")),
-                Some(before) if before != value => self.lines.push(format!("~{kind} {name}")),
-                Some(_) => {}
-            }
-        }
-        for name in old.keys().filter(|n| !new.contains_key(*n)) {
-            self.lines.push(format!("-{kind} {name}"));
-        }
-    }
-}
-
-impl fmt::Display for Changes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.lines.is_empty() {
-            return f.write_str("files changed, same settings");
-        }
-        f.write_str(&self.lines.join(", "))
     }
 }

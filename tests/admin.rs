@@ -258,3 +258,39 @@ async fn request_ids_are_kept_or_generated_and_forwarded() {
     send(addr, req).await.unwrap();
     assert_eq!(a.last_seen().header("x-request-id").unwrap(), "abc-123");
 }
+
+#[tokio::test]
+async fn check_diff_shows_what_a_reload_would_change_without_applying_it() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    // watch = false: the edits below stay on disk, unapplied.
+    let ginx = start("watch = false\n", &[&a]).await;
+    let diff = |dir: &std::path::Path, admin: std::net::SocketAddr| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ginx"))
+            .args(["--check", "--diff", "--admin", &admin.to_string(), "-c"])
+            .arg(dir.join("ginx.toml"))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = diff(ginx.dir.path(), ginx.admin_addr());
+    assert_eq!((code, out.trim()), (Some(0), "no changes"));
+
+    ginx.write(
+        "conf.d/app.toml",
+        &format!(
+            "[upstream.app]\nservers = [\"{}\"]\nbalance = \"least_conn\"\n",
+            b.addr
+        ),
+    );
+    let (code, out) = diff(ginx.dir.path(), ginx.admin_addr());
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("+server app/{}", b.addr)), "{out}");
+    assert!(out.contains(&format!("-server app/{}", a.addr)), "{out}");
+    assert!(out.contains("balance"), "{out}");
+    // Only shown, not applied.
+    assert_eq!(status(&ginx).await["generation"], 1);
+    assert_eq!(get(ginx.addr("web"), "/").await.text(), "a");
+}

@@ -4,7 +4,7 @@
 //! name (glob results sorted), each file at most once. Every file is parsed on
 //! its own so that one broken file does not hide the problems of the others.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
@@ -55,6 +55,53 @@ impl Fs for RealFs {
 
     fn identity(&self, path: &Path) -> PathBuf {
         std::fs::canonicalize(path).unwrap_or_else(|_| normalize(path))
+    }
+}
+
+/// Configuration files from memory (the texts a running ginx reports),
+/// everything else from the real file system.
+pub(crate) struct TextsFs {
+    /// By normalized path.
+    texts: BTreeMap<PathBuf, String>,
+}
+
+impl TextsFs {
+    pub(crate) fn new(texts: BTreeMap<PathBuf, String>) -> TextsFs {
+        TextsFs {
+            texts: texts.into_iter().map(|(p, t)| (normalize(&p), t)).collect(),
+        }
+    }
+}
+
+impl Fs for TextsFs {
+    fn read(&self, path: &Path) -> io::Result<String> {
+        match self.texts.get(&normalize(path)) {
+            Some(text) => Ok(text.clone()),
+            None => RealFs.read(path),
+        }
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        let path = normalize(path);
+        self.texts.keys().any(|p| p.starts_with(&path)) || RealFs.exists(&path)
+    }
+
+    /// Only the texts: a local file the running configuration did not
+    /// include must not appear in it.
+    fn glob(&self, pattern: &str) -> Result<Vec<PathBuf>, String> {
+        let pattern = glob::Pattern::new(pattern).map_err(|e| e.msg.to_owned())?;
+        let pattern = glob::Pattern::new(&normalize(Path::new(pattern.as_str())).to_string_lossy())
+            .map_err(|e| e.msg.to_owned())?;
+        Ok(self
+            .texts
+            .keys()
+            .filter(|p| pattern.matches_path_with(p, match_options()))
+            .cloned()
+            .collect())
+    }
+
+    fn identity(&self, path: &Path) -> PathBuf {
+        normalize(path)
     }
 }
 
@@ -143,7 +190,10 @@ pub(crate) fn load_with(fs: &dyn Fs, path: &Path) -> Result<Config, Errors> {
     loader.visit(path.to_path_buf());
     let mut parts = validate::validate(fs, &loader.parsed, path, loader.complete, &mut loader.errors);
     super::error::sort(&mut parts.warnings, &loader.order);
-    let sources: Vec<Source> = loader
+    for path in &parts.pem_paths {
+        loader.watch(parent_dir(path));
+    }
+    let mut sources: Vec<Source> = loader
         .parsed
         .into_iter()
         .map(|p| Source {
@@ -152,6 +202,7 @@ pub(crate) fn load_with(fs: &dyn Fs, path: &Path) -> Result<Config, Errors> {
             kind: crate::config::SourceKind::Config,
         })
         .collect();
+    sources.append(&mut parts.pem_sources);
     if !loader.errors.is_empty() {
         let mut errors = Errors::new(loader.errors, sources, &loader.order);
         errors.warnings = parts.warnings;
@@ -333,6 +384,7 @@ pub(crate) mod mem {
 mod tests {
     use super::mem::MemFs;
     use super::*;
+    use crate::config::SourceKind;
     use std::time::Duration;
 
     fn load_mem(files: &[(&str, &str)]) -> Result<Config, Errors> {
@@ -502,6 +554,47 @@ mod tests {
         assert_eq!(
             errs.to_string(),
             "conf.d/a.toml:3:1: listener `web` is already defined at ginx.toml:3:1: rename one of them or remove it"
+        );
+    }
+
+    #[test]
+    fn pem_files_are_sources_and_their_directories_watched() {
+        let cert = rcgen::generate_simple_self_signed(vec!["a.example.com".into()]).unwrap();
+        let (pem, key) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+        let web = "[listener.web]\nbind = \"127.0.0.1:443\"\nupstream = \"app\"\ntls = { cert = \"../certs/a.pem\", key = \"../certs/a.key\" }\n";
+        let cfg = load_mem(&[
+            ("etc/ginx.toml", &format!("include = [\"conf.d/*.toml\"]\n{UP}")),
+            ("etc/conf.d/web.toml", web),
+            ("etc/certs/a.pem", &pem),
+            ("etc/certs/a.key", &key),
+        ])
+        .unwrap();
+        assert_eq!(
+            paths(&cfg.sources),
+            [
+                "etc/ginx.toml",
+                "etc/conf.d/web.toml",
+                "etc/conf.d/../certs/a.pem",
+                "etc/conf.d/../certs/a.key"
+            ]
+        );
+        let kinds: Vec<SourceKind> = cfg.sources.iter().map(|s| s.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                SourceKind::Config,
+                SourceKind::Config,
+                SourceKind::Pem,
+                SourceKind::Pem
+            ]
+        );
+        assert_eq!(
+            cfg.watch_dirs,
+            [
+                PathBuf::from("etc"),
+                "etc/conf.d".into(),
+                "etc/conf.d/../certs".into()
+            ]
         );
     }
 

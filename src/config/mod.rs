@@ -16,6 +16,7 @@
 //! loading reports *every* error it finds: each file is parsed on its own, so
 //! a syntax error in one file does not hide the semantic errors of another.
 
+mod diff;
 mod error;
 mod load;
 mod raw;
@@ -28,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use diff::Diff;
 pub use error::{Error, Errors, Location};
 
 /// Load and validate the configuration rooted at `path`, following includes.
@@ -38,6 +40,56 @@ pub use error::{Error, Errors, Location};
 /// path when the file itself cannot be read).
 pub fn load(path: &Path) -> Result<Config, Errors> {
     load::load(path)
+}
+
+/// Load and validate the configuration rooted at `main` from `texts` (path ->
+/// text) instead of the disk: every configuration file, include globs
+/// included, comes from `texts` only; any other file (certificates, keys,
+/// access log directories) from the real file system. This is how
+/// `--check --diff` rebuilds the configuration a running ginx serves.
+///
+/// # Errors
+///
+/// As [`load`].
+pub fn load_from_texts(main: &Path, texts: BTreeMap<PathBuf, String>) -> Result<Config, Errors> {
+    load::load_with(&load::TextsFs::new(texts), main)
+}
+
+/// The JSON Schema of a configuration file (`ginx schema`), generated from
+/// the types files are parsed into, so it cannot drift from what is accepted.
+pub fn schema() -> serde_json::Value {
+    let mut schema = raw::schema().to_value();
+    drop_null(&mut schema);
+    schema
+}
+
+/// TOML has no null: an optional key is one that is left out, so the
+/// `null` alternatives schemars gives `Option` fields are removed.
+fn drop_null(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::Array(types)) = map.get_mut("type") {
+                types.retain(|t| t != "null");
+                if types.len() == 1 {
+                    let only = types.remove(0);
+                    map.insert("type".into(), only);
+                }
+            }
+            if let Some(Value::Array(any)) = map.get_mut("anyOf") {
+                any.retain(|s| s.get("type").is_none_or(|t| t != "null"));
+                if any.len() == 1 {
+                    if let Some(Value::Object(only)) = any.pop() {
+                        map.remove("anyOf");
+                        map.extend(only);
+                    }
+                }
+            }
+            map.values_mut().for_each(drop_null);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_null),
+        _ => {}
+    }
 }
 
 /// A complete, validated configuration. Plain data: no sockets, no atomics.

@@ -5,37 +5,44 @@
 //! (addresses, durations, ranges, references) is kept as written, with its
 //! span, for [`super::validate`].
 
+use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
 /// One file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct File {
-    /// `include = ["glob", ...]`.
+    /// More configuration files: paths or globs, relative to this file.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub include: Vec<Spanned<String>>,
-    /// `[global]`. Not `Spanned`: toml cannot give a span to a table made
-    /// of dotted keys (`global.log_level = ...`).
+    /// Process-wide settings.
+    // Not `Spanned`: toml cannot give a span to a table made of dotted keys
+    // (`global.log_level = ...`).
     pub global: Option<Global>,
-    /// `[listener.NAME]` tables, in file order.
+    /// Listeners by name: where ginx accepts connections.
     #[serde(default)]
     pub listener: Named<Listener>,
-    /// `[upstream.NAME]` tables, in file order.
+    /// Upstreams by name: pools of servers requests are forwarded to.
     #[serde(default)]
     pub upstream: Named<Upstream>,
-    /// `[admin]`. Not `Spanned`, as `[global]`.
+    /// The admin endpoint (metrics, status, probes, /config). Default bind 127.0.0.1:9901.
+    // Not `Spanned`, as `[global]`.
     pub admin: Option<Admin>,
 }
 
 /// `[admin]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Admin {
+    /// Address to listen on: IP:PORT, [IPv6]:PORT or localhost:PORT.
+    #[schemars(with = "Option<String>")]
     pub bind: Option<Spanned<String>>,
 }
 
@@ -48,85 +55,218 @@ pub(crate) struct IncludesOnly {
 }
 
 /// `[global]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Global {
+    /// Level of ginx's own log. Default "info".
+    #[schemars(extend("enum" = ["trace", "debug", "info", "warn", "error"]))]
+    #[schemars(with = "Option<String>")]
     pub log_level: Option<Spanned<String>>,
+    /// Format of ginx's own log (stderr). Default "text".
+    #[schemars(extend("enum" = ["text", "json"]))]
+    #[schemars(with = "Option<String>")]
     pub log_format: Option<Spanned<String>>,
-    /// Not `Spanned`: the table form may be written `[global.access_log]`.
+    /// One line per request: false (default), true (stdout, text) or { path, format }.
+    // Not `Spanned`: the table form may be written `[global.access_log]`.
     pub access_log: Option<AccessLog>,
+    /// After SIGTERM, keep serving this long while /ready answers 503. Default "0s".
+    #[schemars(with = "Option<DurationText>")]
     pub shutdown_delay: Option<Spanned<DurationText>>,
+    /// Reload when configuration files change. Default true.
+    #[schemars(with = "Option<bool>")]
     pub watch: Option<Spanned<bool>>,
+    /// How long a graceful shutdown waits for in-flight requests. Default "30s".
+    #[schemars(with = "Option<DurationText>")]
     pub shutdown_timeout: Option<Spanned<DurationText>>,
+    /// How long a client may take to send a request head. Default "30s".
+    #[schemars(with = "Option<DurationText>")]
     pub header_read_timeout: Option<Spanned<DurationText>>,
+    /// IP:PORT of the DNS server for host names in servers. Default: the system's.
+    #[schemars(with = "Option<String>")]
     pub resolver: Option<Spanned<String>>,
+    /// Shortest re-resolution interval. Default "1s".
+    #[schemars(with = "Option<DurationText>")]
     pub resolve_min: Option<Spanned<DurationText>>,
+    /// Longest re-resolution interval. Default "5m".
+    #[schemars(with = "Option<DurationText>")]
     pub resolve_max: Option<Spanned<DurationText>>,
 }
 
 /// `[listener.NAME]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Listener {
+    /// Address to listen on: IP:PORT, [IPv6]:PORT or localhost:PORT.
+    #[schemars(with = "Option<String>")]
     pub bind: Option<Spanned<String>>,
+    /// Name of the upstream to forward to.
+    #[schemars(with = "Option<String>")]
     pub upstream: Option<Spanned<String>>,
+    /// Routes, by host and longest path prefix.
     #[serde(default)]
+    #[schemars(with = "Vec<Route>")]
     pub route: Vec<Spanned<Route>>,
+    /// Terminate TLS: { cert, key } or [[listener.NAME.tls.certificates]] entries.
+    // Not `Spanned`, as `[global]`.
+    pub tls: Option<ListenerTls>,
+}
+
+/// A listener's `tls`: `cert` and `key`, or `[[...tls.certificates]]`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListenerTls {
+    /// Certificate chain PEM file (leaf first), relative to this file.
+    #[schemars(with = "Option<String>")]
+    pub cert: Option<Spanned<String>>,
+    /// Private key PEM file, relative to this file.
+    #[schemars(with = "Option<String>")]
+    pub key: Option<Spanned<String>>,
+    /// Several certificates; chosen by server name (SNI).
+    #[schemars(with = "Option<Vec<CertificatePair>>")]
+    pub certificates: Option<Vec<Spanned<CertificatePair>>>,
+    /// Require client certificates signed by these CAs (PEM file).
+    #[schemars(with = "Option<String>")]
+    pub client_ca: Option<Spanned<String>>,
+}
+
+/// `[[listener.NAME.tls.certificates]]`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CertificatePair {
+    /// Certificate chain PEM file (leaf first), relative to this file.
+    #[schemars(with = "String")]
+    pub cert: Spanned<String>,
+    /// Private key PEM file, relative to this file.
+    #[schemars(with = "String")]
+    pub key: Spanned<String>,
 }
 
 /// `[[listener.NAME.route]]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Route {
+    /// Host to match: "api.example.com" or "*.example.com". Default: any.
+    #[schemars(with = "Option<String>")]
     pub host: Option<Spanned<String>>,
+    /// A path: a route's prefix ("/api/"), a health check's request path, or an access log file.
+    #[schemars(with = "Option<String>")]
     pub path: Option<Spanned<String>>,
+    /// Name of the upstream to forward to.
+    #[schemars(with = "Option<String>")]
     pub upstream: Option<Spanned<String>>,
+    /// Remove the route's path prefix before forwarding. Default false.
+    #[schemars(with = "Option<bool>")]
     pub strip_prefix: Option<Spanned<bool>>,
+    /// Answer directly instead of forwarding.
     pub respond: Option<Respond>,
 }
 
 /// `respond = { status, body, location }`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Respond {
+    /// HTTP status, 200 to 599.
+    #[schemars(with = "i64")]
     pub status: Spanned<i64>,
+    /// Response body. Default empty.
     #[serde(default)]
     pub body: String,
+    /// Location header; {host} and {uri} are replaced.
+    #[schemars(with = "Option<String>")]
     pub location: Option<Spanned<String>>,
 }
 
 /// `[upstream.NAME]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Upstream {
+    /// How a server is picked. Default "round_robin".
+    #[schemars(extend("enum" = ["round_robin", "weighted_round_robin", "least_conn", "random", "hash"]))]
+    #[schemars(with = "Option<String>")]
     pub balance: Option<Spanned<String>>,
+    /// With balance = "hash": "client_ip", "uri", "header:NAME" or "cookie:NAME".
+    #[schemars(with = "Option<String>")]
     pub hash: Option<Spanned<String>>,
+    /// The servers: "HOST:PORT", "https://HOST[:PORT]" or { addr, weight, backup }.
+    #[schemars(with = "Option<Vec<Server>>")]
     pub servers: Option<Spanned<Vec<Spanned<Server>>>>,
+    /// Default "5s".
+    #[schemars(with = "Option<DurationText>")]
     pub connect_timeout: Option<Spanned<DurationText>>,
+    /// How long to wait for a response header. Default "60s".
+    #[schemars(with = "Option<DurationText>")]
     pub read_timeout: Option<Spanned<DurationText>>,
+    /// Failures within fail_timeout that hold a server out; 0 never. Default 1.
+    #[schemars(with = "Option<i64>")]
     pub max_fails: Option<Spanned<i64>>,
+    /// Failure window and hold-out time. Default "10s".
+    #[schemars(with = "Option<DurationText>")]
     pub fail_timeout: Option<Spanned<DurationText>>,
+    /// Hold a server out after this many consecutive 5xx. Default off.
+    #[schemars(with = "Option<i64>")]
     pub eject_on_5xx: Option<Spanned<i64>>,
+    /// When no server is available. Default "fail".
+    #[schemars(extend("enum" = ["fail", "try_all"]))]
+    #[schemars(with = "Option<String>")]
     pub on_all_down: Option<Spanned<String>>,
+    /// Extra attempts on other servers, 0 to 100. Default 1.
+    #[schemars(with = "Option<i64>")]
     pub retries: Option<Spanned<i64>>,
+    /// Failures that are retried. Default ["connect", "reset", "timeout"].
+    #[schemars(with = "Option<Vec<String>>")]
     pub retry_on: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Also retry POST, PATCH... Default false.
+    #[schemars(with = "Option<bool>")]
     pub retry_non_idempotent: Option<Spanned<bool>>,
-    /// `[upstream.NAME.health_check]`. Not `Spanned`, as `[global]`.
+    /// Active health checks of every server.
+    // Not `Spanned`, as `[global]`.
     pub health_check: Option<HealthCheck>,
+    /// Protocol towards the servers. Default "http1".
+    #[schemars(extend("enum" = ["http1", "h2", "h2c"]))]
+    #[schemars(with = "Option<String>")]
+    pub protocol: Option<Spanned<String>>,
+    /// Trust these CAs (PEM file) for https:// servers instead of the system roots.
+    #[schemars(with = "Option<String>")]
+    pub tls_ca: Option<Spanned<String>>,
+    /// Name to send (SNI) and verify for https:// servers.
+    #[schemars(with = "Option<String>")]
+    pub tls_server_name: Option<Spanned<String>>,
+    /// Verify https:// servers' certificates. Default true.
+    #[schemars(with = "Option<bool>")]
+    pub tls_verify: Option<Spanned<bool>>,
+    /// Idle time after which an upgraded connection (WebSocket) closes. Default "1h".
+    #[schemars(with = "Option<DurationText>")]
+    pub tunnel_timeout: Option<Spanned<DurationText>>,
 }
 
 /// `[upstream.NAME.health_check]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct HealthCheck {
     #[serde(rename = "type")]
+    #[schemars(with = "Option<String>")]
     pub kind: Option<Spanned<String>>,
+    /// A path: a route's prefix ("/api/"), a health check's request path, or an access log file.
+    #[schemars(with = "Option<String>")]
     pub path: Option<Spanned<String>>,
+    /// Time between checks. Default "5s".
+    #[schemars(with = "Option<DurationText>")]
     pub interval: Option<Spanned<DurationText>>,
+    /// Time a check may take. Default "1s".
+    #[schemars(with = "Option<DurationText>")]
     pub timeout: Option<Spanned<DurationText>>,
+    /// Statuses that pass, like "200" or "200-399". Default "200-399".
+    #[schemars(with = "Option<StatusText>")]
     pub expect_status: Option<Spanned<StatusText>>,
+    /// Consecutive successes to mark a server up. Default 2.
+    #[schemars(with = "Option<i64>")]
     pub rise: Option<Spanned<i64>>,
+    /// Consecutive failures to mark a server down. Default 3.
+    #[schemars(with = "Option<i64>")]
     pub fall: Option<Spanned<i64>>,
+    /// State of a new server until checked. Default "up".
+    #[schemars(extend("enum" = ["up", "down"]))]
+    #[schemars(with = "Option<String>")]
     pub initial_state: Option<Spanned<String>>,
 }
 
@@ -148,11 +288,17 @@ pub(crate) enum Server {
 }
 
 /// The table form of a server entry.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ServerTable {
+    /// "HOST:PORT", "http://HOST[:PORT]" or "https://HOST[:PORT]".
+    #[schemars(with = "String")]
     addr: Spanned<String>,
+    /// 1 to 1000. Default 1.
+    #[schemars(with = "Option<i64>")]
     weight: Option<Spanned<i64>>,
+    /// Only used while no primary server is available. Default false.
+    #[schemars(with = "Option<bool>")]
     backup: Option<Spanned<bool>>,
 }
 
@@ -202,10 +348,15 @@ pub(crate) enum AccessLog {
 }
 
 /// The table form of `access_log`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct AccessLogTable {
+    /// A path: a route's prefix ("/api/"), a health check's request path, or an access log file.
+    #[schemars(with = "Option<String>")]
     path: Option<Spanned<String>>,
+    /// Access log line format. Default "combined".
+    #[schemars(extend("enum" = ["combined", "json", "text"]))]
+    #[schemars(with = "Option<String>")]
     format: Option<Spanned<String>>,
 }
 
@@ -356,6 +507,95 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Named<T> {
 
         deserializer.deserialize_map(NamedVisitor(PhantomData))
     }
+}
+
+// === JSON Schema for the hand-written forms ===
+//
+// `ginx schema` describes what a file may contain for editors (Taplo, Even
+// Better TOML). Types with their own `Deserialize` describe themselves here,
+// accepting the same forms as their visitors.
+
+impl JsonSchema for Server {
+    fn schema_name() -> Cow<'static, str> {
+        "Server".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let table = generator.subschema_for::<ServerTable>();
+        json_schema!({
+            "description": "A server: \"HOST:PORT\", \"http://HOST[:PORT]\" or \"https://HOST[:PORT]\", or a table { addr, weight, backup }.",
+            "anyOf": [
+                { "type": "string", "examples": ["127.0.0.1:9001", "https://api.internal:8443"] },
+                table
+            ]
+        })
+    }
+}
+
+impl JsonSchema for AccessLog {
+    fn schema_name() -> Cow<'static, str> {
+        "AccessLog".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let table = generator.subschema_for::<AccessLogTable>();
+        json_schema!({
+            "description": "One line per request: false (default), true (stdout, text format) or { path, format }.",
+            "anyOf": [{ "type": "boolean" }, table]
+        })
+    }
+}
+
+impl JsonSchema for DurationText {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "A duration: a number with a unit (ms, s, m, h), like \"250ms\", \"5s\" or \"1m 30s\".",
+            "pattern": "^\\s*[0-9]+\\s*[a-zA-Zµ]+(\\s*[0-9]+\\s*[a-zA-Zµ]+)*\\s*$",
+            "examples": ["250ms", "5s", "2m"]
+        })
+    }
+}
+
+impl JsonSchema for StatusText {
+    fn schema_name() -> Cow<'static, str> {
+        "StatusRange".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "A status code or an inclusive range, each 100 to 599, as a string.",
+            "pattern": "^[1-5][0-9]{2}(-[1-5][0-9]{2})?$",
+            "examples": ["200", "200-399"]
+        })
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Named<T> {
+    fn schema_name() -> Cow<'static, str> {
+        format!("Named{}", T::schema_name()).into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let value = generator.subschema_for::<T>();
+        json_schema!({
+            "type": "object",
+            "description": "Tables by name: [KIND.NAME].",
+            "additionalProperties": value
+        })
+    }
+}
+
+/// The JSON Schema of a configuration file, for editors.
+pub(crate) fn schema() -> Schema {
+    let mut schema = schemars::schema_for!(File);
+    schema.insert("title".into(), "ginx configuration file".into());
+    schema
 }
 
 /// Parse one file's text. The error is toml's own (syntax, type, unknown key).

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use toml::Spanned;
@@ -18,14 +19,15 @@ use super::load::Fs;
 use super::raw;
 use super::suggest;
 use super::{
-    AccessLog, AccessLogFormat, Admin, Balance, CheckKind, Endpoint, Global, HashKey, HealthCheck,
-    HostPattern, Listener, LogFormat, OnAllDown, RetryOn, Route, RouteAction, ServerSpec, Upstream,
-    UpstreamProtocol, UpstreamTls,
+    AccessLog, AccessLogFormat, Admin, Balance, CertificateFiles, CheckKind, Endpoint, Global, HashKey,
+    HealthCheck, HostPattern, Listener, ListenerTls, LogFormat, OnAllDown, PemFile, RetryOn, Route,
+    RouteAction, ServerSpec, Source, SourceKind, Upstream, UpstreamProtocol, UpstreamTls,
 };
 
 const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
 const DURATION_HINT: &str = "use a number with a unit, like \"250ms\", \"5s\" or \"2m\"";
-const SERVER_HINT: &str = "use \"HOST:PORT\" or \"http://HOST:PORT\", like \"127.0.0.1:9001\"";
+const SERVER_HINT: &str =
+    "use \"HOST:PORT\", \"http://HOST:PORT\" or \"https://HOST:PORT\", like \"127.0.0.1:9001\"";
 const HASH_HINT: &str = "use \"client_ip\", \"uri\", \"header:NAME\" or \"cookie:NAME\"";
 const RESOLVER_HINT: &str = "use the IP:PORT of a DNS server, like \"127.0.0.53:53\" or \"[::1]:53\"";
 const STATUS_HINT: &str =
@@ -53,6 +55,11 @@ pub(crate) struct Parts {
     pub admin: Option<Admin>,
     /// Unsorted; the loader sorts them with the errors' file order.
     pub warnings: Vec<Error>,
+    /// The PEM files read, in the order they are first named.
+    pub pem_sources: Vec<Source>,
+    /// Every PEM path named, read or not: their directories are watched so
+    /// that creating a missing file reloads.
+    pub pem_paths: Vec<PathBuf>,
 }
 
 /// Check all files together, pushing every problem onto `errors`.
@@ -73,6 +80,9 @@ pub(crate) fn validate(
         warnings: Vec::new(),
         admin: None,
         admin_at: None,
+        pem_reads: HashMap::new(),
+        pem_sources: Vec::new(),
+        pem_paths: Vec::new(),
         global: Global {
             log_level: "info".to_owned(),
             log_format: LogFormat::Text,
@@ -137,6 +147,8 @@ pub(crate) fn validate(
         upstreams: v.upstreams,
         admin: v.admin,
         warnings: v.warnings,
+        pem_sources: v.pem_sources,
+        pem_paths: v.pem_paths,
     }
 }
 
@@ -242,6 +254,11 @@ struct Validator<'e> {
     admin: Option<Admin>,
     /// Where the first `[admin]` is, and where its `bind` is (if written).
     admin_at: Option<(Location, Option<(Location, u32)>)>,
+    /// Each PEM path read so far: its text or why it could not be read. A
+    /// file named twice is read once.
+    pem_reads: HashMap<PathBuf, Result<Arc<str>, String>>,
+    pem_sources: Vec<Source>,
+    pem_paths: Vec<PathBuf>,
     global: Global,
     /// `[global]` key -> where it was first set.
     global_set: HashMap<&'static str, Location>,
@@ -663,6 +680,18 @@ impl Validator<'_> {
         }
 
         let balance = self.balance(at, u);
+        let protocol = u
+            .protocol
+            .as_ref()
+            .and_then(|p| {
+                let options = [
+                    ("http1", UpstreamProtocol::Http1),
+                    ("h2", UpstreamProtocol::H2),
+                    ("h2c", UpstreamProtocol::H2c),
+                ];
+                self.choice(at, p, "protocol", &options)
+            })
+            .unwrap_or(UpstreamProtocol::Http1);
 
         let mut servers = Vec::new();
         let empty_at = match &u.servers {
@@ -693,6 +722,23 @@ impl Validator<'_> {
         }
         for entry in u.servers.iter().flat_map(|l| l.get_ref()) {
             if let Some(s) = self.server(at, entry) {
+                match (protocol, s.tls) {
+                    (UpstreamProtocol::H2, false) => self.errors.push(at.error(
+                        entry.span(),
+                        format!(
+                            "upstream `{name}` has protocol = \"h2\", which is HTTP/2 over TLS: write this server as \"https://{}\", or use protocol = \"h2c\" for HTTP/2 without TLS",
+                            s.name
+                        ),
+                    )),
+                    (UpstreamProtocol::H2c, true) => self.errors.push(at.error(
+                        entry.span(),
+                        format!(
+                            "upstream `{name}` has protocol = \"h2c\", which is HTTP/2 without TLS: write this server as \"{}\", or use protocol = \"h2\" for HTTP/2 over TLS",
+                            s.name
+                        ),
+                    )),
+                    _ => {}
+                }
                 // A server's state is keyed by its endpoint: listing it twice
                 // would make two entries share one state.
                 if servers
@@ -752,6 +798,8 @@ impl Validator<'_> {
         };
         let retry_non_idempotent = u.retry_non_idempotent.as_ref().is_some_and(|b| *b.get_ref());
         let health_check = u.health_check.as_ref().map(|h| self.health_check(at, h));
+        let tls = self.upstream_tls(at, name, u, servers.iter().any(|s| s.tls));
+        let tunnel_timeout = self.timeout(at, &u.tunnel_timeout, "tunnel_timeout", Duration::from_secs(3600));
 
         if first {
             self.upstreams.insert(
@@ -770,11 +818,227 @@ impl Validator<'_> {
                     retry_on,
                     retry_non_idempotent,
                     health_check,
-                    protocol: UpstreamProtocol::Http1,
-                    tls: UpstreamTls::default(),
-                    tunnel_timeout: Duration::from_secs(3600),
+                    protocol,
+                    tls,
+                    tunnel_timeout,
                 },
             );
+        }
+    }
+
+    /// `tls_ca`, `tls_server_name` and `tls_verify` of an upstream; `has_https`
+    /// tells whether any server uses them.
+    fn upstream_tls(&mut self, at: At<'_>, name: &str, u: &raw::Upstream, has_https: bool) -> UpstreamTls {
+        let mut tls = UpstreamTls::default();
+        let any_server = u.servers.as_ref().is_some_and(|l| !l.get_ref().is_empty());
+        if !has_https && any_server {
+            let keys = [
+                ("tls_ca", u.tls_ca.as_ref().map(Spanned::span)),
+                ("tls_server_name", u.tls_server_name.as_ref().map(Spanned::span)),
+                ("tls_verify", u.tls_verify.as_ref().map(Spanned::span)),
+            ];
+            for (key, span) in keys {
+                if let Some(span) = span {
+                    self.warnings.push(at.error(
+                        span,
+                        format!(
+                            "`{key}` has no effect: upstream `{name}` has no https:// server; remove it or write the servers as \"https://HOST:PORT\""
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(ca) = &u.tls_ca {
+            if let Some(file) = self.pem(at, ca, "tls_ca") {
+                match crate::tls::parse_certificates(&file.pem) {
+                    Ok(_) => tls.ca = Some(file),
+                    Err(m) => self
+                        .errors
+                        .push(at.error(ca.span(), format!("tls_ca `{}`: {m}", file.path.display()))),
+                }
+            }
+        }
+        if let Some(server_name) = &u.tls_server_name {
+            let text = server_name.get_ref();
+            match rustls_pki_types::ServerName::try_from(text.as_str()) {
+                Ok(_) => tls.server_name = Some(text.clone()),
+                Err(_) => self.errors.push(at.error(
+                    server_name.span(),
+                    format!(
+                        "invalid tls_server_name `{text}`: use the DNS name the servers' certificates are for, like \"api.internal\", or an IP address"
+                    ),
+                )),
+            }
+        }
+        if let Some(verify) = &u.tls_verify {
+            tls.verify = *verify.get_ref();
+            if !tls.verify && has_https {
+                self.warnings.push(at.error(
+                    verify.span(),
+                    format!(
+                        "tls_verify = false: any certificate is accepted from the servers of upstream `{name}`, so anyone on the network path can impersonate them; trust a private CA with tls_ca = \"ca.pem\" instead"
+                    ),
+                ));
+            }
+        }
+        tls
+    }
+
+    /// A listener's `tls`: one `cert` and `key`, or `certificates` entries,
+    /// every pair read and checked to belong together; `None` (and errors)
+    /// otherwise.
+    fn listener_tls(
+        &mut self,
+        at: At<'_>,
+        name: &str,
+        header: usize,
+        t: &raw::ListenerTls,
+    ) -> Option<ListenerTls> {
+        let pairs: Vec<(&Spanned<String>, &Spanned<String>)> = match (&t.cert, &t.key, &t.certificates) {
+            (Some(cert), Some(key), None) => vec![(cert, key)],
+            (None, None, Some(list)) if !list.is_empty() => list
+                .iter()
+                .map(|p| (&p.get_ref().cert, &p.get_ref().key))
+                .collect(),
+            (None, None, Some(_)) => {
+                self.errors.push(at.error(
+                    at.line_span(header),
+                    format!(
+                        "listener `{name}` has an empty tls.certificates: add [[listener.{name}.tls.certificates]] tables with cert and key"
+                    ),
+                ));
+                return None;
+            }
+            (cert, key, Some(_)) => {
+                let span = cert
+                    .as_ref()
+                    .or(key.as_ref())
+                    .map_or(header..header, Spanned::span);
+                self.errors.push(at.error(
+                    span,
+                    format!(
+                        "the tls of listener `{name}` has both `cert`/`key` and `certificates`: use cert and key for one certificate, or only [[listener.{name}.tls.certificates]] tables for several"
+                    ),
+                ));
+                return None;
+            }
+            (Some(cert), None, None) => {
+                self.errors.push(at.error(
+                    cert.span(),
+                    "`cert` needs its private key: add key = \"PATH\" next to it".to_owned(),
+                ));
+                return None;
+            }
+            (None, Some(key), None) => {
+                self.errors.push(at.error(
+                    key.span(),
+                    "`key` needs its certificate: add cert = \"PATH\" next to it".to_owned(),
+                ));
+                return None;
+            }
+            (None, None, None) => {
+                self.errors.push(at.error(
+                    at.line_span(header),
+                    format!(
+                        "listener `{name}` has `tls` without a certificate: add cert = \"cert.pem\" and key = \"key.pem\" to it"
+                    ),
+                ));
+                return None;
+            }
+        };
+        let mut ok = true;
+        let mut certificates = Vec::new();
+        for (cert, key) in pairs {
+            let cert_file = self.pem(at, cert, "certificate");
+            let key_file = self.pem(at, key, "key");
+            let (Some(cert_file), Some(key_file)) = (cert_file, key_file) else {
+                ok = false;
+                continue;
+            };
+            match crate::tls::certified_key(&cert_file.pem, &key_file.pem) {
+                Ok(_) => certificates.push(CertificateFiles {
+                    cert: cert_file,
+                    key: key_file,
+                }),
+                Err(crate::tls::CertError::Cert(m)) => {
+                    ok = false;
+                    self.errors.push(at.error(
+                        cert.span(),
+                        format!("certificate `{}`: {m}", cert_file.path.display()),
+                    ));
+                }
+                Err(crate::tls::CertError::Key(m)) => {
+                    ok = false;
+                    self.errors
+                        .push(at.error(key.span(), format!("key `{}`: {m}", key_file.path.display())));
+                }
+            }
+        }
+        let client_ca = match &t.client_ca {
+            None => None,
+            Some(ca) => match self.pem(at, ca, "client_ca") {
+                None => {
+                    ok = false;
+                    None
+                }
+                Some(file) => match crate::tls::parse_certificates(&file.pem) {
+                    Ok(_) => Some(file),
+                    Err(m) => {
+                        ok = false;
+                        self.errors
+                            .push(at.error(ca.span(), format!("client_ca `{}`: {m}", file.path.display())));
+                        None
+                    }
+                },
+            },
+        };
+        ok.then_some(ListenerTls {
+            certificates,
+            client_ca,
+        })
+    }
+
+    /// The PEM file `value` names (relative to this file), read once per
+    /// path through the loader's file system and kept as a source.
+    fn pem(&mut self, at: At<'_>, value: &Spanned<String>, key: &str) -> Option<PemFile> {
+        let text = value.get_ref();
+        if text.is_empty() {
+            self.errors.push(at.error(
+                value.span(),
+                format!("empty `{key}` path: give the path of a PEM file, relative to this file or absolute"),
+            ));
+            return None;
+        }
+        let path = at.relative(text);
+        let read = match self.pem_reads.get(&path) {
+            Some(read) => read.clone(),
+            None => {
+                let read = self
+                    .fs
+                    .read(&path)
+                    .map(Arc::<str>::from)
+                    .map_err(|e| e.to_string());
+                if let Ok(pem) = &read {
+                    self.pem_sources.push(Source {
+                        path: path.clone(),
+                        text: pem.to_string(),
+                        kind: SourceKind::Pem,
+                    });
+                }
+                self.pem_paths.push(path.clone());
+                self.pem_reads.insert(path.clone(), read.clone());
+                read
+            }
+        };
+        match read {
+            Ok(pem) => Some(PemFile { path, pem }),
+            Err(e) => {
+                self.errors.push(at.error(
+                    value.span(),
+                    format!("cannot read {key} file {}: {e}", path.display()),
+                ));
+                None
+            }
         }
     }
 
@@ -1010,13 +1274,13 @@ impl Validator<'_> {
                 None
             }
         };
-        let (name, endpoint) = addr?;
+        let (name, endpoint, tls) = addr?;
         Some(ServerSpec {
             name,
             endpoint,
             weight: weight?,
             backup: backup.is_some_and(|b| *b.get_ref()),
-            tls: false,
+            tls,
         })
     }
 
@@ -1079,6 +1343,9 @@ impl Validator<'_> {
             ));
         }
 
+        // `None` inside: errors reported, the listener is not kept (but its
+        // routes are still checked).
+        let tls = l.tls.as_ref().map(|t| self.listener_tls(at, name, header, t));
         let mut routes: Vec<Route> = Vec::new();
         // Where each valid route is, to name the one that shadows another.
         let mut route_at: Vec<Location> = Vec::new();
@@ -1095,14 +1362,14 @@ impl Validator<'_> {
             {
                 let what = match (&raw_route.get_ref().host, &raw_route.get_ref().path) {
                     (Some(h), Some(p)) => format!("host `{}` and path `{}`", h.get_ref(), p.get_ref()),
-                    (Some(h), None) => format!("host `{}` and no path", h.get_ref()),
-                    (None, Some(p)) => format!("any host and path `{}`", p.get_ref()),
-                    (None, None) => "any host and no path".to_owned(),
+                    (Some(h), None) => format!("host `{}` (any path)", h.get_ref()),
+                    (None, Some(p)) => format!("path `{}` (any host)", p.get_ref()),
+                    (None, None) => "requests (any host, any path)".to_owned(),
                 };
                 self.errors.push(at.error(
                     at.line_span(start),
                     format!(
-                        "this route can never match: the route at {} has the same {what} and comes first; remove one of them or change its host or path",
+                        "this route can never match: the route at {} matches the same {what} and comes first; remove one of them or change its host or path",
                         route_at[i]
                     ),
                 ));
@@ -1111,7 +1378,12 @@ impl Validator<'_> {
             routes.push(route);
         }
 
-        if let (true, Some(bind)) = (first, bind) {
+        let tls = match tls {
+            None => Some(None),
+            Some(Some(t)) => Some(Some(t)),
+            Some(None) => None,
+        };
+        if let (true, Some(bind), Some(tls)) = (first, bind, tls) {
             self.listeners.insert(
                 name.clone(),
                 Listener {
@@ -1119,7 +1391,7 @@ impl Validator<'_> {
                     bind,
                     upstream: l.upstream.as_ref().map(|u| u.get_ref().clone()),
                     routes,
-                    tls: None,
+                    tls,
                 },
             );
         }
@@ -1277,8 +1549,13 @@ impl Validator<'_> {
 
     /// An upstream nothing sends requests to is most likely a leftover or a
     /// misspelt reference.
+    /// Not judged while a reference is unknown: a misspelt name would make
+    /// the upstream it meant look unused, a second message for one mistake.
     fn check_unused_upstreams(&mut self) {
         let used: HashSet<&str> = self.references.iter().map(|(_, _, n)| n.as_str()).collect();
+        if used.iter().any(|n| !self.upstream_defs.contains_key(*n)) {
+            return;
+        }
         for name in &self.upstream_order {
             if used.contains(name.as_str()) {
                 continue;
@@ -1455,19 +1732,24 @@ fn parse_status_range(s: &raw::StatusText) -> Result<(u16, u16), String> {
     }
 }
 
-/// A server entry: `HOST:PORT` or `http://HOST:PORT`, optional trailing `/`.
-/// Returns the name (without scheme and `/`) and the endpoint. A host name is
-/// only checked for syntax, never resolved.
-fn parse_server(text: &str) -> Result<(String, Endpoint), String> {
+/// A server entry: `HOST:PORT`, `http://HOST[:PORT]` or `https://HOST[:PORT]`,
+/// optional trailing `/`. With a scheme the port defaults to the scheme's
+/// (80, 443), as in a URL; without one it must be written. Returns the name
+/// (without scheme and `/`: health checks take their `Host` from it), the
+/// endpoint and whether it is `https://`. A host name is only checked for
+/// syntax, never resolved.
+fn parse_server(text: &str) -> Result<(String, Endpoint, bool), String> {
+    let (name, endpoint, default_port) = parse_server_address(text)?;
+    let tls = default_port == Some(443);
+    Ok((name, endpoint, tls))
+}
+
+fn parse_server_address(text: &str) -> Result<(String, Endpoint, Option<u16>), String> {
     let invalid = |why: &str| format!("invalid server address `{text}`: {why}; {SERVER_HINT}");
-    let rest = match text.split_once("://") {
-        None => text,
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
-            return Err(invalid(
-                "https is not supported, servers are reached over plain http",
-            ))
-        }
+    let (rest, default_port) = match text.split_once("://") {
+        None => (text, None),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (rest, Some(80)),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (rest, Some(443)),
         Some((scheme, _)) => return Err(invalid(&format!("unsupported scheme `{scheme}`"))),
     };
     let name = rest.strip_suffix('/').unwrap_or(rest);
@@ -1478,24 +1760,33 @@ fn parse_server(text: &str) -> Result<(String, Endpoint), String> {
         return Err(invalid("it is empty"));
     }
     if let Ok(addr) = name.parse::<SocketAddr>() {
-        return Ok((name.to_owned(), Endpoint::Ip(addr)));
+        return Ok((name.to_owned(), Endpoint::Ip(addr), default_port));
     }
     // `[IPv6]` or `[IPv6]:PORT`: the port is missing or bad, or the address.
     if let Some(bracketed) = name.strip_prefix('[') {
         let Some((ip, after)) = bracketed.split_once(']') else {
             return Err(invalid("missing `]` after the IPv6 address"));
         };
-        if ip.parse::<Ipv6Addr>().is_err() {
+        let Ok(ip) = ip.parse::<Ipv6Addr>() else {
             return Err(invalid(&format!("bad IPv6 address `{ip}`")));
-        }
+        };
         return match after.strip_prefix(':') {
-            None if after.is_empty() => Err(invalid("missing port")),
+            None if after.is_empty() => match default_port {
+                Some(port) => Ok((
+                    name.to_owned(),
+                    Endpoint::Ip(SocketAddr::new(IpAddr::V6(ip), port)),
+                    default_port,
+                )),
+                None => Err(invalid("missing port")),
+            },
             None => Err(invalid(&format!("unexpected `{after}` after the IPv6 address"))),
             Some(port) => Err(invalid(&format!("bad port `{port}`"))),
         };
     }
-    let Some((host, port)) = name.rsplit_once(':') else {
-        return Err(invalid("missing port"));
+    let (host, port) = match (name.rsplit_once(':'), default_port) {
+        (Some(parts), _) => parts,
+        (None, Some(_)) => (name, ""),
+        (None, None) => return Err(invalid("missing port")),
     };
     if host.is_empty() {
         return Err(invalid("missing host"));
@@ -1514,15 +1805,16 @@ fn parse_server(text: &str) -> Result<(String, Endpoint), String> {
         Err(_) => Host::Name(check_host_name(host).map_err(|why| invalid(&why))?),
     };
     // Digits only: `u16::from_str` would take a leading `+`.
-    let port = match port.parse::<u16>() {
-        Ok(p) if port.bytes().all(|b| b.is_ascii_digit()) => p,
+    let port = match (port.parse::<u16>(), default_port) {
+        (Ok(p), _) if port.bytes().all(|b| b.is_ascii_digit()) => p,
+        (_, Some(p)) if port.is_empty() && !name.contains(':') => p,
         _ => return Err(invalid(&format!("bad port `{port}`"))),
     };
     let endpoint = match host {
         Host::Ip(ip) => Endpoint::Ip(SocketAddr::new(IpAddr::V4(ip), port)),
         Host::Name(host) => Endpoint::Dns { host, port },
     };
-    Ok((name.to_owned(), endpoint))
+    Ok((name.to_owned(), endpoint, default_port))
 }
 
 /// A DNS name: letters, digits, `-`, `_` and `.` (underscores are not valid
@@ -1574,6 +1866,11 @@ mod tests {
     /// the parts and every error as a display string. A file toml rejects
     /// makes the set incomplete, as in a real load.
     fn check(files: &[(&str, &str)]) -> (Parts, Vec<String>) {
+        check_with(files, &[])
+    }
+
+    /// As [`check`], with `other` files (PEM) readable but not parsed.
+    fn check_with(files: &[(&str, &str)], other: &[(&str, &str)]) -> (Parts, Vec<String>) {
         let mut errors = Vec::new();
         let mut complete = true;
         let parsed: Vec<Parsed> = files
@@ -1594,7 +1891,8 @@ mod tests {
                 }
             })
             .collect();
-        let fs = super::super::load::mem::MemFs::new(files);
+        let all: Vec<(&str, &str)> = files.iter().chain(other).copied().collect();
+        let fs = super::super::load::mem::MemFs::new(&all);
         let parts = validate(&fs, &parsed, Path::new(files[0].0), complete, &mut errors);
         let order: Vec<PathBuf> = files.iter().map(|(p, _)| PathBuf::from(p)).collect();
         let errors = super::super::Errors::new(errors, Vec::new(), &order);
@@ -1761,7 +2059,8 @@ servers = ["[::1]:9003"]
             ("a.b2:0", "a.b2:0", dns("a.b2", 0)),
         ];
         for (text, name, endpoint) in ok_cases {
-            let (n, e) = parse_server(text).unwrap();
+            let (n, e, tls) = parse_server(text).unwrap();
+            assert!(!tls, "{text}");
             assert_eq!(n, name, "{text}");
             assert_eq!(e, endpoint, "{text}");
         }
@@ -1775,8 +2074,8 @@ servers = ["[::1]:9003"]
         let bad_cases = [
             ("127.0.0.1", format!("invalid server address `127.0.0.1`: missing port; {hint}")),
             (
-                "https://a:1",
-                format!("invalid server address `https://a:1`: https is not supported, servers are reached over plain http; {hint}"),
+                "https://a:x",
+                format!("invalid server address `https://a:x`: bad port `x`; {hint}"),
             ),
             (
                 "http://a:1/x",
@@ -1895,7 +2194,7 @@ servers = ["[::1]:9003"]
                 "ginx.toml",
                 "[listener.web]\nbind = \"127.0.0.1:1\"\nupstreem = \"a\"\n"
             )]),
-            ["ginx.toml:3:1: unknown field `upstreem`: did you mean `upstream`? (expected one of `bind`, `upstream`, `route`)"]
+            ["ginx.toml:3:1: unknown field `upstreem`: did you mean `upstream`? (expected one of `bind`, `upstream`, `route`, `tls`)"]
         );
         assert_eq!(
             errors(&[("ginx.toml", "[global]\nlog = 1\n")]),
@@ -2362,7 +2661,7 @@ servers = ["[::1]:9003"]
         );
         assert_eq!(
             errors(&[("ginx.toml", "[upstream.a]\nretry = 1\n")]),
-            ["ginx.toml:2:1: unknown field `retry`, expected one of `balance`, `hash`, `servers`, `connect_timeout`, `read_timeout`, `max_fails`, `fail_timeout`, `eject_on_5xx`, `on_all_down`, `retries`, `retry_on`, `retry_non_idempotent`, `health_check`"]
+            ["ginx.toml:2:1: unknown field `retry`, expected one of `balance`, `hash`, `servers`, `connect_timeout`, `read_timeout`, `max_fails`, `fail_timeout`, `eject_on_5xx`, `on_all_down`, `retries`, `retry_on`, `retry_non_idempotent`, `health_check`, `protocol`, `tls_ca`, `tls_server_name`, `tls_verify`, `tunnel_timeout`"]
         );
     }
 
@@ -2805,7 +3104,7 @@ servers = ["[::1]:9003"]
         );
         assert_eq!(
             errors(&[("ginx.toml", &text)]),
-            ["ginx.toml:13:1: this route can never match: the route at ginx.toml:6:1 has the same host `API.example.com` and path `/api/` and comes first; remove one of them or change its host or path"]
+            ["ginx.toml:13:1: this route can never match: the route at ginx.toml:6:1 matches the same host `API.example.com` and path `/api/` and comes first; remove one of them or change its host or path"]
         );
     }
 
@@ -2857,5 +3156,246 @@ servers = ["[::1]:9003"]
             errors(&[("ginx.toml", &route("https://host}"))]),
             ["ginx.toml:4:38: unmatched `}` in location `https://host}`: placeholders are written {host} and {uri}"]
         );
+    }
+
+    /// A self-signed certificate for `name` and its key, as PEM.
+    fn pair(name: &str) -> (String, String) {
+        let cert = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+        (cert.cert.pem(), cert.signing_key.serialize_pem())
+    }
+
+    #[test]
+    fn listener_tls_forms() {
+        let (a_cert, a_key) = pair("a.example.com");
+        let (b_cert, b_key) = pair("b.example.com");
+        let pems = [
+            ("conf.d/certs/a.pem", a_cert.as_str()),
+            ("conf.d/certs/a.key", a_key.as_str()),
+            ("/etc/b.pem", b_cert.as_str()),
+            ("/etc/b.key", b_key.as_str()),
+        ];
+        let one = "[listener.web]\nbind = \"127.0.0.1:443\"\nupstream = \"app\"\ntls = { cert = \"certs/a.pem\", key = \"certs/a.key\" }\n";
+        let (parts, errs) = check_with(&[("ginx.toml", UP), ("conf.d/web.toml", one)], &pems);
+        assert!(errs.is_empty(), "{errs:?}");
+        let tls = parts.listeners["web"].tls.as_ref().unwrap();
+        assert_eq!(tls.certificates.len(), 1);
+        assert_eq!(tls.certificates[0].cert.path, PathBuf::from("conf.d/certs/a.pem"));
+        assert_eq!(&*tls.certificates[0].key.pem, a_key.as_str());
+        assert_eq!(tls.client_ca, None);
+        // Each file is read once and kept as a source, even when named twice.
+        let paths: Vec<&Path> = parts.pem_sources.iter().map(|s| s.path.as_path()).collect();
+        assert_eq!(
+            paths,
+            [Path::new("conf.d/certs/a.pem"), Path::new("conf.d/certs/a.key")]
+        );
+        assert!(parts.pem_sources.iter().all(|s| s.kind == SourceKind::Pem));
+
+        let several = "[listener.web]\nbind = \"127.0.0.1:443\"\nupstream = \"app\"\n\
+                       [listener.web.tls]\nclient_ca = \"certs/a.pem\"\n\
+                       [[listener.web.tls.certificates]]\ncert = \"certs/a.pem\"\nkey = \"certs/a.key\"\n\
+                       [[listener.web.tls.certificates]]\ncert = \"/etc/b.pem\"\nkey = \"/etc/b.key\"\n";
+        let (parts, errs) = check_with(&[("ginx.toml", UP), ("conf.d/web.toml", several)], &pems);
+        assert!(errs.is_empty(), "{errs:?}");
+        let tls = parts.listeners["web"].tls.as_ref().unwrap();
+        assert_eq!(tls.certificates.len(), 2);
+        assert_eq!(tls.certificates[1].key.path, PathBuf::from("/etc/b.key"));
+        assert_eq!(
+            tls.client_ca.as_ref().unwrap().path,
+            PathBuf::from("conf.d/certs/a.pem")
+        );
+        assert_eq!(parts.pem_sources.len(), 4);
+    }
+
+    #[test]
+    fn listener_tls_problems() {
+        let (a_cert, a_key) = pair("a.example.com");
+        let (_, b_key) = pair("b.example.com");
+        let pems = [
+            ("a.pem", a_cert.as_str()),
+            ("a.key", a_key.as_str()),
+            ("b.key", b_key.as_str()),
+            ("junk.pem", "hello"),
+        ];
+        let web = |tls: &str| {
+            format!("[listener.web]\nbind = \"127.0.0.1:443\"\nupstream = \"app\"\ntls = {tls}\n{UP}")
+        };
+        let cases = [
+            (
+                "{ cert = \"a.pem\", key = \"b.key\" }",
+                "ginx.toml:4:31: key `b.key`: the private key does not match the certificate".to_owned(),
+            ),
+            (
+                "{ cert = \"junk.pem\", key = \"a.key\" }",
+                format!(
+                    "ginx.toml:4:16: certificate `junk.pem`: {}",
+                    crate::tls::parse_certificates("hello").unwrap_err()
+                ),
+            ),
+            (
+                "{ cert = \"none.pem\", key = \"a.key\" }",
+                format!(
+                    "ginx.toml:4:16: cannot read certificate file none.pem: {}",
+                    std::io::Error::from(std::io::ErrorKind::NotFound)
+                ),
+            ),
+            (
+                "{ cert = \"a.pem\", key = \"a.key\", client_ca = \"junk.pem\" }",
+                format!(
+                    "ginx.toml:4:52: client_ca `junk.pem`: {}",
+                    crate::tls::parse_certificates("hello").unwrap_err()
+                ),
+            ),
+            (
+                "{ cert = \"a.pem\" }",
+                "ginx.toml:4:16: `cert` needs its private key: add key = \"PATH\" next to it".to_owned(),
+            ),
+            (
+                "{ key = \"a.key\" }",
+                "ginx.toml:4:15: `key` needs its certificate: add cert = \"PATH\" next to it".to_owned(),
+            ),
+            (
+                "{ client_ca = \"a.pem\" }",
+                "ginx.toml:1:1: listener `web` has `tls` without a certificate: add cert = \"cert.pem\" and key = \"key.pem\" to it".to_owned(),
+            ),
+            (
+                "{ cert = \"a.pem\", key = \"a.key\", certificates = [{ cert = \"a.pem\", key = \"a.key\" }] }",
+                "ginx.toml:4:16: the tls of listener `web` has both `cert`/`key` and `certificates`: use cert and key for one certificate, or only [[listener.web.tls.certificates]] tables for several".to_owned(),
+            ),
+            (
+                "{ certificates = [] }",
+                "ginx.toml:1:1: listener `web` has an empty tls.certificates: add [[listener.web.tls.certificates]] tables with cert and key".to_owned(),
+            ),
+            (
+                "{ cert = \"\", key = \"a.key\" }",
+                "ginx.toml:4:16: empty `certificate` path: give the path of a PEM file, relative to this file or absolute".to_owned(),
+            ),
+            (
+                "{ cert = \"a.pem\", key = \"a.key\", ca = \"a.pem\" }",
+                "ginx.toml:4:40: unknown field `ca`, expected one of `cert`, `key`, `certificates`, `client_ca`".to_owned(),
+            ),
+        ];
+        for (tls, expected) in cases {
+            let (_, errs) = check_with(&[("ginx.toml", &web(tls))], &pems);
+            assert_eq!(errs, [expected], "{tls}");
+        }
+    }
+
+    #[test]
+    fn server_schemes_and_default_ports() {
+        let ip = |a: &str| Endpoint::Ip(a.parse().unwrap());
+        let cases = [
+            (
+                "https://127.0.0.1:8443",
+                "127.0.0.1:8443",
+                ip("127.0.0.1:8443"),
+                true,
+            ),
+            ("https://127.0.0.1", "127.0.0.1", ip("127.0.0.1:443"), true),
+            ("HTTPS://[::1]/", "[::1]", ip("[::1]:443"), true),
+            ("http://127.0.0.1", "127.0.0.1", ip("127.0.0.1:80"), false),
+            (
+                "https://api.example.com",
+                "api.example.com",
+                Endpoint::Dns {
+                    host: "api.example.com".into(),
+                    port: 443,
+                },
+                true,
+            ),
+        ];
+        for (text, name, endpoint, tls) in cases {
+            assert_eq!(parse_server(text), Ok((name.to_owned(), endpoint, tls)), "{text}");
+        }
+        // Without a scheme the port stays required.
+        assert!(parse_server("api.example.com").is_err());
+        assert!(parse_server("https://a:").is_err());
+    }
+
+    #[test]
+    fn upstream_protocol_keys() {
+        let (ca, _) = pair("ca.internal");
+        let main = format!(
+            "{WEB}[upstream.app]\nprotocol = \"h2\"\nservers = [\"https://127.0.0.1:8443\", {{ addr = \"https://10.0.0.2\", weight = 2 }}]\n\
+             tls_ca = \"ca.pem\"\ntls_server_name = \"api.internal\"\ntunnel_timeout = \"10m\"\n"
+        );
+        let (parts, errs) = check_with(&[("ginx.toml", &main)], &[("ca.pem", &ca)]);
+        assert!(errs.is_empty(), "{errs:?}");
+        let up = &parts.upstreams["app"];
+        assert_eq!(up.protocol, UpstreamProtocol::H2);
+        assert!(up.servers.iter().all(|s| s.tls));
+        assert_eq!(up.tls.ca.as_ref().unwrap().path, PathBuf::from("ca.pem"));
+        assert_eq!(up.tls.server_name.as_deref(), Some("api.internal"));
+        assert!(up.tls.verify);
+        assert_eq!(up.tunnel_timeout, Duration::from_secs(600));
+        assert!(parts.warnings.is_empty());
+
+        let defaults = ok(&format!("{WEB}{UP}"));
+        let up = &defaults.upstreams["app"];
+        assert_eq!(up.protocol, UpstreamProtocol::Http1);
+        assert_eq!(up.tls, UpstreamTls::default());
+        assert_eq!(up.tunnel_timeout, Duration::from_secs(3600));
+        assert!(ok(&format!(
+            "{WEB}[upstream.app]\nprotocol = \"h2c\"\nservers = [\"127.0.0.1:1\"]\n"
+        ))
+        .upstreams["app"]
+            .servers
+            .iter()
+            .all(|s| !s.tls));
+    }
+
+    #[test]
+    fn upstream_protocol_problems() {
+        let up = |keys: &str| format!("{WEB}[upstream.app]\n{keys}\n");
+        let cases = [
+            (
+                "protocol = \"h2\"\nservers = [\"127.0.0.1:1\"]",
+                "ginx.toml:6:12: upstream `app` has protocol = \"h2\", which is HTTP/2 over TLS: write this server as \"https://127.0.0.1:1\", or use protocol = \"h2c\" for HTTP/2 without TLS",
+            ),
+            (
+                "protocol = \"h2c\"\nservers = [\"https://127.0.0.1:1\"]",
+                "ginx.toml:6:12: upstream `app` has protocol = \"h2c\", which is HTTP/2 without TLS: write this server as \"127.0.0.1:1\", or use protocol = \"h2\" for HTTP/2 over TLS",
+            ),
+            (
+                "protocol = \"http2\"\nservers = [\"127.0.0.1:1\"]",
+                "ginx.toml:5:12: unknown protocol `http2`: did you mean `http1`? (use \"http1\", \"h2\" or \"h2c\")",
+            ),
+            (
+                "servers = [\"https://127.0.0.1:1\"]\ntls_ca = \"junk.pem\"",
+                "ginx.toml:6:10: tls_ca `junk.pem`: no certificate found: expected one or more `-----BEGIN CERTIFICATE-----` blocks",
+            ),
+            (
+                "servers = [\"https://127.0.0.1:1\"]\ntls_server_name = \"not a name\"",
+                "ginx.toml:6:19: invalid tls_server_name `not a name`: use the DNS name the servers' certificates are for, like \"api.internal\", or an IP address",
+            ),
+            (
+                "servers = [\"127.0.0.1:1\"]\ntunnel_timeout = \"0s\"",
+                "ginx.toml:6:18: invalid duration `0s` for `tunnel_timeout`: it must be greater than zero, like \"5s\"",
+            ),
+        ];
+        for (keys, expected) in cases {
+            let (_, errs) = check_with(&[("ginx.toml", &up(keys))], &[("junk.pem", "hello")]);
+            assert_eq!(errs, [expected], "{keys}");
+        }
+        let (parts, errs) = check(&[(
+            "ginx.toml",
+            &up("servers = [\"127.0.0.1:1\"]\ntls_server_name = \"a\"\ntls_verify = false"),
+        )]);
+        assert!(errs.is_empty());
+        let warnings: Vec<String> = parts.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            warnings,
+            [
+                "ginx.toml:6:19: `tls_server_name` has no effect: upstream `app` has no https:// server; remove it or write the servers as \"https://HOST:PORT\"",
+                "ginx.toml:7:14: `tls_verify` has no effect: upstream `app` has no https:// server; remove it or write the servers as \"https://HOST:PORT\"",
+            ]
+        );
+        assert_eq!(
+            warnings_of(&up("servers = [\"https://127.0.0.1:1\"]\ntls_verify = false")),
+            ["ginx.toml:6:14: tls_verify = false: any certificate is accepted from the servers of upstream `app`, so anyone on the network path can impersonate them; trust a private CA with tls_ca = \"ca.pem\" instead"]
+        );
+    }
+
+    fn warnings_of(text: &str) -> Vec<String> {
+        warnings(&[("ginx.toml", text)])
     }
 }

@@ -1,0 +1,545 @@
+//! What changes between two configurations, one line per change.
+//!
+//! Used by reload (to log what a new generation changed) and by
+//! `ginx --check --diff` (what applying the local files would change in a
+//! running ginx). Only settings are compared, never file texts: a comment
+//! edit is no change.
+//!
+//! ```text
+//! +listener api
+//! ~listener web: bind 127.0.0.1:80 -> 127.0.0.1:81
+//! +route web host=api.example.com path=/api/ -> upstream app
+//! ~upstream app: balance round_robin -> least_conn
+//! +server app/127.0.0.1:9003
+//! ~server app/127.0.0.1:9001: weight 1 -> 3
+//! ~global: log_level info -> debug
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use super::{
+    AccessLog, AccessLogFormat, Balance, CheckKind, Config, HashKey, HealthCheck, HostPattern, Listener,
+    ListenerTls, LogFormat, OnAllDown, PemFile, RetryOn, Route, RouteAction, ServerSpec, Upstream,
+    UpstreamProtocol, UpstreamTls,
+};
+
+/// The changes from one configuration to another, in a stable order:
+/// listeners and their routes, upstreams and their servers, global, admin.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diff {
+    lines: Vec<String>,
+}
+
+impl Diff {
+    /// What going from `old` to `new` changes.
+    pub fn between(old: &Config, new: &Config) -> Diff {
+        let mut diff = Diff::default();
+        diff.listeners(&old.listeners, &new.listeners);
+        diff.upstreams(&old.upstreams, &new.upstreams);
+        diff.global(old, new);
+        match (&old.admin, &new.admin) {
+            (None, Some(a)) => diff.lines.push(format!("+admin {}", a.bind)),
+            (Some(a), None) => diff.lines.push(format!("-admin {}", a.bind)),
+            (Some(a), Some(b)) if a.bind != b.bind => {
+                diff.lines.push(format!("~admin: bind {} -> {}", a.bind, b.bind));
+            }
+            _ => {}
+        }
+        diff
+    }
+
+    /// No setting changed.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// The changes, one per entry, as displayed.
+    pub fn lines(&self) -> &[String] {
+        &self.lines
+    }
+
+    fn listeners(&mut self, old: &BTreeMap<String, Listener>, new: &BTreeMap<String, Listener>) {
+        for (name, l) in new {
+            let Some(before) = old.get(name) else {
+                self.lines.push(format!("+listener {name}"));
+                for route in &l.routes {
+                    self.lines.push(format!("+route {name} {}", route_text(route)));
+                }
+                continue;
+            };
+            let prefix = format!("~listener {name}");
+            self.setting(&prefix, "bind", &before.bind, &l.bind, |a| a.to_string());
+            self.setting(&prefix, "upstream", &before.upstream, &l.upstream, |u| {
+                u.clone().unwrap_or_else(|| "(none)".to_owned())
+            });
+            self.listener_tls(&prefix, &before.tls, &l.tls);
+            self.routes(name, &before.routes, &l.routes);
+        }
+        for name in old.keys().filter(|n| !new.contains_key(*n)) {
+            self.lines.push(format!("-listener {name}"));
+        }
+    }
+
+    /// Routes removed and added; when only their order changed, say so
+    /// (order decides ties).
+    fn routes(&mut self, listener: &str, old: &[Route], new: &[Route]) {
+        let removed: Vec<&Route> = old.iter().filter(|r| !new.contains(r)).collect();
+        let added: Vec<&Route> = new.iter().filter(|r| !old.contains(r)).collect();
+        for route in &removed {
+            self.lines
+                .push(format!("-route {listener} {}", route_text(route)));
+        }
+        for route in &added {
+            self.lines
+                .push(format!("+route {listener} {}", route_text(route)));
+        }
+        if removed.is_empty() && added.is_empty() && old != new {
+            self.lines
+                .push(format!("~listener {listener}: route order changed"));
+        }
+    }
+
+    fn listener_tls(&mut self, prefix: &str, old: &Option<ListenerTls>, new: &Option<ListenerTls>) {
+        match (old, new) {
+            (None, Some(_)) => self.lines.push(format!("{prefix}: tls off -> on")),
+            (Some(_), None) => self.lines.push(format!("{prefix}: tls on -> off")),
+            (Some(a), Some(b)) => {
+                let certs = |t: &ListenerTls| {
+                    t.certificates
+                        .iter()
+                        .map(|c| format!("{}+{}", c.cert.path.display(), c.key.path.display()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                self.setting(prefix, "tls certificates", a, b, certs);
+                let same_paths = certs(a) == certs(b);
+                if same_paths && a.certificates != b.certificates {
+                    self.lines
+                        .push(format!("{prefix}: tls certificate files changed"));
+                }
+                self.setting(prefix, "client_ca", &a.client_ca, &b.client_ca, pem_path);
+            }
+            (None, None) => {}
+        }
+    }
+
+    fn upstreams(&mut self, old: &BTreeMap<String, Upstream>, new: &BTreeMap<String, Upstream>) {
+        for (name, u) in new {
+            let Some(before) = old.get(name) else {
+                self.lines.push(format!("+upstream {name}"));
+                continue;
+            };
+            let p = format!("~upstream {name}");
+            self.setting(&p, "balance", &before.balance, &u.balance, balance_text);
+            self.setting(&p, "protocol", &before.protocol, &u.protocol, |p| {
+                match p {
+                    UpstreamProtocol::Http1 => "http1",
+                    UpstreamProtocol::H2 => "h2",
+                    UpstreamProtocol::H2c => "h2c",
+                }
+                .to_owned()
+            });
+            self.setting(
+                &p,
+                "connect_timeout",
+                &before.connect_timeout,
+                &u.connect_timeout,
+                duration,
+            );
+            self.setting(
+                &p,
+                "read_timeout",
+                &before.read_timeout,
+                &u.read_timeout,
+                duration,
+            );
+            self.setting(
+                &p,
+                "max_fails",
+                &before.max_fails,
+                &u.max_fails,
+                ToString::to_string,
+            );
+            self.setting(
+                &p,
+                "fail_timeout",
+                &before.fail_timeout,
+                &u.fail_timeout,
+                duration,
+            );
+            self.setting(&p, "eject_on_5xx", &before.eject_on_5xx, &u.eject_on_5xx, |e| {
+                e.map_or_else(|| "off".to_owned(), |n| n.to_string())
+            });
+            self.setting(&p, "on_all_down", &before.on_all_down, &u.on_all_down, |o| {
+                match o {
+                    OnAllDown::Fail => "fail",
+                    OnAllDown::TryAll => "try_all",
+                }
+                .to_owned()
+            });
+            self.setting(&p, "retries", &before.retries, &u.retries, ToString::to_string);
+            self.setting(&p, "retry_on", &before.retry_on, &u.retry_on, retry_on_text);
+            self.setting(
+                &p,
+                "retry_non_idempotent",
+                &before.retry_non_idempotent,
+                &u.retry_non_idempotent,
+                ToString::to_string,
+            );
+            self.setting(
+                &p,
+                "health_check",
+                &before.health_check,
+                &u.health_check,
+                health_text,
+            );
+            self.upstream_tls(&p, &before.tls, &u.tls);
+            self.setting(
+                &p,
+                "tunnel_timeout",
+                &before.tunnel_timeout,
+                &u.tunnel_timeout,
+                duration,
+            );
+            self.servers(name, &before.servers, &u.servers);
+        }
+        for name in old.keys().filter(|n| !new.contains_key(*n)) {
+            self.lines.push(format!("-upstream {name}"));
+        }
+    }
+
+    fn upstream_tls(&mut self, prefix: &str, old: &UpstreamTls, new: &UpstreamTls) {
+        self.setting(prefix, "tls_ca", &old.ca, &new.ca, pem_path);
+        if old.ca.as_ref().map(|c| &c.path) == new.ca.as_ref().map(|c| &c.path) && old.ca != new.ca {
+            self.lines.push(format!("{prefix}: tls_ca file changed"));
+        }
+        self.setting(
+            prefix,
+            "tls_server_name",
+            &old.server_name,
+            &new.server_name,
+            |n| n.clone().unwrap_or_else(|| "(server host)".to_owned()),
+        );
+        self.setting(
+            prefix,
+            "tls_verify",
+            &old.verify,
+            &new.verify,
+            ToString::to_string,
+        );
+    }
+
+    /// Servers by name, so a changed weight is one change, not two.
+    fn servers(&mut self, upstream: &str, old: &[ServerSpec], new: &[ServerSpec]) {
+        let find = |list: &'_ [ServerSpec], name: &str| list.iter().position(|s| s.name == name);
+        for s in new {
+            let Some(i) = find(old, &s.name) else {
+                self.lines.push(format!("+server {upstream}/{}", server_text(s)));
+                continue;
+            };
+            let before = &old[i];
+            let p = format!("~server {upstream}/{}", server_text(before));
+            self.setting(&p, "weight", &before.weight, &s.weight, ToString::to_string);
+            self.setting(&p, "backup", &before.backup, &s.backup, ToString::to_string);
+            self.setting(&p, "tls", &before.tls, &s.tls, ToString::to_string);
+            if before.endpoint != s.endpoint {
+                self.lines.push(format!("{p}: address changed"));
+            }
+        }
+        for s in old.iter().filter(|s| find(new, &s.name).is_none()) {
+            self.lines.push(format!("-server {upstream}/{}", server_text(s)));
+        }
+    }
+
+    fn global(&mut self, old: &Config, new: &Config) {
+        let (a, b) = (&old.global, &new.global);
+        let p = "~global";
+        self.setting(p, "log_level", &a.log_level, &b.log_level, Clone::clone);
+        self.setting(p, "log_format", &a.log_format, &b.log_format, |f| {
+            match f {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            }
+            .to_owned()
+        });
+        self.setting(p, "access_log", &a.access_log, &b.access_log, access_log_text);
+        self.setting(
+            p,
+            "shutdown_delay",
+            &a.shutdown_delay,
+            &b.shutdown_delay,
+            duration,
+        );
+        self.setting(p, "watch", &a.watch, &b.watch, ToString::to_string);
+        self.setting(p, "resolver", &a.resolver, &b.resolver, |r| {
+            r.map_or_else(|| "(system)".to_owned(), |r| r.to_string())
+        });
+        self.setting(p, "resolve_min", &a.resolve_min, &b.resolve_min, duration);
+        self.setting(p, "resolve_max", &a.resolve_max, &b.resolve_max, duration);
+        self.setting(
+            p,
+            "shutdown_timeout",
+            &a.shutdown_timeout,
+            &b.shutdown_timeout,
+            duration,
+        );
+        self.setting(
+            p,
+            "header_read_timeout",
+            &a.header_read_timeout,
+            &b.header_read_timeout,
+            duration,
+        );
+    }
+
+    /// `PREFIX: KEY OLD -> NEW` when the values differ.
+    fn setting<T: PartialEq>(
+        &mut self,
+        prefix: &str,
+        key: &str,
+        old: &T,
+        new: &T,
+        show: impl Fn(&T) -> String,
+    ) {
+        if old != new {
+            let (a, b) = (show(old), show(new));
+            // Different values that print alike (a certificate's content):
+            // say that it changed rather than `x -> x`.
+            if a == b {
+                self.lines.push(format!("{prefix}: {key} changed"));
+            } else {
+                self.lines.push(format!("{prefix}: {key} {a} -> {b}"));
+            }
+        }
+    }
+}
+
+impl fmt::Display for Diff {
+    /// One change per line, no trailing newline.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.lines.join("\n"))
+    }
+}
+
+/// `host=api.example.com path=/api/ -> upstream app`.
+fn route_text(route: &Route) -> String {
+    let mut parts = Vec::new();
+    match &route.host {
+        Some(HostPattern::Exact(h)) => parts.push(format!("host={h}")),
+        Some(HostPattern::Wildcard(suffix)) => parts.push(format!("host=*{suffix}")),
+        None => {}
+    }
+    if let Some(path) = &route.path {
+        parts.push(format!("path={path}"));
+    }
+    if parts.is_empty() {
+        parts.push("(any)".to_owned());
+    }
+    let action = match &route.action {
+        RouteAction::Proxy {
+            upstream,
+            strip_prefix: true,
+        } => format!("upstream {upstream} (strip_prefix)"),
+        RouteAction::Proxy { upstream, .. } => format!("upstream {upstream}"),
+        RouteAction::Respond {
+            status,
+            location: Some(l),
+            ..
+        } => format!("respond {status} location={l}"),
+        RouteAction::Respond { status, .. } => format!("respond {status}"),
+    };
+    format!("{} -> {action}", parts.join(" "))
+}
+
+fn server_text(s: &ServerSpec) -> String {
+    match s.tls {
+        true => format!("https://{}", s.name),
+        false => s.name.clone(),
+    }
+}
+
+fn duration(d: &Duration) -> String {
+    humantime::format_duration(*d).to_string()
+}
+
+fn pem_path(file: &Option<PemFile>) -> String {
+    file.as_ref()
+        .map_or_else(|| "(none)".to_owned(), |f| f.path.display().to_string())
+}
+
+fn balance_text(b: &Balance) -> String {
+    match b {
+        Balance::RoundRobin => "round_robin".to_owned(),
+        Balance::LeastConn => "least_conn".to_owned(),
+        Balance::Random => "random".to_owned(),
+        Balance::Hash(HashKey::ClientIp) => "hash(client_ip)".to_owned(),
+        Balance::Hash(HashKey::Uri) => "hash(uri)".to_owned(),
+        Balance::Hash(HashKey::Header(h)) => format!("hash(header:{h})"),
+        Balance::Hash(HashKey::Cookie(c)) => format!("hash(cookie:{c})"),
+    }
+}
+
+fn retry_on_text(r: &RetryOn) -> String {
+    let flags = [
+        (r.connect, "connect"),
+        (r.reset, "reset"),
+        (r.timeout, "timeout"),
+        (r.status_5xx, "5xx"),
+    ];
+    let on: Vec<&str> = flags.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
+    format!("[{}]", on.join(", "))
+}
+
+fn health_text(h: &Option<HealthCheck>) -> String {
+    let Some(h) = h else {
+        return "off".to_owned();
+    };
+    let kind = match &h.kind {
+        CheckKind::Http { path } => format!("http {path}"),
+        CheckKind::Tcp => "tcp".to_owned(),
+    };
+    format!(
+        "{kind} every {} (timeout {}, expect {}-{}, rise {}, fall {}, initially {})",
+        duration(&h.interval),
+        duration(&h.timeout),
+        h.expect_status.0,
+        h.expect_status.1,
+        h.rise,
+        h.fall,
+        if h.initial_up { "up" } else { "down" }
+    )
+}
+
+fn access_log_text(a: &Option<AccessLog>) -> String {
+    let Some(a) = a else {
+        return "off".to_owned();
+    };
+    let format = match a.format {
+        AccessLogFormat::Text => "text",
+        AccessLogFormat::Combined => "combined",
+        AccessLogFormat::Json => "json",
+    };
+    let path = a
+        .path
+        .as_ref()
+        .map_or_else(|| "stdout".to_owned(), |p| p.display().to_string());
+    format!("{path} ({format})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load::load_with;
+    use crate::config::load::mem::MemFs;
+    use std::path::Path;
+
+    fn config(text: &str) -> Config {
+        load_with(&MemFs::new(&[("ginx.toml", text)]), Path::new("ginx.toml")).unwrap()
+    }
+
+    fn diff(old: &str, new: &str) -> Vec<String> {
+        Diff::between(&config(old), &config(new)).lines().to_vec()
+    }
+
+    const BASE: &str = "[listener.web]\nbind = \"127.0.0.1:80\"\nupstream = \"app\"\n\
+                        [upstream.app]\nservers = [\"127.0.0.1:9001\", \"127.0.0.1:9002\"]\n";
+
+    #[test]
+    fn same_settings_no_changes() {
+        let d = Diff::between(&config(BASE), &config(&format!("# a comment\n{BASE}")));
+        assert!(d.is_empty());
+        assert_eq!(d.to_string(), "");
+    }
+
+    #[test]
+    fn listeners_and_routes() {
+        let new = "[listener.web]\nbind = \"127.0.0.1:81\"\nupstream = \"app\"\n\
+                   [[listener.web.route]]\nhost = \"api.example.com\"\npath = \"/api/\"\nupstream = \"app\"\n\
+                   [[listener.web.route]]\npath = \"/old\"\nrespond = { status = 301, location = \"https://{host}/\" }\n\
+                   [listener.api]\nbind = \"127.0.0.1:82\"\n[[listener.api.route]]\nhost = \"*.example.com\"\nupstream = \"app\"\nstrip_prefix = false\n\
+                   [upstream.app]\nservers = [\"127.0.0.1:9001\", \"127.0.0.1:9002\"]\n";
+        assert_eq!(
+            diff(BASE, new),
+            [
+                "+listener api",
+                "+route api host=*.example.com -> upstream app",
+                "~listener web: bind 127.0.0.1:80 -> 127.0.0.1:81",
+                "+route web host=api.example.com path=/api/ -> upstream app",
+                "+route web path=/old -> respond 301 location=https://{host}/",
+            ]
+        );
+        assert_eq!(
+            diff(new, BASE),
+            [
+                "~listener web: bind 127.0.0.1:81 -> 127.0.0.1:80",
+                "-route web host=api.example.com path=/api/ -> upstream app",
+                "-route web path=/old -> respond 301 location=https://{host}/",
+                "-listener api",
+            ]
+        );
+    }
+
+    #[test]
+    fn route_order() {
+        let a = "[listener.web]\nbind = \"127.0.0.1:80\"\n\
+                 [[listener.web.route]]\npath = \"/a\"\nrespond = { status = 200 }\n\
+                 [[listener.web.route]]\npath = \"/b\"\nrespond = { status = 200 }\n";
+        let b = "[listener.web]\nbind = \"127.0.0.1:80\"\n\
+                 [[listener.web.route]]\npath = \"/b\"\nrespond = { status = 200 }\n\
+                 [[listener.web.route]]\npath = \"/a\"\nrespond = { status = 200 }\n";
+        assert_eq!(diff(a, b), ["~listener web: route order changed"]);
+    }
+
+    #[test]
+    fn upstreams_and_servers() {
+        let new = "[listener.web]\nbind = \"127.0.0.1:80\"\nupstream = \"app\"\n\
+                   [upstream.app]\nbalance = \"least_conn\"\nretry_on = [\"5xx\"]\n\
+                   servers = [{ addr = \"127.0.0.1:9001\", weight = 3 }, \"127.0.0.1:9003\"]\n\
+                   [upstream.spare]\nservers = [\"127.0.0.1:9009\"]\n";
+        assert_eq!(
+            diff(BASE, new),
+            [
+                "~upstream app: balance round_robin -> least_conn",
+                "~upstream app: retry_on [connect, reset, timeout] -> [5xx]",
+                "~server app/127.0.0.1:9001: weight 1 -> 3",
+                "+server app/127.0.0.1:9003",
+                "-server app/127.0.0.1:9002",
+                "+upstream spare",
+            ]
+        );
+        assert_eq!(
+            diff(new, BASE),
+            [
+                "~upstream app: balance least_conn -> round_robin",
+                "~upstream app: retry_on [5xx] -> [connect, reset, timeout]",
+                "~server app/127.0.0.1:9001: weight 3 -> 1",
+                "+server app/127.0.0.1:9002",
+                "-server app/127.0.0.1:9003",
+                "-upstream spare",
+            ]
+        );
+    }
+
+    #[test]
+    fn global_and_admin() {
+        let new = format!(
+            "[global]\nlog_level = \"debug\"\naccess_log = true\nshutdown_timeout = \"5s\"\n[admin]\n{BASE}"
+        );
+        let d = Diff::between(&config(BASE), &config(&new));
+        assert_eq!(
+            d.to_string(),
+            "~global: log_level info -> debug\n\
+             ~global: access_log off -> stdout (text)\n\
+             ~global: shutdown_timeout 30s -> 5s\n\
+             +admin 127.0.0.1:9901"
+        );
+        let moved = new.replace("[admin]\n", "[admin]\nbind = \"127.0.0.1:9902\"\n");
+        assert_eq!(
+            diff(&new, &moved),
+            ["~admin: bind 127.0.0.1:9901 -> 127.0.0.1:9902"]
+        );
+        assert_eq!(diff(&new, BASE).last().unwrap(), "-admin 127.0.0.1:9901");
+    }
+}
