@@ -68,6 +68,8 @@ pub struct ConnInfo {
     /// Counts the connection open while anything holds this: its requests,
     /// and tunnels, which outlive the HTTP connection.
     _open: OpenConnection,
+    /// `X-Forwarded-Proto`: `https` on TLS listeners.
+    proto: HeaderValue,
 }
 
 impl ConnInfo {
@@ -81,6 +83,7 @@ impl ConnInfo {
         tasks: TaskTracker,
         stop: CancellationToken,
         open: OpenConnection,
+        tls: bool,
     ) -> Self {
         let client_ip =
             HeaderValue::from_str(&client.ip().to_string()).expect("an IP address is a valid header value");
@@ -92,6 +95,7 @@ impl ConnInfo {
             tasks,
             stop,
             _open: open,
+            proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
         }
     }
 }
@@ -379,7 +383,7 @@ async fn forward(
 ) -> Result<(Response<ProxyBody>, Arc<ServerState>), Error> {
     let settings = &pool.settings;
     let key = pool.hash_key().map_or(0, |k| request_key(k, &req, conn));
-    let req = upstream_request(req, strip, &conn.client_ip, request_id);
+    let req = upstream_request(req, strip, conn, request_id);
     // A written request can be sent again only if nothing of it is lost:
     // no body, and a method that may be repeated.
     let replay = (req.body().is_end_stream()
@@ -495,8 +499,7 @@ async fn forward_upgrade(
         });
     };
     let client_side = hyper::upgrade::on(&mut req);
-    let mut req = upstream_request(req, strip, &conn.client_ip, request_id)
-        .map(|body| UpstreamBody::Client(body, None));
+    let mut req = upstream_request(req, strip, conn, request_id).map(|body| UpstreamBody::Client(body, None));
     // Hop-by-hop, yet they are what this hop is asked to do.
     req.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -728,9 +731,10 @@ fn request_key(key: &HashKey, req: &Request<Incoming>, conn: &ConnInfo) -> u64 {
 fn upstream_request(
     req: Request<Incoming>,
     strip: Option<usize>,
-    client_ip: &HeaderValue,
+    conn: &ConnInfo,
     request_id: &HeaderValue,
 ) -> Request<Incoming> {
+    let client_ip = &conn.client_ip;
     let (mut parts, body) = req.into_parts();
     let headers = &mut parts.headers;
 
@@ -761,7 +765,7 @@ fn upstream_request(
         None => client_ip.clone(),
     };
     headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO.clone(), conn.proto.clone());
     if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }

@@ -14,9 +14,12 @@
 //! never forces a close, so each connection enforces the configured
 //! `shutdown_timeout` itself and is dropped when it runs out.
 //!
-//! Every connection speaks HTTP/1.1 or HTTP/2 (h2c prior knowledge on
-//! plaintext listeners), decided once when it starts; [`crate::conn`] owns
-//! that decision and the protocol settings.
+//! Every connection speaks HTTP/1.1 or HTTP/2, decided once when it starts:
+//! by ALPN on TLS listeners, by the h2c preface (prior knowledge) on
+//! plaintext ones; [`crate::conn`] owns that decision and the protocol
+//! settings. A TLS listener's rustls configuration is taken from the routing
+//! snapshot at accept time, so new certificates apply to new handshakes
+//! while open connections keep the session they have.
 //!
 //! [`ListenerSet`] is the control plane's view of the sockets: it plans a new
 //! configuration's listeners (binding what is new before anything changes)
@@ -42,10 +45,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::conn::{self, Builders, Graceful, StreamCount, Version};
-use crate::metrics::CountingIo;
+use crate::metrics::{CountingIo, ListenerStats};
 use crate::proxy::{self, ConnInfo};
 use crate::table::Live;
 use crate::timer::CHECK_INTERVAL;
+use crate::tls;
 
 pub use crate::conn::MAX_HEADER_SIZE;
 
@@ -220,28 +224,36 @@ impl Worker {
             };
             match accepted {
                 Ok((stream, client)) => {
-                    // Counted under the listener's counters of the current
-                    // snapshot (carried by name across reloads), for as long
-                    // as the connection or a tunnel of it is open.
-                    let open = self
-                        .live
-                        .load()
-                        .router(&listener)
-                        .map(|router| router.stats.clone())
-                        .unwrap_or_default()
-                        .open();
-                    let stats = open.stats().clone();
+                    let (stats, tls) = {
+                        let table = self.live.load();
+                        let router = table.router(&listener);
+                        // Counted under the listener's counters of the
+                        // current snapshot (carried by name across reloads),
+                        // for as long as the connection or a tunnel of it is
+                        // open.
+                        let stats = router.map(|router| router.stats.clone()).unwrap_or_default();
+                        (stats, router.and_then(|router| router.tls.clone()))
+                    };
+                    let tls = match tls {
+                        None => None,
+                        Some(Ok(config)) => Some(config),
+                        Some(Err(error)) => {
+                            tracing::error!(%listener, %error, "TLS listener without a usable configuration; refusing the connection");
+                            continue;
+                        }
+                    };
                     let info = Arc::new(ConnInfo::new(
                         listener.clone(),
                         client,
                         self.live.clone(),
                         self.connections.clone(),
                         stop.clone(),
-                        open,
+                        stats.open(),
+                        tls.is_some(),
                     ));
-                    let connection =
-                        self.clone()
-                            .serve_connection(CountingIo::new(stream, stats), info, stop.clone());
+                    let connection = self
+                        .clone()
+                        .serve_connection(stream, stats, tls, info, stop.clone());
                     tokio::spawn(self.connections.track_future(connection));
                 }
                 // Errors of one connection that died in the backlog.
@@ -260,17 +272,46 @@ impl Worker {
 
     async fn serve_connection(
         self: Arc<Self>,
-        stream: CountingIo<TcpStream>,
+        stream: TcpStream,
+        stats: Arc<ListenerStats>,
+        tls: Option<Arc<rustls::ServerConfig>>,
         info: Arc<ConnInfo>,
         stop: CancellationToken,
     ) {
-        let _ = stream.get_ref().set_nodelay(true);
+        let _ = stream.set_nodelay(true);
         // A connection keeps the header-read timeout it was accepted with.
         let header_read_timeout = info.live.load().header_read_timeout;
         // Re-polls the connection so hyper sees its header-read deadline
         // pass (see `crate::timer`): the only timer this connection needs.
         let mut check = tokio::time::interval(CHECK_INTERVAL);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if let Some(config) = tls {
+            // The handshake gets the header-read timeout: it is what a
+            // client must complete before it can send a request head.
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            let stream = tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                accepted = tls::accept(&acceptor, stream, header_read_timeout) => match accepted {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        tracing::debug!(listener = %info.listener, client = %info.client, %error, "TLS handshake failed");
+                        return;
+                    }
+                },
+            };
+            let version = if tls::is_h2(&stream) {
+                Version::Http2
+            } else {
+                Version::Http1
+            };
+            // Counted above TLS: the bytes of HTTP, as on plaintext listeners.
+            let io = CountingIo::new(stream, stats);
+            return self
+                .serve_http(version, io, info, stop, check, header_read_timeout)
+                .await;
+        }
+        let stream = CountingIo::new(stream, stats);
         // Waiting for the first bytes counts against the header-read
         // timeout, as waiting for a request head does.
         let deadline = std::time::Instant::now() + header_read_timeout;

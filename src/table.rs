@@ -101,6 +101,11 @@ pub struct Router {
     pub stats: Arc<ListenerStats>,
     /// Counters of requests no route matched (answered 404).
     pub unmatched: Arc<RouteStats>,
+    /// `Some` on a TLS listener: the rustls configuration new handshakes
+    /// use (so a reload with new certificates applies to new connections
+    /// only), or why it could not be built, in which case the listener
+    /// refuses connections rather than serve them in the clear.
+    pub tls: Option<Result<Arc<rustls::ServerConfig>, String>>,
 }
 
 /// Routes of one host group, longest prefix first.
@@ -396,6 +401,7 @@ fn build_router(
         }),
         stats: stats.listener(name),
         unmatched: stats.route(name, "none", ""),
+        tls: listener.tls.as_ref().map(crate::tls::server_config),
     };
     let mut wildcard: HashMap<Box<str>, PathRoutes> = HashMap::new();
     for route in &listener.routes {
