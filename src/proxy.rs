@@ -38,7 +38,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::access_log::{AccessLogger, AccessRecord};
 use crate::balance::hash_key;
-use crate::config::HashKey;
+use crate::config::{HashKey, UpstreamProtocol};
 use crate::conn::OpenStream;
 use crate::metrics::{OpenConnection, Outcome, RouteStats};
 use crate::table::{Live, Target};
@@ -383,7 +383,13 @@ async fn forward(
 ) -> Result<(Response<ProxyBody>, Arc<ServerState>), Error> {
     let settings = &pool.settings;
     let key = pool.hash_key().map_or(0, |k| request_key(k, &req, conn));
-    let req = upstream_request(req, strip, conn, request_id);
+    // gRPC needs `TE: trailers` to reach an HTTP/2 server; towards an
+    // HTTP/1.1 one it is a hop-by-hop header like any other.
+    let te_trailers = settings.protocol != UpstreamProtocol::Http1 && asks_for_trailers(req.headers());
+    let mut req = upstream_request(req, strip, conn, request_id);
+    if settings.protocol != UpstreamProtocol::Http1 {
+        http2_target(&mut req, settings.protocol, te_trailers);
+    }
     // A written request can be sent again only if nothing of it is lost:
     // no body, and a method that may be repeated.
     let replay = (req.body().is_end_stream()
@@ -515,21 +521,29 @@ async fn forward_upgrade(
             failure,
         }
     };
-    let mut sender = match server.connect_for_upgrade(settings.connect_timeout).await {
+    let connected = match pool.connector(server) {
+        Ok(connector) => {
+            server
+                .connect_for_upgrade(&connector, settings.connect_timeout)
+                .await
+        }
+        Err(error) => Err(error),
+    };
+    let mut sender = match connected {
         Ok(sender) => sender,
         Err(error) => return Err(failed(Failure::Connect(error))),
     };
     let in_flight = server.start_request();
     let sent = tokio::select! {
         biased;
-        sent = sender.send_request(req) => sent,
+        sent = sender.try_send_request(req) => sent,
         () = ReadDeadline::new(settings.read_timeout, None) => {
             return Err(failed(Failure::ReadTimeout(settings.read_timeout)));
         }
     };
     let mut response = match sent {
         Ok(response) => response,
-        Err(error) => return Err(failed(Failure::Reset(error))),
+        Err(error) => return Err(failed(Failure::Reset(error.into_error()))),
     };
     let status = response.status();
     server.stats.record(match status.is_server_error() {
@@ -586,10 +600,16 @@ async fn attempt(
     loop {
         let (mut sender, pooled) = match server.checkout().await {
             Some(sender) => (sender, true),
-            None => match server.connect(settings.connect_timeout).await {
-                Ok(sender) => (sender, false),
-                Err(error) => return Err((Failure::Connect(error), Some(req))),
-            },
+            None => {
+                let connected = match pool.connector(server) {
+                    Ok(connector) => server.connect(&connector, settings.connect_timeout).await,
+                    Err(error) => Err(error),
+                };
+                match connected {
+                    Ok(sender) => (sender, false),
+                    Err(error) => return Err((Failure::Connect(error), Some(req))),
+                }
+            }
         };
         let in_flight = server.start_request();
         let sent = tokio::select! {
@@ -771,6 +791,49 @@ fn upstream_request(
     }
     parts.version = Version::HTTP_11;
     Request::from_parts(parts, body)
+}
+
+/// Whether a request's `TE` asks for trailers.
+fn asks_for_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+}
+
+/// Make an upstream request fit for an HTTP/2 server: the target in
+/// absolute form so that `:scheme` and `:authority` are right (`https` for
+/// `h2`, which is always over TLS), and `TE: trailers` if the client sent it.
+fn http2_target<B>(req: &mut Request<B>, protocol: UpstreamProtocol, te_trailers: bool) {
+    let scheme = match protocol {
+        UpstreamProtocol::H2 => "https",
+        UpstreamProtocol::Http1 | UpstreamProtocol::H2c => "http",
+    };
+    let authority = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<http::uri::Authority>().ok());
+    if let Some(authority) = authority {
+        let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        if let Ok(uri) = Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query(path)
+            .build()
+        {
+            *req.uri_mut() = uri;
+            // `:authority` carries it now.
+            req.headers_mut().remove(header::HOST);
+        }
+    }
+    *req.version_mut() = Version::HTTP_2;
+    if te_trailers {
+        req.headers_mut()
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
 }
 
 /// `uri` as `/path?query`, with the first `strip` bytes of the path removed

@@ -17,6 +17,14 @@
 //! single-threaded runtime, and a connection's task lives on the worker that
 //! opened it, so a worker only ever reuses its own connections and the pool
 //! needs no lock shared between threads.
+//!
+//! Protocols ([`Sender`]): HTTP/1.1 connections carry one request at a time
+//! and wait in the per-worker idle stack between requests. An HTTP/2
+//! connection (`protocol = "h2"` over TLS, `"h2c"` in the clear) carries
+//! many streams at once, so each worker keeps one per server and every
+//! request clones its sender. `https://` servers are reached with rustls;
+//! the client configuration is built once per pool snapshot, on the first
+//! connection that needs it.
 
 use std::cell::RefCell;
 use std::io;
@@ -25,14 +33,15 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2, TrySendError};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use thread_local::ThreadLocal;
 use tokio::net::TcpStream;
 
 use crate::balance::{Candidates, Policy, RoundRobinCursor};
-use crate::config::{self, HashKey, OnAllDown};
+use crate::config::{self, Endpoint, HashKey, OnAllDown, UpstreamProtocol};
 use crate::metrics::ServerStats;
 
 /// How long an idle upstream connection may be reused. Below the keep-alive
@@ -92,8 +101,68 @@ impl http_body::Body for UpstreamBody {
     }
 }
 
-/// A sender on an upstream HTTP/1.1 connection.
-pub type Sender = http1::SendRequest<UpstreamBody>;
+/// A sender on an upstream connection: HTTP/1.1 (one request at a time,
+/// pooled while idle) or HTTP/2 (many streams at once, shared).
+#[derive(Debug)]
+pub enum Sender {
+    /// HTTP/1.1, in the clear or over TLS.
+    Http1(http1::SendRequest<UpstreamBody>),
+    /// HTTP/2, over TLS (`h2`) or in the clear (`h2c`).
+    Http2(http2::SendRequest<UpstreamBody>),
+}
+
+impl Sender {
+    /// Whether the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_closed(),
+            Sender::Http2(s) => s.is_closed(),
+        }
+    }
+
+    /// Wait until the connection can take a request.
+    ///
+    /// # Errors
+    ///
+    /// The connection closed.
+    pub async fn ready(&mut self) -> hyper::Result<()> {
+        match self {
+            Sender::Http1(s) => s.ready().await,
+            Sender::Http2(s) => s.ready().await,
+        }
+    }
+
+    /// Send `req`, giving it back if it was never written.
+    ///
+    /// # Errors
+    ///
+    /// hyper's; the request comes back in it when it was not written.
+    pub async fn try_send_request(
+        &mut self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<UpstreamBody>>> {
+        match self {
+            Sender::Http1(s) => s.try_send_request(req).await,
+            Sender::Http2(s) => s.try_send_request(req).await,
+        }
+    }
+}
+
+/// How a pool reaches its servers: the protocol, and for `https://`
+/// servers the rustls client configuration (built once per pool snapshot,
+/// on first use).
+#[derive(Debug, Default)]
+struct Transport {
+    tls: OnceLock<Result<Arc<rustls::ClientConfig>, String>>,
+}
+
+/// ALPN offered to `https://` servers for each protocol.
+fn upstream_alpn(protocol: UpstreamProtocol) -> &'static [&'static [u8]] {
+    match protocol {
+        UpstreamProtocol::H2 => &[b"h2"],
+        UpstreamProtocol::Http1 | UpstreamProtocol::H2c => &[b"http/1.1"],
+    }
+}
 
 /// What belongs to an upstream rather than to one snapshot of it; carried
 /// across reloads by upstream name.
@@ -185,6 +254,7 @@ pub struct UpstreamPool {
     /// policy, health checks. Read-only, like the rest of the snapshot.
     pub settings: config::Upstream,
     state: Arc<PoolState>,
+    transport: Transport,
 }
 
 impl UpstreamPool {
@@ -202,6 +272,7 @@ impl UpstreamPool {
             backups,
             settings,
             state,
+            transport: Transport::default(),
         }
     }
 
@@ -249,6 +320,42 @@ impl UpstreamPool {
             .filter(move |s| ignore_health || usable(s))
     }
 
+    /// How to reach `server`: TLS (with its config and name) if it was
+    /// written `https://`. Only asked when opening a connection.
+    ///
+    /// # Errors
+    ///
+    /// The TLS client configuration or the server name is unusable
+    /// (validation normally rules that out).
+    pub fn connector(&self, server: &ServerState) -> Result<Connector, ConnectError> {
+        let protocol = self.settings.protocol;
+        let spec = self.settings.servers.iter().find(|spec| {
+            *server.name == spec.name
+                || server
+                    .name
+                    .strip_prefix(spec.name.as_str())
+                    .is_some_and(|rest| rest.starts_with(" ("))
+        });
+        let Some(spec) = spec.filter(|spec| spec.tls) else {
+            return Ok(Connector { protocol, tls: None });
+        };
+        let config = self
+            .transport
+            .tls
+            .get_or_init(|| crate::tls::client_config(&self.settings.tls, upstream_alpn(protocol)))
+            .clone()
+            .map_err(ConnectError::Tls)?;
+        let host = match &spec.endpoint {
+            Endpoint::Ip(addr) => addr.ip().to_string(),
+            Endpoint::Dns { host, .. } => host.clone(),
+        };
+        let name = crate::tls::server_name(&self.settings.tls, &host).map_err(ConnectError::Tls)?;
+        Ok(Connector {
+            protocol,
+            tls: Some((config, name)),
+        })
+    }
+
     /// Whether failing servers are held out. Like nginx, a lone server is
     /// never held out by passive checks: refusing it would only turn a blip
     /// into `fail_timeout` of 502s.
@@ -290,6 +397,8 @@ pub struct ServerState {
     active_up: AtomicBool,
     /// Idle keep-alive connections, one stack per worker thread.
     idle: ThreadLocal<RefCell<Vec<IdleConn>>>,
+    /// The HTTP/2 connection of each worker thread, shared by its requests.
+    shared: ThreadLocal<RefCell<Option<http2::SendRequest<UpstreamBody>>>>,
     /// Attempts by outcome.
     pub stats: ServerStats,
 }
@@ -335,6 +444,7 @@ impl ServerState {
             passive: Passive::default(),
             active_up: AtomicBool::new(up),
             idle: ThreadLocal::new(),
+            shared: ThreadLocal::new(),
             stats: ServerStats::default(),
         }
     }
@@ -436,6 +546,14 @@ impl ServerState {
     /// only for a just-returned connection to become ready for its next
     /// request, never for a busy one: only finished connections are pooled.
     pub async fn checkout(&self) -> Option<Sender> {
+        if let Some(shared) = self.shared.get() {
+            let mut shared = shared.borrow_mut();
+            match shared.as_ref() {
+                Some(sender) if !sender.is_closed() => return Some(Sender::Http2(sender.clone())),
+                Some(_) => *shared = None,
+                None => {}
+            }
+        }
         loop {
             let conn = {
                 let mut idle = self.idle.get()?.borrow_mut();
@@ -459,7 +577,8 @@ impl ServerState {
 
     /// Return a connection whose last response has been read completely.
     pub fn check_in(&self, sender: Sender) {
-        if sender.is_closed() {
+        // An HTTP/2 connection is shared, never idle: this was a clone.
+        if sender.is_closed() || matches!(sender, Sender::Http2(_)) {
             return;
         }
         let mut idle = self.idle.get_or(Default::default).borrow_mut();
@@ -471,38 +590,52 @@ impl ServerState {
         }
     }
 
-    /// Open a new connection, within `timeout`.
+    /// Open a new connection with `connector`, within `timeout` (TCP and
+    /// TLS handshakes together). An HTTP/2 connection becomes this worker's
+    /// shared one.
     ///
     /// # Errors
     ///
-    /// [`ConnectError::Timeout`] or [`ConnectError::Io`] when the server
-    /// cannot be reached; [`ConnectError::Handshake`] is not expected for
-    /// HTTP/1.1 but kept for completeness.
-    pub async fn connect(&self, timeout: Duration) -> Result<Sender, ConnectError> {
-        self.open(timeout, false).await
+    /// [`ConnectError::Timeout`], [`ConnectError::Io`] when the server
+    /// cannot be reached or the TLS handshake fails;
+    /// [`ConnectError::Handshake`] when HTTP/2 cannot be set up.
+    pub async fn connect(&self, connector: &Connector, timeout: Duration) -> Result<Sender, ConnectError> {
+        let sender = match connector.protocol {
+            UpstreamProtocol::Http1 => self.open(connector, timeout, false).await?,
+            UpstreamProtocol::H2 | UpstreamProtocol::H2c => self.open_h2(connector, timeout).await?,
+        };
+        if let Sender::Http2(shared) = &sender {
+            *self.shared.get_or(Default::default).borrow_mut() = Some(shared.clone());
+        }
+        Ok(sender)
     }
 
-    /// Open a new connection for one request that may switch protocols
-    /// (`Upgrade`): if the server answers 101, the connection is handed over
-    /// to [`hyper::upgrade::on`] instead of closing. Such a connection is
-    /// never pooled.
+    /// Open a new HTTP/1.1 connection for one request that may switch
+    /// protocols (`Upgrade`): if the server answers 101, the connection is
+    /// handed over to [`hyper::upgrade::on`] instead of closing. Such a
+    /// connection is never pooled. Upgrades always use HTTP/1.1, whatever
+    /// the pool's `protocol`.
     ///
     /// # Errors
     ///
     /// As [`ServerState::connect`].
-    pub async fn connect_for_upgrade(&self, timeout: Duration) -> Result<Sender, ConnectError> {
-        self.open(timeout, true).await
+    pub async fn connect_for_upgrade(
+        &self,
+        connector: &Connector,
+        timeout: Duration,
+    ) -> Result<Sender, ConnectError> {
+        self.open(connector, timeout, true).await
     }
 
-    async fn open(&self, timeout: Duration, upgrades: bool) -> Result<Sender, ConnectError> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(self.addr))
-            .await
-            .map_err(|_| ConnectError::Timeout(timeout))?
-            .map_err(ConnectError::Io)?;
-        // Requests are small writes that must not wait for an ACK.
-        stream.set_nodelay(true).map_err(ConnectError::Io)?;
+    async fn open(
+        &self,
+        connector: &Connector,
+        timeout: Duration,
+        upgrades: bool,
+    ) -> Result<Sender, ConnectError> {
+        let io = self.transport(connector, timeout).await?;
         let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
+            .handshake(io)
             .await
             .map_err(ConnectError::Handshake)?;
         let server = self.name.clone();
@@ -515,7 +648,130 @@ impl ServerState {
                 tracing::debug!(%server, %error, "upstream connection ended with an error");
             }
         });
-        Ok(sender)
+        Ok(Sender::Http1(sender))
+    }
+
+    async fn open_h2(&self, connector: &Connector, timeout: Duration) -> Result<Sender, ConnectError> {
+        let io = self.transport(connector, timeout).await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .handshake(io)
+            .await
+            .map_err(ConnectError::Handshake)?;
+        let server = self.name.clone();
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                tracing::debug!(%server, %error, "upstream HTTP/2 connection ended with an error");
+            }
+        });
+        Ok(Sender::Http2(sender))
+    }
+
+    /// A TCP connection to the server, with TLS on top if `connector` says so.
+    async fn transport(
+        &self,
+        connector: &Connector,
+        timeout: Duration,
+    ) -> Result<TokioIo<UpstreamIo>, ConnectError> {
+        let connecting = async {
+            let stream = TcpStream::connect(self.addr).await.map_err(ConnectError::Io)?;
+            // Requests are small writes that must not wait for an ACK.
+            stream.set_nodelay(true).map_err(ConnectError::Io)?;
+            match &connector.tls {
+                None => Ok(UpstreamIo::Plain(stream)),
+                Some((config, name)) => tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name.clone(), stream)
+                    .await
+                    .map(|tls| UpstreamIo::Tls(Box::new(tls)))
+                    .map_err(ConnectError::Io),
+            }
+        };
+        match tokio::time::timeout(timeout, connecting).await {
+            Ok(io) => io.map(TokioIo::new),
+            Err(_) => Err(ConnectError::Timeout(timeout)),
+        }
+    }
+}
+
+/// What opening a connection to one server needs.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    /// The pool's `protocol`.
+    pub protocol: UpstreamProtocol,
+    /// For `https://` servers: the client configuration and the name to
+    /// send and verify.
+    pub tls: Option<(Arc<rustls::ClientConfig>, rustls_pki_types::ServerName<'static>)>,
+}
+
+/// An upstream connection's socket: plain or TLS.
+#[derive(Debug)]
+pub enum UpstreamIo {
+    /// In the clear.
+    Plain(TcpStream),
+    /// Over TLS (boxed: the TLS state is large).
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for UpstreamIo {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            UpstreamIo::Tls(s) => std::pin::Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for UpstreamIo {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            UpstreamIo::Tls(s) => std::pin::Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamIo::Tls(s) => std::pin::Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamIo::Plain(s) => s.is_write_vectored(),
+            UpstreamIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            UpstreamIo::Tls(s) => std::pin::Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            UpstreamIo::Tls(s) => std::pin::Pin::new(&mut **s).poll_shutdown(cx),
+        }
     }
 }
 
@@ -546,9 +802,12 @@ pub enum ConnectError {
     /// The TCP connect failed (refused, unreachable, ...).
     #[error("connect failed: {0}")]
     Io(#[source] io::Error),
-    /// The HTTP/1.1 connection could not be set up.
+    /// The HTTP connection could not be set up.
     #[error("handshake failed: {0}")]
     Handshake(#[source] hyper::Error),
+    /// The TLS client configuration or server name is unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// The instant all hold-out deadlines count from.

@@ -633,3 +633,175 @@ pub fn one_listener(servers: &[SocketAddr]) -> String {
         servers.join(", ")
     )
 }
+
+/// What a [`ProtoBackend`] saw of one request.
+#[derive(Debug, Clone)]
+pub struct SeenProto {
+    pub version: hyper::Version,
+    pub tls: bool,
+    pub uri: String,
+    pub headers: hyper::HeaderMap,
+}
+
+/// A backend serving HTTP/1.1 and HTTP/2 (hyper-util's auto builder), in
+/// the clear (h2c by prior knowledge) or over TLS with ALPN, answering with
+/// its name and recording the version of each request. Paths under
+/// `/grpc.Test/` speak a minimal gRPC (see [`grpc_answer`]).
+#[derive(Clone)]
+pub struct ProtoBackend {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<SeenProto>>>,
+}
+
+impl ProtoBackend {
+    /// Start one; with `tls`, a self-signed certificate for `localhost`.
+    pub async fn start(name: &str, tls: bool) -> ProtoBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend = ProtoBackend {
+            name: name.to_owned(),
+            addr: listener.local_addr().unwrap(),
+            seen: Default::default(),
+        };
+        let acceptor = tls.then(|| {
+            let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+            let key = rustls_pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+            let mut config = rustls::ServerConfig::builder_with_provider(ginx::tls::provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert.cert.der().clone()], key)
+                .unwrap();
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            tokio_rustls::TlsAcceptor::from(Arc::new(config))
+        });
+        let b = backend.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let b = b.clone();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                    match acceptor {
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let svc = hyper::service::service_fn(move |req| b.clone().answer(req, true));
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        None => {
+                            let svc = hyper::service::service_fn(move |req| b.clone().answer(req, false));
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
+                });
+            }
+        });
+        backend
+    }
+
+    pub fn seen(&self) -> Vec<SeenProto> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    async fn answer(
+        self,
+        req: Request<Incoming>,
+        tls: bool,
+    ) -> Result<Response<http_body_util::combinators::BoxBody<Bytes, std::io::Error>>, Infallible> {
+        self.seen.lock().unwrap().push(SeenProto {
+            version: req.version(),
+            tls,
+            uri: req.uri().to_string(),
+            headers: req.headers().clone(),
+        });
+        if req.uri().path().starts_with("/grpc.Test/") {
+            return Ok(grpc_answer(req).await);
+        }
+        let body = Full::new(Bytes::from(self.name.clone()))
+            .map_err(|never| match never {})
+            .boxed();
+        let mut resp = Response::new(body);
+        resp.headers_mut()
+            .insert("x-version", format!("{:?}", req.version()).parse().unwrap());
+        Ok(resp)
+    }
+}
+
+/// One gRPC message frame: uncompressed flag, 4-byte big-endian length.
+pub fn grpc_frame(message: &[u8]) -> Bytes {
+    let mut frame = Vec::with_capacity(5 + message.len());
+    frame.push(0);
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(message);
+    frame.into()
+}
+
+/// The messages of a gRPC body.
+pub fn grpc_messages(mut body: &[u8]) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    while body.len() >= 5 {
+        let len = u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize;
+        out.push(Bytes::copy_from_slice(&body[5..5 + len]));
+        body = &body[5 + len..];
+    }
+    out
+}
+
+/// A minimal gRPC server: `/grpc.Test/Echo` answers its request messages
+/// (unary), `/grpc.Test/Count` streams the numbers 1..=N (N from the
+/// request message) one message each, `/grpc.Test/Fail` ends with status 5
+/// and a message. Every answer ends with trailers.
+pub async fn grpc_answer(
+    req: Request<Incoming>,
+) -> Response<http_body_util::combinators::BoxBody<Bytes, std::io::Error>> {
+    let path = req.uri().path().to_owned();
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    let messages = grpc_messages(&body);
+    let mut frames: Vec<Result<Frame<Bytes>, std::io::Error>> = Vec::new();
+    let mut trailers = hyper::HeaderMap::new();
+    match path.as_str() {
+        "/grpc.Test/Echo" => {
+            for m in &messages {
+                frames.push(Ok(Frame::data(grpc_frame(m))));
+            }
+            trailers.insert("grpc-status", "0".parse().unwrap());
+        }
+        "/grpc.Test/Count" => {
+            let n: usize = std::str::from_utf8(&messages[0]).unwrap().parse().unwrap();
+            for i in 1..=n {
+                frames.push(Ok(Frame::data(grpc_frame(i.to_string().as_bytes()))));
+            }
+            trailers.insert("grpc-status", "0".parse().unwrap());
+        }
+        _ => {
+            trailers.insert("grpc-status", "5".parse().unwrap());
+            trailers.insert("grpc-message", "no such thing".parse().unwrap());
+        }
+    }
+    frames.push(Ok(Frame::trailers(trailers)));
+    let stream = SlowFrames {
+        frames: frames.into(),
+    };
+    let mut resp = Response::new(StreamBody::new(stream).boxed());
+    resp.headers_mut()
+        .insert("content-type", "application/grpc".parse().unwrap());
+    resp
+}
+
+/// Frames handed out one per poll (each its own DATA frame on the wire).
+struct SlowFrames {
+    frames: std::collections::VecDeque<Result<Frame<Bytes>, std::io::Error>>,
+}
+
+impl futures_core::Stream for SlowFrames {
+    type Item = Result<Frame<Bytes>, std::io::Error>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::task::Poll::Ready(self.frames.pop_front())
+    }
+}

@@ -1,0 +1,67 @@
+//! Upstreams over TLS (`https://`) and HTTP/2 (`protocol = "h2"` over TLS,
+//! `"h2c"` in the clear).
+
+mod support;
+
+use hyper::{StatusCode, Version};
+use support::*;
+
+fn upstream(servers: &str, extra: &str) -> String {
+    format!(
+        "[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\n[upstream.app]\nservers = [{servers}]\n{extra}\n"
+    )
+}
+
+#[tokio::test]
+async fn https_servers_get_http1_over_tls() {
+    let backend = ProtoBackend::start("secure", true).await;
+    let servers = format!("\"https://{}\"", backend.addr);
+    let ginx = Ginx::start(&upstream(&servers, "tls_verify = false"), &[], &["web"]).await;
+    for _ in 0..3 {
+        let reply = get(ginx.addr("web"), "/tls").await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", ginx.log_text());
+        assert_eq!(reply.text(), "secure");
+    }
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 3);
+    assert!(
+        seen.iter().all(|s| s.tls && s.version == Version::HTTP_11),
+        "{seen:?}"
+    );
+    assert_eq!(seen[0].headers["host"], "localhost");
+}
+
+#[tokio::test]
+async fn h2_servers_get_http2_over_tls() {
+    let backend = ProtoBackend::start("h2", true).await;
+    let servers = format!("\"https://{}\"", backend.addr);
+    let config = upstream(&servers, "protocol = \"h2\"\ntls_verify = false");
+    let ginx = Ginx::start(&config, &[], &["web"]).await;
+    let reply = get(ginx.addr("web"), "/a?b=1").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", ginx.log_text());
+    assert_eq!(reply.text(), "h2");
+    let seen = backend.seen();
+    assert!(seen[0].tls);
+    assert_eq!(seen[0].version, Version::HTTP_2);
+    assert_eq!(seen[0].uri, "https://localhost/a?b=1");
+    assert_eq!(seen[0].headers["x-forwarded-proto"], "http");
+}
+
+#[tokio::test]
+async fn h2c_servers_get_http2_with_prior_knowledge() {
+    let backend = ProtoBackend::start("h2c", false).await;
+    let servers = format!("\"{}\"", backend.addr);
+    let ginx = Ginx::start(&upstream(&servers, "protocol = \"h2c\""), &[], &["web"]).await;
+    let addr = ginx.addr("web");
+    let tasks: Vec<_> = (0..40)
+        .map(|_| tokio::spawn(async move { get(addr, "/").await }))
+        .collect();
+    for task in tasks {
+        let reply = task.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.text(), "h2c");
+    }
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 40);
+    assert!(seen.iter().all(|s| !s.tls && s.version == Version::HTTP_2));
+}
