@@ -180,40 +180,49 @@ impl Error {
 /// Serve one request. Never fails: errors become short plain-text responses.
 pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
-    let (target, stats, access_log) = {
+    let (target, unmatched, access_log) = {
         let table = conn.live.load();
         let router = table.router(&conn.listener);
         let target = router
             .and_then(|router| router.route(request_host(&req), req.uri().path()))
             .cloned();
-        let stats = match &target {
-            Some(target) => Some(target.stats().clone()),
+        let unmatched = match target {
+            Some(_) => None,
             None => router.map(|router| router.unmatched.clone()),
         };
-        (target, stats, table.access_log.clone())
+        (target, unmatched, table.access_log.clone())
     };
-    let request_id = request_id(req.headers());
+    // A request id is made only when the request has no usable one and
+    // someone needs it: the upstream, or the access log.
+    let proxied = matches!(target, Some(Target::Proxy { .. }));
+    let new_id = (!has_request_id(req.headers()) && (proxied || access_log.is_some())).then(new_request_id);
     // Only what the access log needs is kept, and only when it is on.
-    let mut access = access_log.map(|logger| Box::new(AccessEntry::of(logger, &req, &conn, &request_id)));
+    let mut access = access_log.map(|logger| AccessEntry::of(logger, &req, &conn, new_id.as_ref()));
 
-    let result = match target {
-        None => Err(Error::NoRoute),
+    let (result, stats) = match target {
+        None => (Err(Error::NoRoute), unmatched),
         Some(Target::Respond {
             status,
             body,
             location,
-            ..
-        }) => Ok(respond_route(status, body, location.as_deref(), &req)),
-        Some(Target::Proxy { pool, strip, .. }) => match upgrade_protocol(&req) {
-            Some(protocol) => forward_upgrade(req, protocol, &pool, strip, &conn, &request_id).await,
-            None => forward(req, &pool, strip, &conn, &request_id).await,
+            stats,
+        }) => (
+            Ok(respond_route(status, body, location.as_deref(), &req)),
+            Some(stats),
+        ),
+        Some(Target::Proxy { pool, strip, stats }) => {
+            let forwarded = match upgrade_protocol(&req) {
+                Some(protocol) => forward_upgrade(req, protocol, &pool, strip, &conn, new_id).await,
+                None => forward(req, &pool, strip, &conn, new_id).await,
+            };
+            let result = forwarded.map(|(response, server)| {
+                if let Some(access) = &mut access {
+                    access.upstream = Some((server.name.clone(), started.elapsed()));
+                }
+                response
+            });
+            (result, Some(stats))
         }
-        .map(|(response, server)| {
-            if let Some(access) = &mut access {
-                access.upstream = Some((server.name.clone(), started.elapsed()));
-            }
-            response
-        }),
     };
     let mut response = result.unwrap_or_else(|error| {
         let status = error.status();
@@ -232,12 +241,14 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Result<Respo
         access.status = status;
     }
     if stats.is_some() || access.is_some() {
-        response.body_mut().completion = Some(Completion {
+        // Boxed: the body is moved often, and a pointer moves cheaper than
+        // the record.
+        response.body_mut().completion = Some(Box::new(Completion {
             started,
             stats,
             access,
             bytes: 0,
-        });
+        }));
     }
     Ok(response)
 }
@@ -251,22 +262,26 @@ fn request_host<B>(req: &Request<B>) -> Option<&str> {
         .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
 }
 
-/// The request's `X-Request-Id` if it sent a usable one, else a new one.
-fn request_id(headers: &HeaderMap) -> HeaderValue {
-    match headers.get(&X_REQUEST_ID) {
-        Some(id) if !id.is_empty() && id.len() <= 200 => id.clone(),
-        _ => new_request_id(),
-    }
+/// Whether the request carries an `X-Request-Id` worth keeping.
+fn has_request_id(headers: &HeaderMap) -> bool {
+    headers
+        .get(&X_REQUEST_ID)
+        .is_some_and(|id| !id.is_empty() && id.len() <= 200)
 }
 
 /// 32 hex digits (128 random bits), like nginx's `$request_id`. Not
 /// cryptographic: it only has to be unique enough to find a request in logs.
+///
+/// Ids are cut from a per-thread slab, so making one allocates nothing
+/// (one slab per 128 ids) and cloning one only counts a reference.
 fn new_request_id() -> HeaderValue {
+    const SLAB: usize = 32 * 128;
     thread_local! {
         static STATE: Cell<(u64, u64)> = Cell::new({
             let seed = RandomState::new();
             (seed.hash_one(1u8) | 1, seed.hash_one(2u8) | 1)
         });
+        static IDS: std::cell::RefCell<bytes::BytesMut> = std::cell::RefCell::new(bytes::BytesMut::new());
     }
     let bits = STATE.with(|state| {
         // xorshift128+
@@ -277,12 +292,30 @@ fn new_request_id() -> HeaderValue {
         state.set((s0, s1));
         (u128::from(s0) << 64) | u128::from(s1.wrapping_add(s0))
     });
-    let mut hex = [0u8; 32];
-    for (i, digit) in hex.iter_mut().enumerate() {
-        *digit = b"0123456789abcdef"[((bits >> (124 - 4 * i)) & 0xf) as usize];
-    }
-    HeaderValue::from_bytes(&hex).expect("hex digits are a valid header value")
+    let id = IDS.with(|ids| {
+        let mut ids = ids.borrow_mut();
+        if ids.capacity() < 32 {
+            *ids = bytes::BytesMut::with_capacity(SLAB);
+        }
+        for byte in bits.to_be_bytes() {
+            ids.extend_from_slice(&HEX_PAIRS[usize::from(byte)]);
+        }
+        ids.split().freeze()
+    });
+    HeaderValue::from_maybe_shared(id).expect("hex digits are a valid header value")
 }
+
+/// Two hex digits per byte value.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    let digits = b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        pairs[i] = [digits[i >> 4], digits[i & 0xf]];
+        i += 1;
+    }
+    pairs
+};
 
 /// What the access log line of a request needs, taken before the request
 /// is handed on.
@@ -305,13 +338,18 @@ struct AccessEntry {
 }
 
 impl AccessEntry {
+    /// The entry for `req`, whose id is `new_id` if one was made for it.
     fn of(
         logger: AccessLogger,
         req: &Request<Incoming>,
         conn: &Arc<ConnInfo>,
-        request_id: &HeaderValue,
+        new_id: Option<&HeaderValue>,
     ) -> Self {
-        let header = |name| req.headers().get(name).cloned();
+        let header = |name: &HeaderName| req.headers().get(name).cloned();
+        let request_id = new_id
+            .cloned()
+            .or_else(|| header(&X_REQUEST_ID))
+            .unwrap_or_else(|| HeaderValue::from_static("-"));
         AccessEntry {
             logger,
             time: SystemTime::now(),
@@ -319,10 +357,10 @@ impl AccessEntry {
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
-            host: header(header::HOST),
-            referer: header(header::REFERER),
-            user_agent: header(header::USER_AGENT),
-            request_id: request_id.clone(),
+            host: header(&header::HOST),
+            referer: header(&header::REFERER),
+            user_agent: header(&header::USER_AGENT),
+            request_id,
             status: 0,
             upstream: None,
         }
@@ -355,7 +393,7 @@ impl AccessEntry {
 struct Completion {
     started: Instant,
     stats: Option<Arc<RouteStats>>,
-    access: Option<Box<AccessEntry>>,
+    access: Option<AccessEntry>,
     /// Response body bytes handed to the client connection.
     bytes: u64,
 }
@@ -379,14 +417,14 @@ async fn forward(
     pool: &UpstreamPool,
     strip: Option<usize>,
     conn: &ConnInfo,
-    request_id: &HeaderValue,
+    new_id: Option<HeaderValue>,
 ) -> Result<(Response<ProxyBody>, Arc<ServerState>), Error> {
     let settings = &pool.settings;
     let key = pool.hash_key().map_or(0, |k| request_key(k, &req, conn));
     // gRPC needs `TE: trailers` to reach an HTTP/2 server; towards an
     // HTTP/1.1 one it is a hop-by-hop header like any other.
     let te_trailers = settings.protocol != UpstreamProtocol::Http1 && asks_for_trailers(req.headers());
-    let mut req = upstream_request(req, strip, conn, request_id);
+    let mut req = upstream_request(req, strip, conn, new_id);
     if settings.protocol != UpstreamProtocol::Http1 {
         http2_target(&mut req, settings.protocol, te_trailers);
     }
@@ -495,7 +533,7 @@ async fn forward_upgrade(
     pool: &UpstreamPool,
     strip: Option<usize>,
     conn: &Arc<ConnInfo>,
-    request_id: &HeaderValue,
+    new_id: Option<HeaderValue>,
 ) -> Result<(Response<ProxyBody>, Arc<ServerState>), Error> {
     let settings = &pool.settings;
     let key = pool.hash_key().map_or(0, |k| request_key(k, &req, conn));
@@ -505,7 +543,7 @@ async fn forward_upgrade(
         });
     };
     let client_side = hyper::upgrade::on(&mut req);
-    let mut req = upstream_request(req, strip, conn, request_id).map(|body| UpstreamBody::Client(body, None));
+    let mut req = upstream_request(req, strip, conn, new_id).map(|body| UpstreamBody::Client(body, None));
     // Hop-by-hop, yet they are what this hop is asked to do.
     req.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -752,7 +790,7 @@ fn upstream_request(
     req: Request<Incoming>,
     strip: Option<usize>,
     conn: &ConnInfo,
-    request_id: &HeaderValue,
+    new_id: Option<HeaderValue>,
 ) -> Request<Incoming> {
     let client_ip = &conn.client_ip;
     let (mut parts, body) = req.into_parts();
@@ -775,7 +813,10 @@ fn upstream_request(
     // Room for the X-Forwarded-* headers and the request id, so the map
     // grows at most once.
     headers.reserve(4);
-    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    // A usable incoming id stays as it is; otherwise `new_id` replaces it.
+    if let Some(id) = new_id {
+        headers.insert(X_REQUEST_ID.clone(), id);
+    }
 
     let forwarded_for = match joined(headers, &X_FORWARDED_FOR) {
         Some(previous) => {
@@ -991,7 +1032,7 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
 pub struct ProxyBody {
     kind: Kind,
     /// Recorded when the body is dropped (after its end, or abandoned).
-    completion: Option<Completion>,
+    completion: Option<Box<Completion>>,
     /// The HTTP/2 stream this body answers, counted open until it drops.
     stream: Option<OpenStream>,
 }
@@ -1130,6 +1171,17 @@ mod tests {
             failed(Failure::ReadTimeout(Duration::from_secs(1))).status(),
             StatusCode::GATEWAY_TIMEOUT
         );
+    }
+
+    #[test]
+    fn request_ids_are_hex_and_distinct_across_slabs() {
+        let ids: std::collections::HashSet<String> = (0..300)
+            .map(|_| new_request_id().to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids.len(), 300);
+        assert!(ids
+            .iter()
+            .all(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())));
     }
 
     #[test]
