@@ -235,3 +235,71 @@ fn schema_describes_the_configuration_file() {
     // Unknown keys are rejected, as ginx does.
     assert_eq!(defs["Listener"]["additionalProperties"], false);
 }
+
+#[test]
+fn unknown_keys_are_reported_with_the_other_errors() {
+    let dir = dir_with(&[
+        ("ginx.toml", MAIN),
+        ("conf.d/app.toml", APP),
+        (
+            "conf.d/api.toml",
+            "[global]\nlog_levl = \"info\"\n\n[listener.api]\nbind = \"127.0.0.1:8081\"\nupstream = \"ap\"\nlistn = [\n  \"a\",\n  \"b\",\n]\n\n[[listener.api.route]]\npath = \"/v1/\"\nupstream = \"app\"\n\n[[listener.api.route]]\npath = \"/v1/\"\nupstream = \"app\"\n",
+        ),
+    ]);
+    let (code, stdout, stderr) = ginx(dir.path(), &["--check", "--format", "json"]);
+    assert_eq!(code, 1);
+    assert_eq!(stderr, "");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let errors: Vec<(String, u64, u64, String)> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["file"].as_str().unwrap().to_owned(),
+                e["line"].as_u64().unwrap(),
+                e["column"].as_u64().unwrap(),
+                e["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let at: Vec<(&str, u64, u64)> = errors.iter().map(|(f, l, c, _)| (f.as_str(), *l, *c)).collect();
+    assert_eq!(
+        at,
+        [
+            ("conf.d/api.toml", 2, 1),
+            ("conf.d/api.toml", 6, 12),
+            ("conf.d/api.toml", 7, 1),
+            ("conf.d/api.toml", 16, 1),
+        ],
+        "{errors:?}"
+    );
+    assert!(errors[0]
+        .3
+        .starts_with("unknown field `log_levl`: did you mean `log_level`? (expected one of `log_level`,"));
+    assert!(errors[1]
+        .3
+        .starts_with("unknown upstream `ap`: did you mean `app`?"));
+    assert!(
+        errors[2]
+            .3
+            .starts_with("unknown field `listn`, expected one of `bind`,"),
+        "{errors:?}"
+    );
+    assert!(errors[3]
+        .3
+        .starts_with("this route can never match: the route at conf.d/api.toml:12:1"));
+
+    // As text, the unknown key is shown in the file as written.
+    let (code, _, stderr) = check(dir.path());
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("conf.d/api.toml:2:1: unknown field `log_levl`: did you mean `log_level`?"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("2 | log_levl = \"info\"\n  | ^^^^^^^^\n"),
+        "{stderr}"
+    );
+    assert!(stderr.ends_with("test failed (4 error(s))\n"), "{stderr}");
+}

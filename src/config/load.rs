@@ -2,13 +2,15 @@
 //!
 //! Files are read depth first: a file, then each file its `include` entries
 //! name (glob results sorted), each file at most once. Every file is parsed on
-//! its own so that one broken file does not hide the problems of the others.
+//! its own so that one broken file does not hide the problems of the others;
+//! within a file, unknown keys are reported and skipped so that they do not
+//! hide the file's other problems either.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
-use super::error::{Error, Errors};
+use super::error::{Error, Errors, Location};
 use super::raw;
 use super::validate::{self, Parsed};
 use super::{Config, Source};
@@ -171,6 +173,64 @@ fn suggest_field(message: &str) -> Option<String> {
     Some(format!("unknown field `{field}`: {hint} ({expected})"))
 }
 
+/// At most this many unknown keys are skipped in one file; the next one is
+/// reported and the file left unparsed.
+const MAX_SKIPPED_KEYS: usize = 50;
+
+/// Parse one file's text, skipping unknown keys so that they do not hide the
+/// file's other problems: each unknown key error is passed to `unknown`, its
+/// whole `key = value` entry blanked out (same offsets, see
+/// [`raw::blank_entry`]) and the text parsed again. Returns the text finally
+/// parsed and the result: the file, or the error that stopped (another kind
+/// of error, or an unknown key that cannot be delimited safely, e.g. a table
+/// header).
+fn parse_skipping_unknown_keys(
+    text: &str,
+    mut unknown: impl FnMut(&toml::de::Error),
+) -> (String, Result<raw::File, toml::de::Error>) {
+    let mut text = text.to_owned();
+    for _ in 0..MAX_SKIPPED_KEYS {
+        let e = match raw::parse(&text) {
+            Ok(file) => return (text, Ok(file)),
+            Err(e) => e,
+        };
+        let blanked = match e.span() {
+            Some(span) if raw::is_unknown_field(&e) => raw::blank_entry(&text, span.start),
+            _ => None,
+        };
+        match blanked {
+            Some(blanked) => {
+                unknown(&e);
+                text = blanked;
+            }
+            None => return (text, Err(e)),
+        }
+    }
+    let result = raw::parse(&text);
+    (text, result)
+}
+
+/// The offset of the `[` of the last table header (`[name]`, `[[name]]`)
+/// on a line before the one of byte `offset` of `text`: the table a key
+/// written there belongs to. `None` before any header.
+fn table_header(text: &str, offset: usize) -> Option<usize> {
+    let before = text.get(..offset)?;
+    let before = &before[..before.rfind('\n').map_or(0, |i| i + 1)];
+    let mut header = None;
+    let mut at = 0;
+    for line in before.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let body = trimmed.split('#').next().unwrap_or("").trim_end();
+        // Not a line of a multi-line array: no `,`, no `=`, no quoted value.
+        let is_header = body.starts_with('[') && body.ends_with(']') && !body.contains([',', '=']);
+        if is_header {
+            header = Some(at + line.len() - trimmed.len());
+        }
+        at += line.len();
+    }
+    header
+}
+
 /// Load the configuration rooted at `path` from the real file system.
 pub(crate) fn load(path: &Path) -> Result<Config, Errors> {
     load_with(&RealFs, path)
@@ -186,9 +246,26 @@ pub(crate) fn load_with(fs: &dyn Fs, path: &Path) -> Result<Config, Errors> {
         errors: Vec::new(),
         watch_dirs: Vec::new(),
         complete: true,
+        originals: HashMap::new(),
+        skipped_in: Vec::new(),
     };
     loader.visit(path.to_path_buf());
+    let parse_errors = loader.errors.len();
     let mut parts = validate::validate(fs, &loader.parsed, path, loader.complete, &mut loader.errors);
+    // What validation reports at the header of a table an unknown key was
+    // skipped in is most likely about that key: a missing `bind` that is
+    // really the misspelt `bnd`, a route shadowed for want of its `hots`.
+    let mut i = parse_errors;
+    while i < loader.errors.len() {
+        if loader.errors[i]
+            .location()
+            .is_some_and(|l| loader.skipped_in.contains(l))
+        {
+            loader.errors.remove(i);
+        } else {
+            i += 1;
+        }
+    }
     super::error::sort(&mut parts.warnings, &loader.order);
     for path in &parts.pem_paths {
         loader.watch(parent_dir(path));
@@ -196,9 +273,10 @@ pub(crate) fn load_with(fs: &dyn Fs, path: &Path) -> Result<Config, Errors> {
     let mut sources: Vec<Source> = loader
         .parsed
         .into_iter()
-        .map(|p| Source {
+        .enumerate()
+        .map(|(i, p)| Source {
             path: p.path,
-            text: p.text,
+            text: loader.originals.remove(&i).unwrap_or(p.text),
             kind: crate::config::SourceKind::Config,
         })
         .collect();
@@ -231,6 +309,12 @@ struct Loader<'f> {
     watch_dirs: Vec<PathBuf>,
     /// False once a file could not be read or parsed.
     complete: bool,
+    /// The text as written of each file (by index in `parsed`) that was
+    /// parsed with unknown keys blanked out: the parsed text is validated
+    /// (same offsets), the written one is the source errors are shown in.
+    originals: HashMap<usize, String>,
+    /// The headers of the tables unknown keys were skipped in.
+    skipped_in: Vec<Location>,
 }
 
 impl Loader<'_> {
@@ -260,7 +344,14 @@ impl Loader<'_> {
                 return;
             }
         };
-        let (file, includes) = match raw::parse(&text) {
+        let (parsed_text, result) = parse_skipping_unknown_keys(&text, |e| {
+            self.errors.push(toml_error(&path, &text, e));
+            let header = e.span().and_then(|span| table_header(&text, span.start));
+            if let Some(header) = header {
+                self.skipped_in.push(Location::at(&path, &text, header));
+            }
+        });
+        let (file, includes) = match result {
             Ok(mut file) => {
                 let includes = std::mem::take(&mut file.include);
                 (Some(file), includes)
@@ -282,7 +373,14 @@ impl Loader<'_> {
                 }
             }
         }
-        self.parsed.push(Parsed { path, text, file });
+        if parsed_text != text {
+            self.originals.insert(self.parsed.len(), text);
+        }
+        self.parsed.push(Parsed {
+            path,
+            text: parsed_text,
+            file,
+        });
         for child in children {
             self.visit(child);
         }
@@ -648,5 +746,94 @@ mod tests {
                 missing.display()
             )
         );
+    }
+
+    #[test]
+    fn unknown_keys_do_not_hide_the_other_errors() {
+        let main = "[global]\nlog_levl = \"info\"\n\n[listener.web]\nbind = \"127.0.0.1:8080\"\nupstream = \"ap\"\n\n[[listener.web.route]]\npath = \"/api/\"\nupstream = \"app\"\n\n[[listener.web.route]]\npath = \"/api/\"\nupstream = \"app\"\n\n[upstream.app]\nservers = [\"127.0.0.1:9001\"]\n";
+        assert_eq!(
+            errors(&[("ginx.toml", main)]),
+            [
+                "ginx.toml:2:1: unknown field `log_levl`: did you mean `log_level`? (expected one of `log_level`, `log_format`, `access_log`, `shutdown_delay`, `watch`, `shutdown_timeout`, `header_read_timeout`, `resolver`, `resolve_min`, `resolve_max`)",
+                "ginx.toml:6:12: unknown upstream `ap`: did you mean `app`?",
+                "ginx.toml:12:1: this route can never match: the route at ginx.toml:8:1 matches the same path `/api/` (any host) and comes first; remove one of them or change its host or path",
+            ]
+        );
+    }
+
+    #[test]
+    fn several_unknown_keys_in_one_file_all_reported() {
+        let main = "[listener.web]\nbind = \"127.0.0.1:8080\"\nupstreem = \"app\"\n[upstream.app]\nservers = [\"127.0.0.1:9001\", { addr = \"127.0.0.1:9002\", wieght = 3, backup = true }]\nretrys = 2\n";
+        let errs = errors(&[("ginx.toml", main)]);
+        assert_eq!(
+            errs,
+            [
+                "ginx.toml:3:1: unknown field `upstreem`: did you mean `upstream`? (expected one of `bind`, `upstream`, `route`, `tls`)",
+                "ginx.toml:5:57: unknown field `wieght`: did you mean `weight`? (expected one of `addr`, `weight`, `backup`)",
+                "ginx.toml:6:1: unknown field `retrys`: did you mean `retries`? (expected one of `balance`, `hash`, `servers`, `connect_timeout`, `read_timeout`, `max_fails`, `fail_timeout`, `eject_on_5xx`, `on_all_down`, `retries`, `retry_on`, `retry_non_idempotent`, `health_check`, `protocol`, `tls_ca`, `tls_server_name`, `tls_verify`, `tunnel_timeout`)",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_key_with_a_multi_line_value_keeps_later_positions() {
+        let main = "[upstream.app]\nservers = [\"127.0.0.1:9001\"]\nretry_onn = [\n  \"connect\", # ] not the end\n  \"]\",\n]\nconnect_timeout = \"5 parsecs\"\n\n[listener.web]\nbind = \"127.0.0.1:8080\"\nupstream = \"app\"\n";
+        let errs = load_mem(&[("ginx.toml", main)]).unwrap_err();
+        let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].starts_with("ginx.toml:3:1: unknown field `retry_onn`: did you mean `retry_on`?"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with("ginx.toml:7:19: invalid duration `5 parsecs` for `connect_timeout`"),
+            "{lines:?}"
+        );
+        // The file is shown as written.
+        assert_eq!(errs.sources[0].text, main);
+    }
+
+    #[test]
+    fn errors_at_the_header_of_a_table_with_an_unknown_key_are_dropped() {
+        // Without `upstreem` the listener has no upstream, and without
+        // `hots` the second route is shadowed: both about the misspelt keys.
+        let main = format!(
+            "[listener.web]\nbind = \"127.0.0.1:8080\"\nupstreem = \"app\"\n\n[[listener.web.route]]\npath = \"/\"\nupstream = \"app\"\n\n[[listener.web.route]]\nhots = \"a.example\"\npath = \"/\"\nupstream = \"app\"\n{UP}"
+        );
+        let errs = errors(&[("ginx.toml", &main)]);
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            errs[0].starts_with("ginx.toml:3:1: unknown field `upstreem`"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].starts_with("ginx.toml:10:1: unknown field `hots`: did you mean `host`?"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_table_header_is_reported_alone_as_before() {
+        // A header cannot be blanked out safely: the file stays unparsed, so
+        // the unknown upstream is not reported (it might be the problem).
+        let main = "[listener.web]\nbind = \"127.0.0.1:8080\"\nupstream = \"ap\"\n[listener.web.tsl]\ncert = \"a.pem\"\n";
+        let errs = errors(&[("ginx.toml", main)]);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("ginx.toml:4:15: unknown field `tsl`: did you mean `tls`?"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_then_type_error_both_reported() {
+        let main = format!("[global]\nlog_levl = \"info\"\nwatch = \"yes\"\n{WEB}{UP}");
+        let errs = errors(&[("ginx.toml", &main)]);
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            errs[0].starts_with("ginx.toml:2:1: unknown field `log_levl`"),
+            "{errs:?}"
+        );
+        assert!(errs[1].starts_with("ginx.toml:3:9: invalid type"), "{errs:?}");
     }
 }
