@@ -212,7 +212,9 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Result<Respo
         ),
         Some(Target::Proxy { pool, strip, stats }) => {
             let forwarded = match upgrade_protocol(&req) {
-                Some(protocol) => forward_upgrade(req, protocol, &pool, strip, &conn, new_id).await,
+                // Boxed: upgrades are rare, and their larger state would otherwise
+                // be part of every request's future.
+                Some(protocol) => Box::pin(forward_upgrade(req, protocol, &pool, strip, &conn, new_id)).await,
                 None => forward(req, &pool, strip, &conn, new_id).await,
             };
             let result = forwarded.map(|(response, server)| {
