@@ -460,13 +460,7 @@ async fn forward(
         match attempt(server, req, pool, replay.as_ref(), uploaded.as_deref()).await {
             Ok(response) => {
                 let status = response.status();
-                server.stats.record(match status.is_server_error() {
-                    true => Outcome::Status5xx,
-                    false => Outcome::Ok,
-                });
-                if let Some(reason) = server.record_response(status.as_u16(), settings) {
-                    log_hold_out(pool, server, reason);
-                }
+                note_response(pool, server, status);
                 let retry_5xx = status.is_server_error()
                     && settings.retry_on.status_5xx
                     && attempts_left > 0
@@ -586,13 +580,7 @@ async fn forward_upgrade(
         Err(error) => return Err(failed(Failure::Reset(error.into_error()))),
     };
     let status = response.status();
-    server.stats.record(match status.is_server_error() {
-        true => Outcome::Status5xx,
-        false => Outcome::Ok,
-    });
-    if let Some(reason) = server.record_response(status.as_u16(), settings) {
-        log_hold_out(pool, server, reason);
-    }
+    note_response(pool, server, status);
     if status != StatusCode::SWITCHING_PROTOCOLS {
         // The connection goes when its body is done: it was opened for this
         // request only.
@@ -742,6 +730,18 @@ impl Replay {
         *req.uri_mut() = self.uri.clone();
         *req.headers_mut() = self.headers.clone();
         req
+    }
+}
+
+/// A server answered with `status`: count the attempt and feed its passive
+/// health.
+fn note_response(pool: &UpstreamPool, server: &ServerState, status: StatusCode) {
+    server.stats.record(match status.is_server_error() {
+        true => Outcome::Status5xx,
+        false => Outcome::Ok,
+    });
+    if let Some(reason) = server.record_response(status.as_u16(), &pool.settings) {
+        log_hold_out(pool, server, reason);
     }
 }
 
