@@ -592,16 +592,13 @@ mod tests {
         );
     }
 
+    /// Valid, with one warning: upstream `old` is not used.
+    const WITH_UNUSED_UPSTREAM: &str = "[listener.web]\nbind = \"127.0.0.1:1\"\nupstream = \"app\"\n[upstream.app]\nservers = [\"127.0.0.1:2\"]\n[upstream.old]\nservers = [\"127.0.0.1:3\"]\n";
+
     #[test]
     fn text_report_success_with_a_warning() {
         let tmp = tempfile::tempdir().unwrap();
-        write(
-            tmp.path(),
-            &[(
-                "ginx.toml",
-                "[listener.web]\nbind = \"127.0.0.1:1\"\nupstream = \"app\"\n[upstream.app]\nservers = [\"127.0.0.1:2\"]\n[upstream.old]\nservers = [\"127.0.0.1:3\"]\n",
-            )],
-        );
+        write(tmp.path(), &[("ginx.toml", WITH_UNUSED_UPSTREAM)]);
         let main = tmp.path().join("ginx.toml");
         let report = text(&main, &config::load(&main));
         assert!(report.ok);
@@ -632,13 +629,7 @@ mod tests {
         assert_eq!(error["severity"], "error");
         assert!(error["message"].as_str().unwrap().starts_with("cannot read file"));
 
-        write(
-            tmp.path(),
-            &[(
-                "ginx.toml",
-                "[listener.web]\nbind = \"127.0.0.1:1\"\nupstream = \"app\"\n[upstream.app]\nservers = [\"127.0.0.1:2\"]\n[upstream.old]\nservers = [\"127.0.0.1:3\"]\n",
-            )],
-        );
+        write(tmp.path(), &[("ginx.toml", WITH_UNUSED_UPSTREAM)]);
         let main = tmp.path().join("ginx.toml");
         let value = json(&main, &config::load(&main));
         assert_eq!(value["config"], main.display().to_string());

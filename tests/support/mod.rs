@@ -298,6 +298,17 @@ pub fn sha256_hex(data: &[u8]) -> String {
     format!("{:x}", Sha256::digest(data))
 }
 
+/// Read a response whole.
+pub async fn read_reply(resp: Response<Incoming>) -> std::io::Result<Reply> {
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
 /// A response, read whole.
 #[derive(Debug)]
 pub struct Reply {
@@ -326,13 +337,7 @@ where
         .map_err(std::io::Error::other)?;
     tokio::spawn(conn);
     let resp = sender.send_request(req).await.map_err(std::io::Error::other)?;
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
-    Ok(Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    })
+    read_reply(resp).await
 }
 
 /// GET `path` with `Host: host`.
@@ -616,13 +621,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let resp = sender.send_request(req).await.map_err(std::io::Error::other)?;
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
-    Ok(Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    })
+    read_reply(resp).await
 }
 
 /// A `[listener.web]` on port 0 whose default upstream `app` has `servers`.
