@@ -1,45 +1,102 @@
 //! TLS listeners: certificates by SNI, ALPN h2 and http/1.1, certificate
-//! rotation by reload, `X-Forwarded-Proto: https`.
+//! rotation by reload, `X-Forwarded-Proto: https`, client certificates
+//! (mTLS).
 
 mod support;
 
+use std::error::Error;
+use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rustls::client::ResolvesClientCert;
+use rustls::sign::CertifiedKey;
+use rustls::SignatureScheme;
 use rustls_pki_types::{CertificateDer, ServerName};
 use support::*;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-/// A self-signed certificate for `names` and its key, as PEM.
-fn pair(names: &[&str]) -> (String, String) {
+/// A certificate (chain) and its key, as PEM.
+type Pem = (String, String);
+
+/// A self-signed certificate for `names` and its key.
+fn pair(names: &[&str]) -> Pem {
     let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
     let cert = rcgen::generate_simple_self_signed(names).unwrap();
     (cert.cert.pem(), cert.signing_key.serialize_pem())
+}
+
+type Ca = CertifiedIssuer<'static, KeyPair>;
+
+/// A certificate authority named `name` (its own distinguished name, so
+/// that nothing else looks issued by it).
+fn ca(name: &str) -> Ca {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+}
+
+/// A certificate for `names` signed by `ca`, and its key.
+fn signed(ca: &Ca, names: &[&str]) -> Pem {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&key, ca)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
 }
 
 fn leaf(cert_pem: &str) -> CertificateDer<'static> {
     ginx::tls::parse_certificates(cert_pem).unwrap().remove(0)
 }
 
-/// A TLS connection to `addr` sending `name` (SNI), offering `alpn`. The
-/// server certificate is compared by the tests, not verified.
-async fn connect(addr: SocketAddr, name: &str, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+/// A client that presents one certificate to any server that asks.
+#[derive(Debug)]
+struct Presents(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for Presents {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// A TLS connection to `addr` sending `name` (SNI), offering `alpn`, and
+/// with `client` presenting that certificate when asked for one. The server
+/// certificate is compared by the tests, not verified.
+///
+/// A refused client certificate may show only after this returns: in TLS
+/// 1.3 the client finishes its handshake first and the server's alert
+/// arrives with the first read.
+async fn connect(
+    addr: SocketAddr,
+    name: &str,
+    alpn: &[&[u8]],
+    client: Option<&Pem>,
+) -> io::Result<TlsStream<TcpStream>> {
     let insecure = ginx::config::UpstreamTls {
         verify: false,
         ..Default::default()
     };
-    let config = ginx::tls::client_config(&insecure, alpn).unwrap();
-    let stream = TcpStream::connect(addr).await.unwrap();
+    let mut config = Arc::unwrap_or_clone(ginx::tls::client_config(&insecure, alpn).unwrap());
+    if let Some((cert, key)) = client {
+        let key = ginx::tls::certified_key(cert, key).unwrap();
+        config.client_auth_cert_resolver = Arc::new(Presents(Arc::new(key)));
+    }
+    let stream = TcpStream::connect(addr).await?;
     let name = ServerName::try_from(name.to_owned()).unwrap();
-    TlsConnector::from(config)
-        .connect(name, stream)
-        .await
-        .expect("TLS handshake with ginx")
+    TlsConnector::from(Arc::new(config)).connect(name, stream).await
 }
 
 fn served(stream: &TlsStream<TcpStream>) -> CertificateDer<'static> {
@@ -56,18 +113,26 @@ async fn http1_over(stream: TlsStream<TcpStream>) -> H1 {
     sender
 }
 
-async fn get_on(sender: &mut H1, host: &str, path: &str) -> Reply {
+/// GET `path` with `Host: host` on an open connection. The error carries
+/// its causes (a TLS alert is the innermost).
+async fn get_on(sender: &mut H1, host: &str, path: &str) -> Result<Reply, String> {
     let req = Request::get(path)
         .header("host", host)
         .body(Full::default())
         .unwrap();
-    let resp = sender.send_request(req).await.expect("response over TLS");
-    let (parts, body) = resp.into_parts();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
+    let resp = sender.send_request(req).await.map_err(|e| causes(&e))?;
+    read_reply(resp).await.map_err(|e| causes(&e))
+}
+
+/// An error and its sources, `: `-separated.
+fn causes(error: &dyn Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
     }
+    text
 }
 
 fn tls_listener(backend: SocketAddr, tls: &str) -> String {
@@ -91,18 +156,20 @@ async fn sni_picks_the_certificate_and_alpn_h2_and_http1_both_work() {
     .await;
     let addr = ginx.addr("web");
 
-    let to_a = connect(addr, "a.test", &[b"http/1.1"]).await;
+    let to_a = connect(addr, "a.test", &[b"http/1.1"], None).await.unwrap();
     assert_eq!(served(&to_a), leaf(&a.0));
     assert_eq!(to_a.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     let mut h1 = http1_over(to_a).await;
-    let reply = get_on(&mut h1, "a.test", "/x").await;
+    let reply = get_on(&mut h1, "a.test", "/x").await.unwrap();
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.text(), "app");
     let seen = backend.last_seen();
     assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("https"));
     assert_eq!(seen.header("host").as_deref(), Some("a.test"));
 
-    let to_b = connect(addr, "b.test", &[b"h2", b"http/1.1"]).await;
+    let to_b = connect(addr, "b.test", &[b"h2", b"http/1.1"], None)
+        .await
+        .unwrap();
     assert_eq!(served(&to_b), leaf(&b.0));
     assert_eq!(to_b.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut h2, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(to_b))
@@ -136,10 +203,13 @@ async fn rotation_new_handshakes_get_the_new_certificate_open_connections_keep_w
     )
     .await;
     let addr = ginx.addr("web");
-    let before = connect(addr, "site.test", &[b"http/1.1"]).await;
+    let before = connect(addr, "site.test", &[b"http/1.1"], None).await.unwrap();
     assert_eq!(served(&before), leaf(&old.0));
     let mut kept = http1_over(before).await;
-    assert_eq!(get_on(&mut kept, "site.test", "/").await.status, StatusCode::OK);
+    assert_eq!(
+        get_on(&mut kept, "site.test", "/").await.unwrap().status,
+        StatusCode::OK
+    );
 
     let new = pair(&["site.test"]);
     // Key first: in between, the pair does not match and that reload is
@@ -148,11 +218,14 @@ async fn rotation_new_handshakes_get_the_new_certificate_open_connections_keep_w
     ginx.rename_over("site.pem", &new.0);
     let mut rotated = false;
     for _ in 0..100 {
-        let fresh = connect(addr, "site.test", &[b"http/1.1"]).await;
+        let fresh = connect(addr, "site.test", &[b"http/1.1"], None).await.unwrap();
         if served(&fresh) == leaf(&new.0) {
             rotated = true;
             let mut h1 = http1_over(fresh).await;
-            assert_eq!(get_on(&mut h1, "site.test", "/").await.status, StatusCode::OK);
+            assert_eq!(
+                get_on(&mut h1, "site.test", "/").await.unwrap().status,
+                StatusCode::OK
+            );
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -163,7 +236,7 @@ async fn rotation_new_handshakes_get_the_new_certificate_open_connections_keep_w
         ginx.log_text()
     );
     assert_eq!(
-        get_on(&mut kept, "site.test", "/").await.status,
+        get_on(&mut kept, "site.test", "/").await.unwrap().status,
         StatusCode::OK,
         "a connection opened before the rotation keeps working"
     );
@@ -179,7 +252,7 @@ async fn rotation_new_handshakes_get_the_new_certificate_open_connections_keep_w
         ginx.wait_log_since(from, "configuration rejected", DEADLINE)
             .await
     );
-    let fresh = connect(addr, "site.test", &[b"http/1.1"]).await;
+    let fresh = connect(addr, "site.test", &[b"http/1.1"], None).await.unwrap();
     assert_eq!(served(&fresh), leaf(&new.0));
     let (code, out, err) = check(ginx.dir.path());
     assert_ne!(code, 0);
@@ -209,7 +282,9 @@ async fn big_download_over_tls_and_h2() {
         &["web"],
     )
     .await;
-    let stream = connect(ginx.addr("web"), "big.test", &[b"h2"]).await;
+    let stream = connect(ginx.addr("web"), "big.test", &[b"h2"], None)
+        .await
+        .unwrap();
     let (mut h2, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
         .await
         .unwrap();
@@ -220,4 +295,155 @@ async fn big_download_over_tls_and_h2() {
         .unwrap();
     let reply = send_h2(&mut h2, req).await.unwrap();
     assert_eq!(reply.body.len(), SIZE);
+}
+
+/// ginx with a listener for `mtls.test` (certificate `server`) that
+/// requires client certificates signed by `clients` (its file
+/// `clients.pem`); `global` goes first in ginx.toml, `files` next to it.
+async fn start_mtls(
+    backend: SocketAddr,
+    server: &Pem,
+    clients: &Ca,
+    global: &str,
+    files: &[(&str, &str)],
+) -> Ginx {
+    let tls = "tls = { cert = \"site.pem\", key = \"site.key\", client_ca = \"clients.pem\" }";
+    let config = format!("{global}\n{}", tls_listener(backend, tls));
+    let clients = clients.pem();
+    let mut all = vec![
+        ("site.pem", server.0.as_str()),
+        ("site.key", server.1.as_str()),
+        ("clients.pem", clients.as_str()),
+    ];
+    all.extend_from_slice(files);
+    Ginx::start(&config, &all, &["web"]).await
+}
+
+/// The paths a backend was asked for, in order.
+fn uris(backend: &Backend) -> Vec<String> {
+    backend
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.uri.clone())
+        .collect()
+}
+
+/// GET `path` on a new HTTP/1.1 connection to `mtls.test` as `client`.
+async fn get_as(addr: SocketAddr, client: Option<&Pem>, path: &str) -> Result<Reply, String> {
+    let stream = connect(addr, "mtls.test", &[b"http/1.1"], client)
+        .await
+        .map_err(|e| format!("handshake: {}", causes(&e)))?;
+    let mut h1 = http1_over(stream).await;
+    get_on(&mut h1, "mtls.test", path).await
+}
+
+#[tokio::test]
+async fn mtls_only_clients_with_a_certificate_from_client_ca_are_proxied() {
+    let backend = Backend::start("app").await;
+    let clients = ca("ginx test clients CA");
+    // At the default level (info) a refused client is not logged at all; at
+    // debug, ginx says why.
+    let debug = "[global]\nlog_level = \"debug\"\n";
+    let ginx = start_mtls(backend.addr, &pair(&["mtls.test"]), &clients, debug, &[]).await;
+    let addr = ginx.addr("web");
+    let good = signed(&clients, &["client.test"]);
+
+    let reply = get_as(addr, Some(&good), "/good").await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.text(), "app");
+    let seen = backend.last_seen();
+    assert_eq!(seen.uri, "/good");
+    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("https"));
+
+    // Over HTTP/2 as well.
+    let stream = connect(addr, "mtls.test", &[b"h2"], Some(&good)).await.unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("https://mtls.test/good-h2")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    assert_eq!(send_h2(&mut h2, req).await.unwrap().status, StatusCode::OK);
+    assert_eq!(backend.last_seen().uri, "/good-h2");
+
+    // No certificate: in TLS 1.3 the client's handshake completes, and its
+    // first request fails with the server's alert.
+    let from = ginx.log_len();
+    let error = get_as(addr, None, "/anonymous").await.unwrap_err();
+    assert!(
+        error.contains("received fatal alert: CertificateRequired"),
+        "{error}"
+    );
+    assert!(
+        ginx.wait_log_since(
+            from,
+            "TLS handshake failed listener=web client=127.0.0.1:",
+            DEADLINE
+        )
+        .await
+            && ginx
+                .wait_log_since(from, "error=peer sent no certificates", DEADLINE)
+                .await,
+        "{}",
+        ginx.log_since(from).join("\n")
+    );
+
+    // A certificate from another CA.
+    let stranger = signed(&ca("some other CA"), &["client.test"]);
+    let from = ginx.log_len();
+    let error = get_as(addr, Some(&stranger), "/stranger").await.unwrap_err();
+    assert!(error.contains("received fatal alert: UnknownCA"), "{error}");
+    assert!(
+        ginx.wait_log_since(from, "error=invalid peer certificate: UnknownIssuer", DEADLINE)
+            .await,
+        "{}",
+        ginx.log_since(from).join("\n")
+    );
+
+    // ginx keeps serving, and the backend only ever saw the good client.
+    let reply = get_as(addr, Some(&good), "/again").await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(uris(&backend), ["/good", "/good-h2", "/again"]);
+}
+
+#[tokio::test]
+async fn mtls_a_new_client_ca_applies_to_new_handshakes() {
+    let backend = Backend::start("app").await;
+    let old_ca = ca("old clients CA");
+    let ginx = start_mtls(backend.addr, &pair(&["mtls.test"]), &old_ca, "", &[]).await;
+    let addr = ginx.addr("web");
+    let old_client = signed(&old_ca, &["client.test"]);
+    let stream = connect(addr, "mtls.test", &[b"http/1.1"], Some(&old_client))
+        .await
+        .unwrap();
+    let mut kept = http1_over(stream).await;
+    assert_eq!(
+        get_on(&mut kept, "mtls.test", "/").await.unwrap().status,
+        StatusCode::OK
+    );
+
+    let new_ca = ca("new clients CA");
+    ginx.rename_over("clients.pem", &new_ca.pem());
+    assert!(ginx.wait_generation(2).await, "{}", ginx.log_text());
+    assert!(
+        ginx.log_text().contains("client_ca changed"),
+        "{}",
+        ginx.log_text()
+    );
+
+    let new_client = signed(&new_ca, &["client.test"]);
+    let reply = get_as(addr, Some(&new_client), "/new").await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let error = get_as(addr, Some(&old_client), "/old").await.unwrap_err();
+    assert!(error.contains("UnknownCA"), "{error}");
+    // A connection authenticated before the change keeps its session.
+    assert_eq!(
+        get_on(&mut kept, "mtls.test", "/kept").await.unwrap().status,
+        StatusCode::OK
+    );
+    assert_eq!(uris(&backend), ["/", "/new", "/kept"]);
 }
