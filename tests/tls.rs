@@ -1,6 +1,6 @@
 //! TLS listeners: certificates by SNI, ALPN h2 and http/1.1, certificate
 //! rotation by reload, `X-Forwarded-Proto: https`, client certificates
-//! (mTLS).
+//! (mTLS), curl over TLS.
 
 mod support;
 
@@ -446,4 +446,121 @@ async fn mtls_a_new_client_ca_applies_to_new_handshakes() {
         StatusCode::OK
     );
     assert_eq!(uris(&backend), ["/", "/new", "/kept"]);
+}
+
+/// Run curl with `args`; `None` when curl is not installed.
+async fn curl(args: Vec<String>) -> Option<std::process::Output> {
+    tokio::task::spawn_blocking(move || std::process::Command::new("curl").args(&args).output().ok())
+        .await
+        .unwrap()
+}
+
+/// curl arguments for `https://NAME:PORT{path}` resolved to `addr`,
+/// verifying ginx's certificate against `ca_file`, writing the body then
+/// ` HTTP_VERSION STATUS`.
+fn curl_args(
+    addr: SocketAddr,
+    name: &str,
+    ca_file: &std::path::Path,
+    path: &str,
+    extra: &[&str],
+) -> Vec<String> {
+    let port = addr.port();
+    let mut args: Vec<String> = [
+        "-sS",
+        "-o",
+        "-",
+        "-w",
+        " %{http_version} %{http_code}",
+        "--cacert",
+    ]
+    .map(String::from)
+    .into();
+    args.push(ca_file.display().to_string());
+    args.push("--resolve".into());
+    args.push(format!("{name}:{port}:{}", addr.ip()));
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args.push(format!("https://{name}:{port}{path}"));
+    args
+}
+
+#[tokio::test]
+async fn curl_over_tls_h2_and_http1() {
+    let backend = Backend::start("app").await;
+    let authority = ca("ginx test server CA");
+    let (cert, key) = signed(&authority, &["curl.test"]);
+    let tls = "tls = { cert = \"c.pem\", key = \"c.key\" }";
+    let ginx = Ginx::start(
+        &tls_listener(backend.addr, tls),
+        &[("c.pem", &cert), ("c.key", &key), ("ca.pem", &authority.pem())],
+        &["web"],
+    )
+    .await;
+    let ca_file = ginx.dir.path().join("ca.pem");
+    for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let path = format!("/curl/{version}");
+        let args = curl_args(ginx.addr("web"), "curl.test", &ca_file, &path, &[flag]);
+        let Some(out) = curl(args).await else {
+            eprintln!("curl not found; skipping");
+            return;
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "curl {flag} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(stdout, format!("app {version} 200"), "curl {flag}");
+        let seen = backend.last_seen();
+        assert_eq!(seen.uri, path);
+        assert_eq!(
+            seen.header("host").as_deref(),
+            Some(format!("curl.test:{}", ginx.addr("web").port()).as_str())
+        );
+        assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("https"));
+    }
+}
+
+#[tokio::test]
+async fn curl_with_and_without_a_client_certificate() {
+    let backend = Backend::start("app").await;
+    let authority = ca("ginx test server CA");
+    let clients = ca("ginx test clients CA");
+    let (client_cert, client_key) = signed(&clients, &["client.test"]);
+    let files = [
+        ("ca.pem", authority.pem()),
+        ("client.pem", client_cert),
+        ("client.key", client_key),
+    ];
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    let server = signed(&authority, &["mtls.test"]);
+    let ginx = start_mtls(backend.addr, &server, &clients, "", &files).await;
+    let addr = ginx.addr("web");
+    let dir = ginx.dir.path();
+    let ca_file = dir.join("ca.pem");
+    let (cert, key) = (dir.join("client.pem"), dir.join("client.key"));
+    let with_cert = [
+        "--http2",
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    let Some(out) = curl(curl_args(addr, "mtls.test", &ca_file, "/with", &with_cert)).await else {
+        eprintln!("curl not found; skipping");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "app 2 200");
+
+    // Without: curl fails, and the backend sees nothing.
+    let out = curl(curl_args(addr, "mtls.test", &ca_file, "/without", &["--http2"]))
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "curl without a certificate succeeded");
+    assert_eq!(uris(&backend), ["/with"]);
 }
