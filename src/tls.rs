@@ -353,6 +353,9 @@ fn load_system_roots() -> Result<Arc<RootCertStore>, String> {
 /// `timeout` so that a client that connects and sends nothing cannot hold a
 /// connection (and its task) forever.
 ///
+/// A failed handshake is closed by [`close_after_alert`], so that the
+/// client reads the alert saying why.
+///
 /// # Errors
 ///
 /// The handshake failed, or did not finish within `timeout`
@@ -362,13 +365,40 @@ pub async fn accept(
     stream: TcpStream,
     timeout: Duration,
 ) -> io::Result<TlsStream<TcpStream>> {
-    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-        Ok(result) => result,
+    match tokio::time::timeout(timeout, acceptor.accept(stream).into_fallible()).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err((error, stream))) => {
+            close_after_alert(stream).await;
+            Err(error)
+        }
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
             format!("TLS handshake not done within {timeout:?}"),
         )),
     }
+}
+
+/// How long [`close_after_alert`] reads what the client still sends.
+const ALERT_LINGER: Duration = Duration::from_secs(1);
+
+/// Close a connection whose handshake failed after rustls wrote its alert:
+/// end the sending side (FIN after the alert), then read and discard what
+/// the client sends until it closes, for at most [`ALERT_LINGER`].
+///
+/// Closing at once would reset the connection whenever the client's next
+/// bytes are unread, and a reset makes the client's system drop the alert
+/// or the client give up before reading it. That is the common case for a
+/// refused client certificate: in TLS 1.3 the client sends its first request
+/// right behind its certificate, and curl then reports `getpeername()
+/// failed` instead of `alert certificate required`.
+async fn close_after_alert(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut discard = [0u8; 4096];
+    let drain = async { while let Ok(1..) = stream.read(&mut discard).await {} };
+    let _ = tokio::time::timeout(ALERT_LINGER, drain).await;
 }
 
 /// Whether the client and the listener agreed on HTTP/2 by ALPN.
