@@ -197,7 +197,9 @@ pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Result<Respo
     let proxied = matches!(target, Some(Target::Proxy { .. }));
     let new_id = (!has_request_id(req.headers()) && (proxied || access_log.is_some())).then(new_request_id);
     // Only what the access log needs is kept, and only when it is on.
-    let mut access = access_log.map(|logger| AccessEntry::of(logger, &req, &conn, new_id.as_ref()));
+    // Boxed: it is large, and only there when the access log is on; inline,
+    // it would be copied with every request's future whether used or not.
+    let mut access = access_log.map(|logger| Box::new(AccessEntry::of(logger, &req, &conn, new_id.as_ref())));
 
     let (result, stats) = match target {
         None => (Err(Error::NoRoute), unmatched),
@@ -395,7 +397,7 @@ impl AccessEntry {
 struct Completion {
     started: Instant,
     stats: Option<Arc<RouteStats>>,
-    access: Option<AccessEntry>,
+    access: Option<Box<AccessEntry>>,
     /// Response body bytes handed to the client connection.
     bytes: u64,
 }
@@ -445,7 +447,9 @@ async fn forward(
 
     let mut attempts_left = settings.retries.saturating_add(1);
     let mut last_failure: Option<(Arc<ServerState>, Failure)> = None;
-    let mut last_5xx: Option<(Response<ProxyBody>, Arc<ServerState>)> = None;
+    // Boxed, like the connect below: rare, and inline it would be part of
+    // every request's future.
+    let mut last_5xx: Option<Box<(Response<ProxyBody>, Arc<ServerState>)>> = None;
     for server in pool.candidates(key) {
         if attempts_left == 0 {
             break;
@@ -469,7 +473,7 @@ async fn forward(
                     return Ok((response, server.clone()));
                 }
                 tracing::warn!(upstream = %pool.name, server = %server.name, %status, "retrying on another server");
-                last_5xx = Some((response, server.clone()));
+                last_5xx = Some(Box::new((response, server.clone())));
             }
             Err((failure, back)) => {
                 server.stats.record(failure.outcome());
@@ -486,8 +490,8 @@ async fn forward(
             }
         }
     }
-    if let Some((response, server)) = last_5xx {
-        return Ok((response, server));
+    if let Some(answered) = last_5xx {
+        return Ok(*answered);
     }
     Err(match last_failure {
         Some((server, failure)) => Error::Failed {
@@ -589,7 +593,7 @@ async fn forward_upgrade(
     let upstream_side = hyper::upgrade::on(&mut response);
     let (mut parts, _) = response.into_parts();
     let switched_to = parts.headers.get(header::UPGRADE).cloned();
-    remove_hop_by_hop(&mut parts.headers, &[]);
+    remove_hop_by_hop(&mut parts.headers, Message::Response);
     parts
         .headers
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -629,8 +633,11 @@ async fn attempt(
         let (mut sender, pooled) = match server.checkout().await {
             Some(sender) => (sender, true),
             None => {
+                // Boxed: connecting (TCP, maybe TLS) is the largest state
+                // of an attempt and the rare case once the pool is warm;
+                // inline, every request's future would carry and copy it.
                 let connected = match pool.connector(server) {
-                    Ok(connector) => server.connect(&connector, settings.connect_timeout).await,
+                    Ok(connector) => Box::pin(server.connect(&connector, settings.connect_timeout)).await,
                     Err(error) => Err(error),
                 };
                 match connected {
@@ -811,7 +818,7 @@ fn upstream_request(
     }
     // `Expect: 100-continue` is not forwarded either: hyper answers it
     // towards the client when the body is first read, as nginx does.
-    remove_hop_by_hop(headers, std::slice::from_ref(&header::EXPECT));
+    remove_hop_by_hop(headers, Message::Request);
     // Room for the X-Forwarded-* headers and the request id, so the map
     // grows at most once.
     headers.reserve(4);
@@ -903,7 +910,7 @@ fn upstream_response(
     in_flight: InFlight,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
-    remove_hop_by_hop(&mut parts.headers, &[]);
+    remove_hop_by_hop(&mut parts.headers, Message::Response);
     let mut body = ProxyBody {
         kind: Kind::Upstream {
             body,
@@ -963,9 +970,10 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Headers that describe one connection, not the message (RFC 9110 7.6.1).
-/// `Connection` must stay first: [`remove_hop_by_hop`] relies on it.
-static HOP_BY_HOP: [HeaderName; 7] = [
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1),
+/// then `Expect`, which only requests lose. [`hop_by_hop_bit`] gives each
+/// its bit: its index here.
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -973,28 +981,52 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    header::EXPECT,
 ];
+const CONNECTION_BIT: u16 = 1 << 0;
+const EXPECT_BIT: u16 = 1 << 7;
 
-/// Remove hop-by-hop headers, including every header `Connection` names,
-/// and any of `also` (at most 9 names: presence is tracked in a `u16`).
+/// The bit of `name` if it is one of [`HOP_BY_HOP`], else 0. One string
+/// match (a length switch, then a compare): names are lowercase, and a
+/// standard name's string is a table lookup.
+fn hop_by_hop_bit(name: &HeaderName) -> u16 {
+    match name.as_str() {
+        "connection" => CONNECTION_BIT,
+        "keep-alive" => 1 << 1,
+        "proxy-connection" => 1 << 2,
+        "te" => 1 << 3,
+        "trailer" => 1 << 4,
+        "transfer-encoding" => 1 << 5,
+        "upgrade" => 1 << 6,
+        "expect" => EXPECT_BIT,
+        _ => 0,
+    }
+}
+
+/// Which message [`remove_hop_by_hop`] cleans: a request also loses
+/// `Expect` (hyper answers `100-continue` towards the client itself).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Message {
+    Request,
+    Response,
+}
+
+/// Remove hop-by-hop headers, including every header `Connection` names.
 ///
-/// This runs twice per request, so it costs one pass of name comparisons
-/// (no hashing) when nothing is to be removed, and removes only what is
-/// there otherwise.
-fn remove_hop_by_hop(headers: &mut HeaderMap, also: &[HeaderName]) {
-    let listed = HOP_BY_HOP.iter().chain(also);
-    let mut present = 0u16;
-    for name in headers.keys() {
-        if let Some(i) = listed.clone().position(|hop| hop == name) {
-            present |= 1 << i;
-        }
+/// This runs twice per request, so it costs one pass over the names (no
+/// hashing) when nothing is to be removed, and removes only what is there
+/// otherwise.
+fn remove_hop_by_hop(headers: &mut HeaderMap, message: Message) {
+    let mut present = headers.keys().fold(0, |bits, name| bits | hop_by_hop_bit(name));
+    if message == Message::Response {
+        present &= !EXPECT_BIT;
     }
     if present == 0 {
         return;
     }
-    // Bit 0 is `Connection`: remove what it names. `close` and `keep-alive`
-    // are the usual tokens and name nothing to remove beyond the list.
-    if present & 1 != 0 {
+    // `close` and `keep-alive` are the usual tokens of `Connection`, and
+    // name nothing to remove beyond the list.
+    if present & CONNECTION_BIT != 0 {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
@@ -1010,7 +1042,7 @@ fn remove_hop_by_hop(headers: &mut HeaderMap, also: &[HeaderName]) {
             headers.remove(name);
         }
     }
-    for (i, name) in listed.enumerate() {
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
         if present & (1 << i) != 0 {
             headers.remove(name);
         }
@@ -1205,8 +1237,24 @@ mod tests {
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-kept", HeaderValue::from_static("1"));
-        remove_hop_by_hop(&mut h, &[]);
+        remove_hop_by_hop(&mut h, Message::Request);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn expect_is_removed_from_requests_only() {
+        let with_expect = || {
+            let mut h = HeaderMap::new();
+            h.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
+            h.insert(header::TE, HeaderValue::from_static("trailers"));
+            h
+        };
+        let mut request = with_expect();
+        remove_hop_by_hop(&mut request, Message::Request);
+        assert!(request.is_empty());
+        let mut response = with_expect();
+        remove_hop_by_hop(&mut response, Message::Response);
+        assert_eq!(response.keys().collect::<Vec<_>>(), [header::EXPECT]);
     }
 }
