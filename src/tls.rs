@@ -368,7 +368,9 @@ pub async fn accept(
     match tokio::time::timeout(timeout, acceptor.accept(stream).into_fallible()).await {
         Ok(Ok(stream)) => Ok(stream),
         Ok(Err((error, stream))) => {
-            close_after_alert(stream).await;
+            // Boxed: rare, and its read buffer would otherwise be part of
+            // every connection task's state.
+            Box::pin(close_after_alert(stream)).await;
             Err(error)
         }
         Err(_) => Err(io::Error::new(
