@@ -236,11 +236,6 @@ impl RoutingTable {
     pub fn upstreams(&self) -> impl Iterator<Item = &Arc<UpstreamPool>> {
         self.upstreams.values()
     }
-
-    /// The state object of a server, if this table has it.
-    fn server_state(&self, upstream: &str, addr: std::net::SocketAddr) -> Option<&Arc<ServerState>> {
-        self.upstreams.get(upstream)?.servers().find(|s| s.addr == addr)
-    }
 }
 
 /// One member of a pool: a server entry, or one address of a host name.
@@ -249,6 +244,8 @@ struct Member {
     addr: std::net::SocketAddr,
     weight: u32,
     backup: bool,
+    /// Written `https://`.
+    tls: bool,
 }
 
 fn build_pool(
@@ -257,10 +254,8 @@ fn build_pool(
     previous: Option<&RoutingTable>,
 ) -> UpstreamPool {
     let name: Arc<str> = upstream.name.as_str().into();
-    let state = previous
-        .and_then(|p| p.upstreams.get(&name))
-        .map(|pool| pool.state().clone())
-        .unwrap_or_default();
+    let previous_pool = previous.and_then(|p| p.upstreams.get(&name));
+    let state = previous_pool.map(|pool| pool.state().clone()).unwrap_or_default();
     let mut members: Vec<Member> = Vec::new();
     for spec in &upstream.servers {
         for addr in resolved.addresses(&spec.endpoint) {
@@ -279,11 +274,14 @@ fn build_pool(
                 addr,
                 weight: spec.weight,
                 backup: spec.backup,
+                tls: spec.tls,
             });
         }
     }
     // A new server starts as its health check's `initial_state` says; a
-    // known one keeps its state, whatever changed around it.
+    // known one keeps its state, whatever changed around it, unless how it
+    // is reached changed: then its pooled connections are unfit, and it
+    // starts over as a new server.
     let initially_up = upstream.health_check.as_ref().is_none_or(|h| h.initial_up);
     let tier = |backup: bool| {
         let members: Vec<&Member> = members.iter().filter(|m| m.backup == backup).collect();
@@ -293,8 +291,11 @@ fn build_pool(
         let servers = members
             .iter()
             .map(|m| {
-                let state = previous
-                    .and_then(|p| p.server_state(&upstream.name, m.addr))
+                let state = previous_pool
+                    .and_then(|pool| {
+                        pool.servers()
+                            .find(|s| s.addr == m.addr && pool.same_transport(s, upstream, m.tls))
+                    })
                     .cloned()
                     .unwrap_or_else(|| Arc::new(ServerState::new(&m.name, m.addr, initially_up)));
                 (state, m.weight)

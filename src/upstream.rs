@@ -41,7 +41,7 @@ use thread_local::ThreadLocal;
 use tokio::net::TcpStream;
 
 use crate::balance::{Candidates, Policy, RoundRobinCursor};
-use crate::config::{self, Endpoint, HashKey, OnAllDown, UpstreamProtocol};
+use crate::config::{self, Endpoint, HashKey, OnAllDown, ServerSpec, UpstreamProtocol};
 use crate::metrics::ServerStats;
 
 /// How long an idle upstream connection may be reused. Below the keep-alive
@@ -329,14 +329,7 @@ impl UpstreamPool {
     /// (validation normally rules that out).
     pub fn connector(&self, server: &ServerState) -> Result<Connector, ConnectError> {
         let protocol = self.settings.protocol;
-        let spec = self.settings.servers.iter().find(|spec| {
-            *server.name == spec.name
-                || server
-                    .name
-                    .strip_prefix(spec.name.as_str())
-                    .is_some_and(|rest| rest.starts_with(" ("))
-        });
-        let Some(spec) = spec.filter(|spec| spec.tls) else {
+        let Some(spec) = self.spec_of(server).filter(|spec| spec.tls) else {
             return Ok(Connector { protocol, tls: None });
         };
         let config = self
@@ -354,6 +347,28 @@ impl UpstreamPool {
             protocol,
             tls: Some((config, name)),
         })
+    }
+
+    /// The `servers` entry `server` came from (an address of a host name
+    /// is named `"NAME (ADDRESS)"`).
+    fn spec_of(&self, server: &ServerState) -> Option<&ServerSpec> {
+        self.settings.servers.iter().find(|spec| {
+            *server.name == spec.name
+                || server
+                    .name
+                    .strip_prefix(spec.name.as_str())
+                    .is_some_and(|rest| rest.starts_with(" ("))
+        })
+    }
+
+    /// Whether connections this pool opened to `server` are fit for a
+    /// server of `next` written with `tls`: same protocol, same TLS use
+    /// and TLS settings. When not, a reload makes the server a new
+    /// [`ServerState`], so that none of its pooled connections is reused.
+    pub fn same_transport(&self, server: &ServerState, next: &config::Upstream, tls: bool) -> bool {
+        self.settings.protocol == next.protocol
+            && self.settings.tls == next.tls
+            && self.spec_of(server).is_some_and(|spec| spec.tls == tls)
     }
 
     /// Whether failing servers are held out. Like nginx, a lone server is

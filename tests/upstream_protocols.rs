@@ -65,3 +65,30 @@ async fn h2c_servers_get_http2_with_prior_knowledge() {
     assert_eq!(seen.len(), 40);
     assert!(seen.iter().all(|s| !s.tls && s.version == Version::HTTP_2));
 }
+
+/// A server whose protocol changes in a reload is a new server: the
+/// connections opened for the old protocol are not reused for the new one.
+#[tokio::test]
+async fn a_protocol_change_in_a_reload_opens_new_connections() {
+    let backend = ProtoBackend::start("both", false).await;
+    let servers = format!("\"{}\"", backend.addr);
+    let ginx = Ginx::start(&upstream(&servers, ""), &[], &["web"]).await;
+    for _ in 0..2 {
+        assert_eq!(get(ginx.addr("web"), "/").await.status, StatusCode::OK);
+    }
+    ginx.rename_over("ginx.toml", &upstream(&servers, "protocol = \"h2c\""));
+    assert!(ginx.wait_generation(2).await, "{}", ginx.log_text());
+    for _ in 0..2 {
+        assert_eq!(get(ginx.addr("web"), "/").await.status, StatusCode::OK);
+    }
+    let versions: Vec<Version> = backend.seen().iter().map(|s| s.version).collect();
+    assert_eq!(
+        versions,
+        [
+            Version::HTTP_11,
+            Version::HTTP_11,
+            Version::HTTP_2,
+            Version::HTTP_2
+        ]
+    );
+}
