@@ -39,6 +39,7 @@ use hyper::client::conn::{http1, http2, TrySendError};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use thread_local::ThreadLocal;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 use crate::balance::{Candidates, Policy, RoundRobinCursor};
 use crate::config::{self, Endpoint, HashKey, OnAllDown, ServerSpec, UpstreamProtocol};
@@ -413,9 +414,21 @@ pub struct ServerState {
     /// Idle keep-alive connections, one stack per worker thread.
     idle: ThreadLocal<RefCell<Vec<IdleConn>>>,
     /// The HTTP/2 connection of each worker thread, shared by its requests.
-    shared: ThreadLocal<RefCell<Option<http2::SendRequest<UpstreamBody>>>>,
+    shared: ThreadLocal<RefCell<SharedH2>>,
     /// Attempts by outcome.
     pub stats: ServerStats,
+}
+
+/// A worker's HTTP/2 connection to one server.
+#[derive(Debug, Default)]
+enum SharedH2 {
+    #[default]
+    None,
+    /// One request is opening it; the others wait for that instead of each
+    /// opening their own (a burst of first requests would otherwise open as
+    /// many connections as it has requests).
+    Opening(Arc<Notify>),
+    Open(http2::SendRequest<UpstreamBody>),
 }
 
 /// Failure accounting with nginx's `max_fails`/`fail_timeout` semantics.
@@ -561,13 +574,8 @@ impl ServerState {
     /// only for a just-returned connection to become ready for its next
     /// request, never for a busy one: only finished connections are pooled.
     pub async fn checkout(&self) -> Option<Sender> {
-        if let Some(shared) = self.shared.get() {
-            let mut shared = shared.borrow_mut();
-            match shared.as_ref() {
-                Some(sender) if !sender.is_closed() => return Some(Sender::Http2(sender.clone())),
-                Some(_) => *shared = None,
-                None => {}
-            }
+        if let Some(sender) = self.checkout_h2() {
+            return Some(sender);
         }
         loop {
             let conn = {
@@ -615,14 +623,51 @@ impl ServerState {
     /// cannot be reached or the TLS handshake fails;
     /// [`ConnectError::Handshake`] when HTTP/2 cannot be set up.
     pub async fn connect(&self, connector: &Connector, timeout: Duration) -> Result<Sender, ConnectError> {
-        let sender = match connector.protocol {
-            UpstreamProtocol::Http1 => self.open(connector, timeout, false).await?,
-            UpstreamProtocol::H2 | UpstreamProtocol::H2c => self.open_h2(connector, timeout).await?,
+        match connector.protocol {
+            UpstreamProtocol::Http1 => self.open(connector, timeout, false).await,
+            UpstreamProtocol::H2 | UpstreamProtocol::H2c => self.connect_h2(connector, timeout).await,
+        }
+    }
+
+    /// This worker's shared HTTP/2 connection: opened here, or by another
+    /// request that was already opening it (then waited for, up to
+    /// `timeout`; if that one fails, this request tries on its own).
+    async fn connect_h2(&self, connector: &Connector, timeout: Duration) -> Result<Sender, ConnectError> {
+        let opening = match &*self.shared.get_or(Default::default).borrow() {
+            SharedH2::Opening(opened) => Some(opened.clone()),
+            SharedH2::None | SharedH2::Open(_) => None,
         };
+        if let Some(opened) = opening {
+            // Created before any await, so it cannot miss the wake-up.
+            let _ = tokio::time::timeout(timeout, opened.notified()).await;
+            if let Some(sender) = self.checkout_h2() {
+                return Ok(sender);
+            }
+            return self.open_h2(connector, timeout).await;
+        }
+        let opened = Arc::new(Notify::new());
+        *self.shared.get_or(Default::default).borrow_mut() = SharedH2::Opening(opened.clone());
+        // Wakes the waiters however this ends, dropped future included.
+        let _opening = Opening { server: self, opened };
+        let sender = self.open_h2(connector, timeout).await?;
         if let Sender::Http2(shared) = &sender {
-            *self.shared.get_or(Default::default).borrow_mut() = Some(shared.clone());
+            *self.shared.get_or(Default::default).borrow_mut() = SharedH2::Open(shared.clone());
         }
         Ok(sender)
+    }
+
+    /// This worker's open HTTP/2 connection, if any (a closed one is
+    /// forgotten).
+    fn checkout_h2(&self) -> Option<Sender> {
+        let mut shared = self.shared.get()?.borrow_mut();
+        match &*shared {
+            SharedH2::Open(sender) if !sender.is_closed() => Some(Sender::Http2(sender.clone())),
+            SharedH2::Open(_) => {
+                *shared = SharedH2::None;
+                None
+            }
+            SharedH2::None | SharedH2::Opening(_) => None,
+        }
     }
 
     /// Open a new HTTP/1.1 connection for one request that may switch
@@ -704,6 +749,26 @@ impl ServerState {
             Ok(io) => io.map(TokioIo::new),
             Err(_) => Err(ConnectError::Timeout(timeout)),
         }
+    }
+}
+
+/// Marks a worker's HTTP/2 connection as being opened; when dropped, the
+/// requests waiting for it are woken, and a slot still marked (the opening
+/// failed or was abandoned) is cleared.
+struct Opening<'a> {
+    server: &'a ServerState,
+    opened: Arc<Notify>,
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.server.shared.get() {
+            let mut slot = slot.borrow_mut();
+            if matches!(&*slot, SharedH2::Opening(opened) if Arc::ptr_eq(opened, &self.opened)) {
+                *slot = SharedH2::None;
+            }
+        }
+        self.opened.notify_waiters();
     }
 }
 

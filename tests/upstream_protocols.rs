@@ -92,3 +92,52 @@ async fn a_protocol_change_in_a_reload_opens_new_connections() {
         ]
     );
 }
+
+/// An h2c server that counts the connections it accepts.
+async fn counting_h2c_server() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"counted"),
+                    )))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// A burst of first requests shares one HTTP/2 connection per worker
+/// instead of each opening its own.
+#[tokio::test]
+async fn a_burst_of_first_requests_opens_one_h2_connection_per_worker() {
+    let (addr, accepted) = counting_h2c_server().await;
+    let config = upstream(&format!("\"{addr}\""), "protocol = \"h2c\"");
+    // The harness runs 2 workers.
+    let ginx = Ginx::start(&config, &[], &["web"]).await;
+    let web = ginx.addr("web");
+    let tasks: Vec<_> = (0..64)
+        .map(|_| tokio::spawn(async move { get(web, "/").await }))
+        .collect();
+    for task in tasks {
+        let reply = task.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", ginx.log_text());
+        assert_eq!(reply.text(), "counted");
+    }
+    let opened = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=2).contains(&opened), "{opened} connections for 2 workers");
+}
