@@ -209,13 +209,12 @@ where
     }
 }
 
+/// The methods take `&self`, as a tonic-build service trait's do. (With a
+/// closure capturing `gate` for `Lockstep` instead, rustc's `Send` check of
+/// the call's future fails: "one type is more general than the other".)
 impl EchoServer {
     fn echo(&self, r: Note) -> Result<Note, Status> {
         Ok(echoed(r))
-    }
-
-    fn chat(&self, requests: Streaming<Note>) -> Notes {
-        Box::pin(requests.map(|r| r.map(echoed)))
     }
 
     fn fail(&self, _: Note) -> Result<Note, Status> {
@@ -243,6 +242,10 @@ impl EchoServer {
                 Some((Ok(note(&text, i)), i + 1))
             }
         }))
+    }
+
+    fn chat(&self, requests: Streaming<Note>) -> Notes {
+        Box::pin(requests.map(|r| r.map(echoed)))
     }
 }
 
