@@ -644,8 +644,7 @@ pub struct SeenProto {
 
 /// A backend serving HTTP/1.1 and HTTP/2 (hyper-util's auto builder), in
 /// the clear (h2c by prior knowledge) or over TLS with ALPN, answering with
-/// its name and recording the version of each request. Paths under
-/// `/grpc.Test/` speak a minimal gRPC (see [`grpc_answer`]).
+/// its name and recording the version of each request.
 #[derive(Clone)]
 pub struct ProtoBackend {
     pub name: String,
@@ -716,9 +715,6 @@ impl ProtoBackend {
             uri: req.uri().to_string(),
             headers: req.headers().clone(),
         });
-        if req.uri().path().starts_with("/grpc.Test/") {
-            return Ok(grpc_answer(req).await);
-        }
         let body = Full::new(Bytes::from(self.name.clone()))
             .map_err(|never| match never {})
             .boxed();
@@ -726,81 +722,5 @@ impl ProtoBackend {
         resp.headers_mut()
             .insert("x-version", format!("{:?}", req.version()).parse().unwrap());
         Ok(resp)
-    }
-}
-
-/// One gRPC message frame: uncompressed flag, 4-byte big-endian length.
-pub fn grpc_frame(message: &[u8]) -> Bytes {
-    let mut frame = Vec::with_capacity(5 + message.len());
-    frame.push(0);
-    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
-    frame.extend_from_slice(message);
-    frame.into()
-}
-
-/// The messages of a gRPC body.
-pub fn grpc_messages(mut body: &[u8]) -> Vec<Bytes> {
-    let mut out = Vec::new();
-    while body.len() >= 5 {
-        let len = u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize;
-        out.push(Bytes::copy_from_slice(&body[5..5 + len]));
-        body = &body[5 + len..];
-    }
-    out
-}
-
-/// A minimal gRPC server: `/grpc.Test/Echo` answers its request messages
-/// (unary), `/grpc.Test/Count` streams the numbers 1..=N (N from the
-/// request message) one message each, `/grpc.Test/Fail` ends with status 5
-/// and a message. Every answer ends with trailers.
-pub async fn grpc_answer(
-    req: Request<Incoming>,
-) -> Response<http_body_util::combinators::BoxBody<Bytes, std::io::Error>> {
-    let path = req.uri().path().to_owned();
-    let body = req.into_body().collect().await.unwrap().to_bytes();
-    let messages = grpc_messages(&body);
-    let mut frames: Vec<Result<Frame<Bytes>, std::io::Error>> = Vec::new();
-    let mut trailers = hyper::HeaderMap::new();
-    match path.as_str() {
-        "/grpc.Test/Echo" => {
-            for m in &messages {
-                frames.push(Ok(Frame::data(grpc_frame(m))));
-            }
-            trailers.insert("grpc-status", "0".parse().unwrap());
-        }
-        "/grpc.Test/Count" => {
-            let n: usize = std::str::from_utf8(&messages[0]).unwrap().parse().unwrap();
-            for i in 1..=n {
-                frames.push(Ok(Frame::data(grpc_frame(i.to_string().as_bytes()))));
-            }
-            trailers.insert("grpc-status", "0".parse().unwrap());
-        }
-        _ => {
-            trailers.insert("grpc-status", "5".parse().unwrap());
-            trailers.insert("grpc-message", "no such thing".parse().unwrap());
-        }
-    }
-    frames.push(Ok(Frame::trailers(trailers)));
-    let stream = SlowFrames {
-        frames: frames.into(),
-    };
-    let mut resp = Response::new(StreamBody::new(stream).boxed());
-    resp.headers_mut()
-        .insert("content-type", "application/grpc".parse().unwrap());
-    resp
-}
-
-/// Frames handed out one per poll (each its own DATA frame on the wire).
-struct SlowFrames {
-    frames: std::collections::VecDeque<Result<Frame<Bytes>, std::io::Error>>,
-}
-
-impl futures_core::Stream for SlowFrames {
-    type Item = Result<Frame<Bytes>, std::io::Error>;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        std::task::Poll::Ready(self.frames.pop_front())
     }
 }
