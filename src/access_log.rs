@@ -43,8 +43,9 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 /// The least time between two warnings about dropped lines.
 const DROP_WARN_INTERVAL: Duration = Duration::from_secs(5);
 
-/// How long dropping the last [`AccessLogger`] waits for the writer to flush.
-/// Bounded so that a stdout nobody reads cannot hang a reload or an exit.
+/// How long dropping the last [`AccessLogger`] waits for the writer to
+/// flush, once [`AccessLogger::wait_on_drop`] asked it to. Bounded so that
+/// a stdout nobody reads cannot hang an exit.
 const FLUSH_ON_DROP_WAIT: Duration = Duration::from_secs(1);
 
 /// What one request leaves in the access log. Borrowed from the request path:
@@ -85,20 +86,22 @@ pub struct AccessRecord<'a> {
 
 /// The access log writer. Cheap to clone; every clone feeds the same writer
 /// thread, which ends (flushing first) when the last clone is dropped.
-/// Dropping the last clone waits for that flush, up to one second: call it
-/// where blocking briefly is acceptable (a reload, the end of `main`).
+/// Dropping the last clone does not wait for that flush (it may happen on a
+/// worker, in a request that outlived a reload) unless
+/// [`AccessLogger::wait_on_drop`] was called: the end of `run` does, so
+/// that the last lines are written before the process exits.
 #[derive(Clone)]
 pub struct AccessLogger {
     inner: Arc<Inner>,
 }
 
-/// Field order matters: `queue` is dropped before `_finished`, so the writer
-/// sees the queue disconnect, flushes and ends while `_finished` waits for it.
+/// Field order matters: `queue` is dropped before `finished`, so the writer
+/// sees the queue disconnect, flushes and ends while `finished` waits for it.
 struct Inner {
     queue: SyncSender<Message>,
     shared: Arc<Shared>,
     config: AccessLog,
-    _finished: WriterFinished,
+    finished: WriterFinished,
 }
 
 /// Written by the request path and [`AccessLogger::reopen`], read by the
@@ -119,14 +122,21 @@ enum Message {
     Wake,
 }
 
-/// Waits, when dropped, until the writer thread has ended (or gives up after
-/// [`FLUSH_ON_DROP_WAIT`]). The writer holds the sending half and ends
-/// without sending anything, so its end is the channel disconnecting.
-struct WriterFinished(Mutex<Receiver<()>>);
+/// Waits, when dropped and if asked to, until the writer thread has ended
+/// (or gives up after [`FLUSH_ON_DROP_WAIT`]). The writer holds the sending
+/// half and ends without sending anything, so its end is the channel
+/// disconnecting.
+struct WriterFinished {
+    finished: Mutex<Receiver<()>>,
+    wait: AtomicBool,
+}
 
 impl Drop for WriterFinished {
     fn drop(&mut self) {
-        let receiver = match self.0.get_mut() {
+        if !*self.wait.get_mut() {
+            return;
+        }
+        let receiver = match self.finished.get_mut() {
             Ok(receiver) => receiver,
             Err(poisoned) => poisoned.into_inner(),
         };
@@ -175,7 +185,10 @@ impl AccessLogger {
                 queue,
                 shared,
                 config: config.clone(),
-                _finished: WriterFinished(Mutex::new(finished_rx)),
+                finished: WriterFinished {
+                    finished: Mutex::new(finished_rx),
+                    wait: AtomicBool::new(false),
+                },
             }),
         })
     }
@@ -191,6 +204,13 @@ impl AccessLogger {
         if self.inner.queue.try_send(Message::Line(line)).is_err() {
             self.inner.shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Make dropping the last clone wait (up to one second) until the
+    /// writer has flushed and ended: for the end of the process, where
+    /// blocking is fine and unwritten lines would be lost.
+    pub fn wait_on_drop(&self) {
+        self.inner.finished.wait.store(true, Ordering::Relaxed);
     }
 
     /// Make the writer re-open its path (after logrotate renamed the file):
@@ -987,6 +1007,7 @@ mod tests {
         for _ in 0..3 {
             let _ = release.send(());
         }
+        logger.wait_on_drop();
         drop(logger);
         let written = String::from_utf8(written.lock().unwrap().clone()).unwrap();
         let ids: Vec<_> = written
@@ -1004,7 +1025,7 @@ mod tests {
     }
 
     #[test]
-    fn dropping_the_last_clone_flushes_and_ends_the_writer() {
+    fn dropping_the_last_clone_flushes_and_ends_the_writer_when_asked_to_wait() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("access.log");
         let config = AccessLog {
@@ -1016,9 +1037,11 @@ mod tests {
         for i in 0..1000 {
             log_with_id(&clone, &format!("r{i}"));
         }
+        // Any clone may ask; the wait happens when the last one goes.
+        clone.wait_on_drop();
         drop(clone);
         drop(logger);
-        // No waiting: dropping the last clone returned after the flush.
+        // No polling: dropping the last clone returned after the flush.
         let text = read(&path);
         assert_eq!(text.lines().count(), 1000);
         assert!(text.ends_with("rid=r999 listener=web\n"));

@@ -160,6 +160,9 @@ pub async fn run(
     // Each connection enforces `grace` itself; the backstop only guards
     // against a connection that ignores it.
     workers.drain(grace + Duration::from_secs(1)).await;
+    if let Some(access_log) = &live.load().access_log {
+        access_log.wait_on_drop();
+    }
     drop(admin);
     tracing::info!("stopped");
     Ok(())
