@@ -126,15 +126,22 @@ fn init_logging() -> ginx::LogControl {
             .init();
         return ginx::LogControl::new(None, json);
     }
-    let (filter, handle) = reload::Layer::new(EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(level_filter("info"));
     tracing_subscriber::registry()
         .with(filter)
         .with(format_layer(json.clone()))
         .init();
     let set_level = move |level: &str| {
-        let _ = handle.modify(|filter| *filter = EnvFilter::new(level));
+        let _ = handle.modify(|filter| *filter = level_filter(level));
     };
     ginx::LogControl::new(Some(Box::new(set_level)), json)
+}
+
+/// `log_level`, except for rustls, which only reports errors: it warns once
+/// per handshake about clients' mistakes (an IP address sent as the server
+/// name, as wrk does), at a rate any client controls.
+fn level_filter(level: &str) -> EnvFilter {
+    EnvFilter::new(format!("{level},rustls=error"))
 }
 
 fn format_layer<S>(json: Arc<AtomicBool>) -> impl tracing_subscriber::Layer<S>

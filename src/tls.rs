@@ -95,7 +95,9 @@ pub fn certificate_names(leaf: &CertificateDer<'_>) -> Result<Vec<String>, Strin
 }
 
 /// The ALPN protocols a TLS listener offers, most preferred first.
-const LISTENER_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+/// `http/1.0` too: a client that offers only that would otherwise be
+/// refused with `no_application_protocol`, where nginx serves it.
+const LISTENER_ALPN: [&[u8]; 3] = [b"h2", b"http/1.1", b"http/1.0"];
 
 /// The rustls configuration of a TLS listener: its certificates chosen by
 /// SNI ([`CertificateBySni`]), ALPN `h2` and `http/1.1`, TLS 1.3 and 1.2,

@@ -497,7 +497,8 @@ async fn curl_over_tls_h2_and_http1() {
     )
     .await;
     let ca_file = ginx.dir.path().join("ca.pem");
-    for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
+    // curl offers ALPN `http/1.0` alone for --http1.0, and reports it as `1`.
+    for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1"), ("--http1.0", "1")] {
         let path = format!("/curl/{version}");
         let args = curl_args(ginx.addr("web"), "curl.test", &ca_file, &path, &[flag]);
         let Some(out) = curl(args).await else {
@@ -578,4 +579,40 @@ async fn curl_with_and_without_a_client_certificate() {
         );
     }
     assert_eq!(uris(&backend), ["/with"]);
+}
+
+/// A client that sends an IP address as the server name (wrk does; RFC 6066
+/// forbids it) is served, and rustls' warning about it, which would be one
+/// log line per handshake at a rate clients control, is not logged.
+#[tokio::test]
+async fn an_ip_address_as_server_name_is_served_without_a_warning_per_handshake() {
+    let backend = Backend::start("app").await;
+    let (cert, key) = pair(&["localhost"]);
+    let tls = "tls = { cert = \"c.pem\", key = \"c.key\" }";
+    let ginx = Ginx::start(
+        &tls_listener(backend.addr, tls),
+        &[("c.pem", &cert), ("c.key", &key)],
+        &["web"],
+    )
+    .await;
+    let connect = format!("127.0.0.1:{}", ginx.addr("web").port());
+    for _ in 0..3 {
+        let args = ["s_client", "-connect", &connect, "-servername", "127.0.0.1"].map(String::from);
+        let handshake = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("openssl")
+                .args(&args)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .ok()
+        })
+        .await
+        .unwrap();
+        let Some(out) = handshake else {
+            eprintln!("openssl not found; skipping");
+            return;
+        };
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("BEGIN CERTIFICATE"), "no handshake: {stdout}");
+    }
+    assert!(!ginx.log_text().contains("SNI"), "{}", ginx.log_text());
 }
