@@ -77,7 +77,7 @@ pub async fn run(live: Live) {
             entry.next_due = now + jittered(entry.check.interval);
             let (addr, host, check) = (
                 entry.server.addr,
-                host_of(&entry.server.name),
+                entry.server.host().to_owned(),
                 entry.check.clone(),
             );
             let done = done_tx.clone();
@@ -216,12 +216,6 @@ async fn probe(addr: SocketAddr, host: &str, check: &HealthCheck) -> Result<(), 
     }
 }
 
-/// The Host header for a server: its configured name without the address
-/// that DNS members carry in parentheses.
-fn host_of(name: &str) -> String {
-    name.split(" (").next().unwrap_or(name).to_owned()
-}
-
 /// `interval` ±10%.
 fn jittered(interval: Duration) -> Duration {
     let nanos = std::time::SystemTime::now()
@@ -235,12 +229,6 @@ fn jittered(interval: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn host_of_dns_members() {
-        assert_eq!(host_of("app.internal:80 (10.0.0.1:80)"), "app.internal:80");
-        assert_eq!(host_of("127.0.0.1:9001"), "127.0.0.1:9001");
-    }
 
     #[test]
     fn jitter_stays_within_ten_percent() {

@@ -434,6 +434,10 @@ async fn forward(
     }
     // A written request can be sent again only if nothing of it is lost:
     // no body, and a method that may be repeated.
+    // HTTP/1.0 may leave out `Host`; an HTTP/1.1 server must get one. As in
+    // Caddy (Go's transport), the server's own name stands in.
+    let missing_host =
+        settings.protocol == UpstreamProtocol::Http1 && !req.headers().contains_key(header::HOST);
     let replay = (req.body().is_end_stream()
         && (settings.retry_non_idempotent || req.method().is_idempotent()))
     .then(|| Replay::of(&req));
@@ -454,9 +458,12 @@ async fn forward(
         if attempts_left == 0 {
             break;
         }
-        let Some(req) = unsent.take().or_else(|| replay.as_ref().map(Replay::request)) else {
+        let Some(mut req) = unsent.take().or_else(|| replay.as_ref().map(Replay::request)) else {
             break;
         };
+        if missing_host {
+            set_host(&mut req, server);
+        }
         if last_failure.is_some() || last_5xx.is_some() {
             pool.state().count_retry();
         }
@@ -544,6 +551,9 @@ async fn forward_upgrade(
     };
     let client_side = hyper::upgrade::on(&mut req);
     let mut req = upstream_request(req, strip, conn, new_id).map(|body| UpstreamBody::Client(body, None));
+    if !req.headers().contains_key(header::HOST) {
+        set_host(&mut req, server);
+    }
     // Hop-by-hop, yet they are what this hop is asked to do.
     req.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -841,6 +851,13 @@ fn upstream_request(
     }
     parts.version = Version::HTTP_11;
     Request::from_parts(parts, body)
+}
+
+/// Give a request that has no `Host` the server's.
+fn set_host<B>(req: &mut Request<B>, server: &ServerState) {
+    if let Ok(host) = HeaderValue::from_str(server.host()) {
+        req.headers_mut().insert(header::HOST, host);
+    }
 }
 
 /// Whether a request's `TE` asks for trailers.

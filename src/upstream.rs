@@ -570,6 +570,13 @@ impl ServerState {
         self.passive.held_out_until.store(until.max(1), Ordering::Relaxed);
     }
 
+    /// The server's `Host`, for requests that have none (health checks,
+    /// HTTP/1.0 requests): its configured name without the address that
+    /// DNS members carry in parentheses.
+    pub fn host(&self) -> &str {
+        self.name.split(" (").next().unwrap_or(&self.name)
+    }
+
     /// An idle connection of this worker that is still open, if any. Waits
     /// only for a just-returned connection to become ready for its next
     /// request, never for a busy one: only finished connections are pooled.
@@ -923,6 +930,18 @@ mod tests {
             tls: crate::config::UpstreamTls::default(),
             tunnel_timeout: Duration::from_secs(3600),
         }
+    }
+
+    #[test]
+    fn host_of_dns_members_leaves_out_the_address() {
+        let member = ServerState::new(
+            "app.internal:80 (10.0.0.1:80)",
+            "10.0.0.1:80".parse().unwrap(),
+            true,
+        );
+        assert_eq!(member.host(), "app.internal:80");
+        let ip = ServerState::new("127.0.0.1:9001", "127.0.0.1:9001".parse().unwrap(), true);
+        assert_eq!(ip.host(), "127.0.0.1:9001");
     }
 
     fn server() -> Arc<ServerState> {

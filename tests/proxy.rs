@@ -318,6 +318,29 @@ async fn bad_requests_get_400_and_the_process_lives() {
     assert_eq!(get(addr, "/").await.text(), "app");
 }
 
+/// HTTP/1.0 may leave out `Host`; the upstream (HTTP/1.1) then gets the
+/// server's own name, as Caddy sends.
+#[tokio::test]
+async fn http10_without_host_gets_the_servers_name_upstream() {
+    let app = Backend::start("app").await;
+    let config = format!(
+        "[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n{}",
+        upstream("app", &[app.addr.to_string()])
+    );
+    let ginx = Ginx::start(&config, &[], &["web"]).await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut raw = tokio::net::TcpStream::connect(ginx.addr("web")).await.unwrap();
+    raw.write_all(b"GET /old HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, raw.read_to_end(&mut buf)).await;
+    let reply = String::from_utf8_lossy(&buf);
+    assert!(reply.starts_with("HTTP/1.0 200"), "got {reply:?}");
+    assert!(reply.ends_with("app"), "got {reply:?}");
+    let seen = app.last_seen();
+    assert_eq!(seen.header("host"), Some(app.addr.to_string()));
+    assert_eq!(seen.header("x-forwarded-host"), None);
+}
+
 /// A listener whose accept queue is full: the kernel drops further SYNs, so
 /// connecting to it times out instead of being refused.
 fn black_hole() -> (socket2::Socket, Vec<std::net::TcpStream>) {
