@@ -308,14 +308,21 @@ async fn bad_requests_get_400_and_the_process_lives() {
     );
     let ginx = Ginx::start(&config, &[], &["web"]).await;
     let addr = ginx.addr("web");
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
-    raw.write_all(b"GARBAGE \x01\x02 HTTP/9.9\r\n\r\n").await.unwrap();
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(DEADLINE, raw.read_to_end(&mut buf)).await;
-    let head = String::from_utf8_lossy(&buf);
+    let head = raw_exchange(addr, b"GARBAGE \x01\x02 HTTP/9.9\r\n\r\n").await;
     assert!(head.starts_with("HTTP/1.1 400"), "got {head:?}");
     assert_eq!(get(addr, "/").await.text(), "app");
+}
+
+/// Send `request` as raw bytes on a new connection and read until the
+/// server closes it (or [`DEADLINE`]). A write error is ignored: the server
+/// may answer and close before the request is all written.
+async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = raw.write_all(request).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, raw.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 /// HTTP/1.0 may leave out `Host`; the upstream (HTTP/1.1) then gets the
@@ -328,12 +335,7 @@ async fn http10_without_host_gets_the_servers_name_upstream() {
         upstream("app", &[app.addr.to_string()])
     );
     let ginx = Ginx::start(&config, &[], &["web"]).await;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut raw = tokio::net::TcpStream::connect(ginx.addr("web")).await.unwrap();
-    raw.write_all(b"GET /old HTTP/1.0\r\n\r\n").await.unwrap();
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(DEADLINE, raw.read_to_end(&mut buf)).await;
-    let reply = String::from_utf8_lossy(&buf);
+    let reply = raw_exchange(ginx.addr("web"), b"GET /old HTTP/1.0\r\n\r\n").await;
     assert!(reply.starts_with("HTTP/1.0 200"), "got {reply:?}");
     assert!(reply.ends_with("app"), "got {reply:?}");
     let seen = app.last_seen();
@@ -447,7 +449,6 @@ async fn slow_and_idle_clients_are_closed_by_the_header_read_timeout() {
 
 #[tokio::test]
 async fn oversized_request_heads_are_refused() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = Backend::start("app").await;
     let config = format!(
         "[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n{}",
@@ -455,13 +456,9 @@ async fn oversized_request_heads_are_refused() {
     );
     let ginx = Ginx::start(&config, &[], &["web"]).await;
     let addr = ginx.addr("web");
-    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
     let big = "a".repeat(40 * 1024);
     let request = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
-    let _ = raw.write_all(request.as_bytes()).await;
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(DEADLINE, raw.read_to_end(&mut buf)).await;
-    let head = String::from_utf8_lossy(&buf);
+    let head = raw_exchange(addr, request.as_bytes()).await;
     assert!(head.starts_with("HTTP/1.1 431"), "got {head:?}");
     assert_eq!(app.hits(), 0);
     // A head just under the limit passes.
