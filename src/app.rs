@@ -3,18 +3,18 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{AdminContext, AdminServer, Lifecycle, Stage};
+use crate::admin::{AdminContext, AdminServer, Lifecycle, Published, Stage};
 use crate::config;
-use crate::notify::SystemdNotify;
-use crate::reload::{Published, Reloader};
+use crate::observe::LogControl;
+use crate::reload::Reloader;
 use crate::server::Workers;
+use crate::systemd::SystemdNotify;
 use crate::table::{Live, RoutingTable};
 
 /// How to run.
@@ -24,46 +24,6 @@ pub struct RunOptions {
     pub config: PathBuf,
     /// Worker threads (each one runtime, one accept loop per listener).
     pub workers: usize,
-}
-
-/// Applies the configured `log_level` and `log_format` to ginx's own log.
-/// The level is not applied when fixed (by `RUST_LOG`, which overrides the
-/// configuration).
-#[derive(Clone, Default)]
-pub struct LogControl {
-    set_level: Option<Arc<SetLevel>>,
-    json: Arc<AtomicBool>,
-}
-
-type SetLevel = dyn Fn(&str) + Send + Sync;
-
-impl LogControl {
-    /// Levels are applied by `set_level`; the format is JSON while `json`
-    /// is set (the log layer reads it for every line).
-    pub fn new(set_level: Option<Box<SetLevel>>, json: Arc<AtomicBool>) -> Self {
-        LogControl {
-            set_level: set_level.map(Arc::from),
-            json,
-        }
-    }
-
-    /// Apply `log_level` and `log_format`.
-    pub(crate) fn apply(&self, global: &config::Global) {
-        self.json
-            .store(global.log_format == config::LogFormat::Json, Ordering::Relaxed);
-        if let Some(set) = &self.set_level {
-            set(&global.log_level);
-        }
-    }
-}
-
-impl std::fmt::Debug for LogControl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogControl")
-            .field("level_fixed", &self.set_level.is_none())
-            .field("json", &self.json.load(Ordering::Relaxed))
-            .finish()
-    }
 }
 
 /// Serve the configuration at `options.config` until `shutdown` resolves,

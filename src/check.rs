@@ -56,13 +56,13 @@ pub struct Options<'a> {
 
 /// What a check prints: `stdout` and `stderr` texts and the exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report {
+pub(crate) struct Report {
     /// For stdout: the summary, the JSON document or the diff.
-    pub stdout: String,
+    pub(crate) stdout: String,
     /// For stderr: the problems.
-    pub stderr: String,
+    pub(crate) stderr: String,
     /// True when the process should exit 0.
-    pub ok: bool,
+    pub(crate) ok: bool,
 }
 
 /// Run `--check` as `options` says, print its report and return the exit
@@ -91,7 +91,7 @@ pub fn print_schema() -> ExitCode {
 }
 
 /// Print a report and turn it into an exit code.
-pub fn print(report: &Report) -> ExitCode {
+pub(crate) fn print(report: &Report) -> ExitCode {
     // A closed pipe (`ginx --check | head`) is not worth a panic.
     let _ = std::io::stderr().write_all(report.stderr.as_bytes());
     let _ = std::io::stdout().write_all(report.stdout.as_bytes());
@@ -103,7 +103,7 @@ pub fn print(report: &Report) -> ExitCode {
 
 /// The text report of a load: problems with snippets on stderr; the summary
 /// (success) on stdout or the failure line on stderr.
-pub fn text(path: &Path, loaded: &Result<Config, Errors>) -> Report {
+pub(crate) fn text(path: &Path, loaded: &Result<Config, Errors>) -> Report {
     let mut stderr = String::new();
     match loaded {
         Ok(config) => {
@@ -132,7 +132,7 @@ pub fn text(path: &Path, loaded: &Result<Config, Errors>) -> Report {
 }
 
 /// `ginx: configuration PATH is ok (2 listeners, 1 upstream, 3 servers)`.
-pub fn summary_line(path: &Path, config: &Config) -> String {
+pub(crate) fn summary_line(path: &Path, config: &Config) -> String {
     format!(
         "ginx: configuration {} is ok ({}, {}, {})",
         path.display(),
@@ -162,7 +162,7 @@ fn snippet(out: &mut String, problem: &Error, sources: &[Source]) {
 }
 
 /// `FILE:LINE:COL: warning: message` (or `PATH: warning: message`).
-pub fn warning_line(warning: &Error) -> String {
+pub(crate) fn warning_line(warning: &Error) -> String {
     match warning.location() {
         Some(location) => format!("{location}: warning: {}", warning.message()),
         None => format!("{}: warning: {}", warning.path().display(), warning.message()),
@@ -186,7 +186,7 @@ fn count(n: usize, noun: &str) -> String {
 ///
 /// `line` and `column` are null for a problem with a whole file; `summary`
 /// is null when the configuration has errors.
-pub fn json(path: &Path, loaded: &Result<Config, Errors>) -> Value {
+pub(crate) fn json(path: &Path, loaded: &Result<Config, Errors>) -> Value {
     let entries = |list: &[Error], severity: &str| -> Vec<Value> {
         list.iter()
             .map(|e| {
@@ -230,7 +230,7 @@ pub fn json(path: &Path, loaded: &Result<Config, Errors>) -> Value {
 /// `--check`), fetch the running one from the admin endpoint at `admin` (or
 /// the local `[admin] bind`), and list what applying the local files would
 /// change, or `no changes`.
-pub fn diff(path: &Path, loaded: &Result<Config, Errors>, admin: Option<&str>) -> Report {
+pub(crate) fn diff(path: &Path, loaded: &Result<Config, Errors>, admin: Option<&str>) -> Report {
     let local = match loaded {
         Ok(local) => local,
         Err(_) => return text(path, loaded),
@@ -288,20 +288,20 @@ pub fn diff(path: &Path, loaded: &Result<Config, Errors>, admin: Option<&str>) -
 /// running ginx loaded it and the text of every configuration file (never
 /// PEM files).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Running {
+pub(crate) struct Running {
     /// The main file's path, as loaded.
-    pub config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Every configuration file.
-    pub sources: Vec<RunningSource>,
+    pub(crate) sources: Vec<RunningSource>,
 }
 
 /// One file of [`Running`].
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct RunningSource {
+pub(crate) struct RunningSource {
     /// As loaded.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Its text.
-    pub text: String,
+    pub(crate) text: String,
 }
 
 impl Running {
@@ -310,12 +310,12 @@ impl Running {
     /// # Errors
     ///
     /// The body is not that JSON document.
-    pub fn parse(body: &str) -> Result<Running, String> {
+    pub(crate) fn parse(body: &str) -> Result<Running, String> {
         serde_json::from_str(body).map_err(|e| format!("unexpected answer to GET /config: {e}"))
     }
 
     /// The texts by path.
-    pub fn texts(self) -> BTreeMap<PathBuf, String> {
+    pub(crate) fn texts(self) -> BTreeMap<PathBuf, String> {
         self.sources.into_iter().map(|s| (s.path, s.text)).collect()
     }
 }
@@ -334,7 +334,7 @@ fn fetch_running(addr: &str) -> Result<Running, String> {
 ///
 /// What went wrong, naming the address: resolving, connecting, a timeout, a
 /// status other than 200 or an unreadable answer.
-pub fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<String, String> {
+pub(crate) fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<String, String> {
     let host = addr.strip_prefix("http://").unwrap_or(addr).trim_end_matches('/');
     let unreachable = |e: &dyn std::fmt::Display| format!("cannot reach the admin endpoint at {host}: {e}");
     let targets: Vec<SocketAddr> = host

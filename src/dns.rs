@@ -32,11 +32,11 @@ use crate::config::{Config, Endpoint, Global};
 
 /// Addresses of every host name in a configuration, by (host, port).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Resolved(HashMap<(String, u16), Vec<SocketAddr>>);
+pub(crate) struct Resolved(HashMap<(String, u16), Vec<SocketAddr>>);
 
 impl Resolved {
     /// The addresses a server endpoint stands for, in a stable order.
-    pub fn addresses(&self, endpoint: &Endpoint) -> Vec<SocketAddr> {
+    pub(crate) fn addresses(&self, endpoint: &Endpoint) -> Vec<SocketAddr> {
         match endpoint {
             Endpoint::Ip(addr) => vec![*addr],
             Endpoint::Dns { host, port } => self.0.get(&(host.clone(), *port)).cloned().unwrap_or_default(),
@@ -56,7 +56,7 @@ struct Followed {
 }
 
 /// The followed host names and the resolver that answers for them.
-pub struct Discovery {
+pub(crate) struct Discovery {
     resolver: Option<TokioResolver>,
     /// The `resolver` setting the resolver was built for.
     server: Option<SocketAddr>,
@@ -76,7 +76,7 @@ impl std::fmt::Debug for Discovery {
 
 impl Discovery {
     /// Discovery with `global`'s resolver settings and no names yet.
-    pub fn new(global: &Global) -> Self {
+    pub(crate) fn new(global: &Global) -> Self {
         Discovery {
             resolver: build_resolver(global.resolver),
             server: global.resolver,
@@ -88,7 +88,7 @@ impl Discovery {
 
     /// Follow the names of `config` (resolving new ones now), forget names
     /// it no longer has, and return every name's addresses.
-    pub async fn sync(&mut self, config: &Config) -> Resolved {
+    pub(crate) async fn sync(&mut self, config: &Config) -> Resolved {
         if config.global.resolver != self.server {
             self.resolver = build_resolver(config.global.resolver);
             self.server = config.global.resolver;
@@ -124,12 +124,12 @@ impl Discovery {
     }
 
     /// When the next name is due, if any is followed.
-    pub fn next_due(&self) -> Option<Instant> {
+    pub(crate) fn next_due(&self) -> Option<Instant> {
         self.names.values().map(|f| f.next).min()
     }
 
     /// Re-resolve every name that is due. True if any address set changed.
-    pub async fn refresh(&mut self) -> bool {
+    pub(crate) async fn refresh(&mut self) -> bool {
         let now = Instant::now();
         let due: Vec<(String, u16)> = self
             .names
@@ -149,7 +149,7 @@ impl Discovery {
     }
 
     /// Every followed name's current addresses.
-    pub fn resolved(&self) -> Resolved {
+    pub(crate) fn resolved(&self) -> Resolved {
         Resolved(
             self.names
                 .iter()

@@ -34,7 +34,7 @@ use crate::table::Live;
 use crate::upstream::ServerState;
 
 /// How often the checker looks for due probes (and for table changes).
-pub const TICK: Duration = Duration::from_millis(100);
+pub(crate) const TICK: Duration = Duration::from_millis(100);
 
 /// The checker's view of one server.
 struct Entry {
@@ -52,7 +52,7 @@ struct Entry {
 }
 
 /// Probe servers until the runtime ends.
-pub async fn run(live: Live) {
+pub(crate) async fn run(live: Live) {
     let mut entries: HashMap<usize, Entry> = HashMap::new();
     let (done_tx, mut done) = mpsc::unbounded_channel::<(usize, Result<(), String>)>();
     let mut tick = tokio::time::interval(TICK);

@@ -39,28 +39,25 @@
 //! - [`run`]: wires them together for `main`.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
-#![warn(missing_docs, clippy::all)]
+#![warn(missing_docs, unreachable_pub, clippy::all)]
 
-pub mod access_log;
-pub mod balance;
-pub mod check;
-pub mod config;
-pub mod conn;
-pub mod dns;
-pub mod health;
-pub mod metrics;
-pub mod mounts;
-pub mod notify;
-pub mod proxy;
-pub mod reload;
-pub mod server;
-pub mod table;
-pub mod timer;
-pub mod tls;
-pub mod tunnel;
-pub mod upstream;
-
-pub mod admin;
+mod admin;
 mod app;
+mod balance;
+pub mod check;
+mod config;
+mod dns;
+mod forward;
+mod health;
+mod mounts;
+mod observe;
+mod reload;
+mod server;
+mod systemd;
+mod table;
+mod tls;
+mod upstream;
 
-pub use app::{run, LogControl, RunOptions};
+pub use app::{run, RunOptions};
+pub use config::Errors as ConfigErrors;
+pub use observe::LogControl;

@@ -65,7 +65,7 @@ fn main() -> ExitCode {
     match run(cli, log) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            match error.downcast_ref::<ginx::config::Errors>() {
+            match error.downcast_ref::<ginx::ConfigErrors>() {
                 Some(errors) => {
                     for error in errors.iter() {
                         eprintln!("{error}");

@@ -15,7 +15,7 @@ use std::path::Path;
 /// Whether `path` (after resolving symlinks) is itself a mount point, and a
 /// file. `false` when that cannot be told (no `/proc`, a path that does not
 /// exist).
-pub fn is_single_file_mount(path: &Path) -> bool {
+pub(crate) fn is_single_file_mount(path: &Path) -> bool {
     let Ok(path) = path.canonicalize() else {
         return false;
     };

@@ -17,7 +17,8 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, 
 use rustls::client::ResolvesClientCert;
 use rustls::sign::CertifiedKey;
 use rustls::SignatureScheme;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use support::*;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -56,7 +57,7 @@ fn signed(ca: &Ca, names: &[&str]) -> Pem {
 }
 
 fn leaf(cert_pem: &str) -> CertificateDer<'static> {
-    ginx::tls::parse_certificates(cert_pem).unwrap().remove(0)
+    CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap()
 }
 
 /// A client that presents one certificate to any server that asks.
@@ -85,13 +86,13 @@ async fn connect(
     alpn: &[&[u8]],
     client: Option<&Pem>,
 ) -> io::Result<TlsStream<TcpStream>> {
-    let insecure = ginx::config::UpstreamTls {
-        verify: false,
-        ..Default::default()
-    };
-    let mut config = Arc::unwrap_or_clone(ginx::tls::client_config(&insecure, alpn).unwrap());
+    let mut config = insecure_client_config(alpn);
     if let Some((cert, key)) = client {
-        let key = ginx::tls::certified_key(cert, key).unwrap();
+        let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        let key = CertifiedKey::from_der(chain, key, &rustls::crypto::ring::default_provider()).unwrap();
         config.client_auth_cert_resolver = Arc::new(Presents(Arc::new(key)));
     }
     let stream = TcpStream::connect(addr).await?;

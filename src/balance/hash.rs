@@ -46,7 +46,7 @@ const MAX_POINTS: u64 = 1 << 17;
 
 /// Consistent hashing over a ring of weighted points.
 #[derive(Debug)]
-pub struct Ketama {
+pub(crate) struct Ketama {
     /// Ring positions of the points, ascending.
     positions: Box<[u64]>,
     /// `owners[k]` is the server index of the point at `positions[k]`.
@@ -58,7 +58,7 @@ impl Ketama {
     /// of 0 counts as 1. The ring depends on the names and weights, not on
     /// their order, and the indices `pick` returns are positions in
     /// `servers`.
-    pub fn new(servers: &[(&str, u32)]) -> Self {
+    pub(crate) fn new(servers: &[(&str, u32)]) -> Self {
         let weight = |s: usize| u64::from(servers[s].1.max(1));
         let total: u64 = (0..servers.len()).map(weight).sum();
         let count = |s: usize| {

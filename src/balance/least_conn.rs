@@ -20,7 +20,7 @@ use super::{PickContext, Policy, RoundRobinCursor};
 
 /// Weighted least connections, ties broken round robin.
 #[derive(Debug)]
-pub struct LeastConn {
+pub(crate) struct LeastConn {
     /// Weight of server `i`, at least 1.
     weights: Box<[u32]>,
     /// Where the next scan starts; shared with the upstream so it outlives
@@ -31,7 +31,7 @@ pub struct LeastConn {
 impl LeastConn {
     /// A policy over servers with these weights (a weight of 0 counts as 1),
     /// rotating ties with `cursor`. With no servers it picks none.
-    pub fn new(weights: &[u32], cursor: RoundRobinCursor) -> Self {
+    pub(crate) fn new(weights: &[u32], cursor: RoundRobinCursor) -> Self {
         LeastConn {
             weights: weights.iter().map(|&w| w.max(1)).collect(),
             cursor,

@@ -5,7 +5,7 @@
 //! so picking never takes a lock. It knows nothing about health: it answers
 //! "the best server for this request that is not excluded", and
 //! [`Candidates`] asks it again and again, excluding what it already offered,
-//! so the caller ([`crate::proxy`]) can walk the servers in the policy's
+//! so the caller ([`crate::forward`]) can walk the servers in the policy's
 //! order of preference and skip the ones that are down, each at most once.
 
 mod hash;
@@ -15,26 +15,26 @@ mod round_robin;
 
 use std::fmt;
 
-pub use hash::Ketama;
-pub use least_conn::LeastConn;
-pub use random::Random;
-pub use round_robin::{RoundRobin, RoundRobinCursor};
+pub(crate) use hash::Ketama;
+pub(crate) use least_conn::LeastConn;
+pub(crate) use random::Random;
+pub(crate) use round_robin::{RoundRobin, RoundRobinCursor};
 
 /// What a policy may look at for one pick.
-pub struct PickContext<'a> {
+pub(crate) struct PickContext<'a> {
     /// The request's hash key ([`hash_key`] of the configured key), for
     /// consistent hashing; 0 for other policies.
-    pub key: u64,
+    pub(crate) key: u64,
     /// In-flight requests of server `i`.
-    pub load: &'a dyn Fn(usize) -> usize,
+    pub(crate) load: &'a dyn Fn(usize) -> usize,
     /// Whether server `i` was already offered for this request (and must
     /// not be returned again if the policy can avoid it).
-    pub excluded: &'a dyn Fn(usize) -> bool,
+    pub(crate) excluded: &'a dyn Fn(usize) -> bool,
 }
 
 /// A selection policy over the servers of one tier of an upstream,
 /// indexed `0..len`.
-pub trait Policy: Send + Sync + fmt::Debug {
+pub(crate) trait Policy: Send + Sync + fmt::Debug {
     /// The best server for this request that `cx.excluded` does not
     /// exclude. Returning an excluded index (or `None`) is allowed:
     /// [`Candidates`] then asks again, and after `len` answers scans for
@@ -45,7 +45,7 @@ pub trait Policy: Send + Sync + fmt::Debug {
 /// A stable 64-bit hash of a request key (client IP, header or cookie
 /// value, URI): the same in every ginx process, so two proxies with one
 /// configuration send a key to the same server.
-pub fn hash_key(bytes: &[u8]) -> u64 {
+pub(crate) fn hash_key(bytes: &[u8]) -> u64 {
     // FNV-1a, 64 bit: tiny, stable, and good enough to place keys on a
     // ring whose points are themselves well spread.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -57,7 +57,7 @@ pub fn hash_key(bytes: &[u8]) -> u64 {
 }
 
 /// The servers to try for one request, best first, each at most once.
-pub struct Candidates<'a> {
+pub(crate) struct Candidates<'a> {
     policy: &'a dyn Policy,
     len: usize,
     key: u64,
@@ -72,7 +72,7 @@ pub struct Candidates<'a> {
 impl<'a> Candidates<'a> {
     /// Candidates among `len` servers chosen by `policy` for a request with
     /// hash `key`, seeing in-flight counts through `load`.
-    pub fn new(
+    pub(crate) fn new(
         policy: &'a dyn Policy,
         len: usize,
         key: u64,

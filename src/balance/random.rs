@@ -33,7 +33,7 @@ const DRAW_TRIES: usize = 8;
 
 /// Weighted random, better of two choices.
 #[derive(Debug)]
-pub struct Random {
+pub(crate) struct Random {
     /// Weight of server `i`, at least 1.
     weights: Box<[u32]>,
     /// `cumulative[i]` is the sum of `weights[..=i]`; the last is the total.
@@ -43,7 +43,7 @@ pub struct Random {
 impl Random {
     /// A policy over servers with these weights (a weight of 0 counts as 1).
     /// With no servers it picks none.
-    pub fn new(weights: &[u32]) -> Self {
+    pub(crate) fn new(weights: &[u32]) -> Self {
         let weights: Box<[u32]> = weights.iter().map(|&w| w.max(1)).collect();
         let cumulative = weights
             .iter()

@@ -18,11 +18,11 @@ use std::sync::Arc;
 use super::{PickContext, Policy};
 
 /// The rotation position of one upstream; outlives snapshots.
-pub type RoundRobinCursor = Arc<AtomicUsize>;
+pub(crate) type RoundRobinCursor = Arc<AtomicUsize>;
 
 /// Smooth weighted round robin over a precomputed period.
 #[derive(Debug)]
-pub struct RoundRobin {
+pub(crate) struct RoundRobin {
     /// One period of nginx's smooth weighted sequence, as server indices.
     sequence: Box<[u32]>,
     cursor: RoundRobinCursor,
@@ -31,7 +31,7 @@ pub struct RoundRobin {
 impl RoundRobin {
     /// A policy over servers with these weights (each at least 1), continuing
     /// from `cursor`.
-    pub fn new(weights: &[u32], cursor: RoundRobinCursor) -> Self {
+    pub(crate) fn new(weights: &[u32], cursor: RoundRobinCursor) -> Self {
         RoundRobin {
             sequence: smooth_sequence(weights).into_boxed_slice(),
             cursor,
@@ -41,7 +41,7 @@ impl RoundRobin {
 
 impl RoundRobin {
     /// The next server in the rotation.
-    pub fn next(&self) -> usize {
+    pub(crate) fn next(&self) -> usize {
         let n = self.cursor.fetch_add(1, Ordering::Relaxed);
         self.sequence[n % self.sequence.len()] as usize
     }

@@ -28,13 +28,13 @@ use super::{
 /// The changes from one configuration to another, in a stable order:
 /// listeners and their routes, upstreams and their servers, global, admin.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Diff {
+pub(crate) struct Diff {
     lines: Vec<String>,
 }
 
 impl Diff {
     /// What going from `old` to `new` changes.
-    pub fn between(old: &Config, new: &Config) -> Diff {
+    pub(crate) fn between(old: &Config, new: &Config) -> Diff {
         let mut diff = Diff::default();
         diff.listeners(&old.listeners, &new.listeners);
         diff.upstreams(&old.upstreams, &new.upstreams);
@@ -51,12 +51,12 @@ impl Diff {
     }
 
     /// No setting changed.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.lines.is_empty()
     }
 
     /// The changes, one per entry, as displayed.
-    pub fn lines(&self) -> &[String] {
+    pub(crate) fn lines(&self) -> &[String] {
         &self.lines
     }
 

@@ -13,11 +13,11 @@ use super::Source;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Location {
     /// The file, as given (main file) or as produced by an include glob.
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// 1-based line.
-    pub line: u32,
+    pub(crate) line: u32,
     /// 1-based column, in characters.
-    pub column: u32,
+    pub(crate) column: u32,
 }
 
 impl Location {
@@ -106,7 +106,7 @@ impl Error {
     }
 
     /// The file the problem is in.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         match self {
             Error::At { location, .. } => &location.file,
             Error::File { path, .. } => path,
@@ -114,7 +114,7 @@ impl Error {
     }
 
     /// The position of the problem, if it has one.
-    pub fn location(&self) -> Option<&Location> {
+    pub(crate) fn location(&self) -> Option<&Location> {
         match self {
             Error::At { location, .. } => Some(location),
             Error::File { .. } => None,
@@ -122,7 +122,7 @@ impl Error {
     }
 
     /// The message, without the location.
-    pub fn message(&self) -> &str {
+    pub(crate) fn message(&self) -> &str {
         match self {
             Error::At { message, .. } | Error::File { message, .. } => message,
         }
@@ -138,7 +138,7 @@ impl Error {
     /// ```
     ///
     /// `None` for a whole-file problem or when the text is not in `sources`.
-    pub fn snippet(&self, sources: &[Source]) -> Option<String> {
+    pub(crate) fn snippet(&self, sources: &[Source]) -> Option<String> {
         let Error::At { location, width, .. } = self else {
             return None;
         };
@@ -178,10 +178,10 @@ pub struct Errors {
     /// The files that were read in this attempt (main file first), so that a
     /// caller can tell whether a failed configuration changed since, and
     /// `--check` can show the lines the errors point at.
-    pub sources: Vec<Source>,
+    pub(crate) sources: Vec<Source>,
     /// Doubtful but valid choices found along the way (as
     /// [`super::Config::warnings`]), sorted like the errors.
-    pub warnings: Vec<Error>,
+    pub(crate) warnings: Vec<Error>,
 }
 
 impl Errors {

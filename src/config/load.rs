@@ -294,6 +294,7 @@ pub(crate) fn load_with(fs: &dyn Fs, path: &Path) -> Result<Config, Errors> {
         watch_dirs: loader.watch_dirs,
         admin: parts.admin,
         warnings: parts.warnings,
+        defined_at: parts.defined_at,
     })
 }
 

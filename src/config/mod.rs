@@ -23,14 +23,15 @@ mod raw;
 mod suggest;
 mod validate;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use diff::Diff;
-pub use error::{Error, Errors, Location};
+pub(crate) use diff::Diff;
+pub use error::Errors;
+pub(crate) use error::{Error, Location};
 
 /// Load and validate the configuration rooted at `path`, following includes.
 ///
@@ -38,7 +39,7 @@ pub use error::{Error, Errors, Location};
 ///
 /// Returns every problem found, each located as `FILE:LINE:COL` (or just the
 /// path when the file itself cannot be read).
-pub fn load(path: &Path) -> Result<Config, Errors> {
+pub(crate) fn load(path: &Path) -> Result<Config, Errors> {
     load::load(path)
 }
 
@@ -51,13 +52,13 @@ pub fn load(path: &Path) -> Result<Config, Errors> {
 /// # Errors
 ///
 /// As [`load`].
-pub fn load_from_texts(main: &Path, texts: BTreeMap<PathBuf, String>) -> Result<Config, Errors> {
+pub(crate) fn load_from_texts(main: &Path, texts: BTreeMap<PathBuf, String>) -> Result<Config, Errors> {
     load::load_with(&load::TextsFs::new(texts), main)
 }
 
 /// The JSON Schema of a configuration file (`ginx schema`), generated from
 /// the types files are parsed into, so it cannot drift from what is accepted.
-pub fn schema() -> serde_json::Value {
+pub(crate) fn schema() -> serde_json::Value {
     let mut schema = raw::schema().to_value();
     drop_null(&mut schema);
     schema
@@ -97,50 +98,66 @@ fn drop_null(value: &mut serde_json::Value) {
 /// Reload decides whether anything changed by comparing [`Config::sources`]
 /// (the texts read), and describes what changed by comparing the parts.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// `[global]` settings, defaults filled in.
-    pub global: Global,
+    pub(crate) global: Global,
     /// Listeners by name.
-    pub listeners: BTreeMap<String, Listener>,
+    pub(crate) listeners: BTreeMap<String, Listener>,
     /// Upstream pools by name.
-    pub upstreams: BTreeMap<String, Upstream>,
+    pub(crate) upstreams: BTreeMap<String, Upstream>,
     /// Every file that made up this configuration, main file first, then
     /// includes in the order they were read. Reload compares these texts with
     /// what is on disk to decide whether anything really changed.
-    pub sources: Vec<Source>,
+    pub(crate) sources: Vec<Source>,
     /// Directories to watch: the parent of every source file and every
     /// directory an include glob points into (even if it matched nothing).
-    pub watch_dirs: Vec<PathBuf>,
+    pub(crate) watch_dirs: Vec<PathBuf>,
     /// `[admin]`: the admin endpoint (metrics, status, probes), if configured.
-    pub admin: Option<Admin>,
+    pub(crate) admin: Option<Admin>,
     /// Valid but doubtful choices, located like errors. `--check` prints
     /// them (and still exits 0); a reload logs them.
-    pub warnings: Vec<Error>,
+    pub(crate) warnings: Vec<Error>,
+    /// Where each listener and upstream is defined.
+    #[allow(dead_code)] // Read by the TLS plan of a reload, which lands next.
+    pub(crate) defined_at: DefinedAt,
+}
+
+/// Where each `[listener.NAME]` and `[upstream.NAME]` is defined, so that
+/// what fails after validation (a reload's plan: binding, building TLS) is
+/// located as validation's errors are. Kept beside the settings, not in
+/// them: moving a table to another line changes no setting.
+#[derive(Debug, Clone, Default)]
+#[allow(dead_code)] // Read by the TLS plan of a reload, which lands next.
+pub(crate) struct DefinedAt {
+    /// Listener name -> its table header.
+    pub(crate) listeners: HashMap<String, Location>,
+    /// Upstream name -> its table header.
+    pub(crate) upstreams: HashMap<String, Location>,
 }
 
 /// `[admin]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Admin {
+pub(crate) struct Admin {
     /// `bind`, default `127.0.0.1:9901`. Never a wildcard address unless
     /// written so.
-    pub bind: SocketAddr,
+    pub(crate) bind: SocketAddr,
 }
 
 /// One configuration file as it was read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Source {
+pub(crate) struct Source {
     /// Path as given (main file) or as produced by the include glob.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Full text as read.
-    pub text: String,
+    pub(crate) text: String,
     /// What the file is: configuration files may be shown (`/config` on the
     /// admin endpoint), PEM files (certificates, keys, CAs) never are.
-    pub kind: SourceKind,
+    pub(crate) kind: SourceKind,
 }
 
 /// What a [`Source`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceKind {
+pub(crate) enum SourceKind {
     /// A TOML configuration file (the main file or an include).
     Config,
     /// A PEM file named by the configuration (certificate, key or CA).
@@ -149,43 +166,43 @@ pub enum SourceKind {
 
 /// `[global]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Global {
+pub(crate) struct Global {
     /// `log_level`: one of trace, debug, info, warn, error. Default `info`.
-    pub log_level: String,
+    pub(crate) log_level: String,
     /// `log_format`: "text" (default) or "json", for ginx's own log (stderr).
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
     /// `access_log`: `false` (default, none), `true` (stdout, text format)
     /// or `{ path = "...", format = "combined" | "json" | "text" }` (path
     /// relative to the file that names it; no path = stdout; format default
     /// "combined").
-    pub access_log: Option<AccessLog>,
+    pub(crate) access_log: Option<AccessLog>,
     /// `shutdown_delay`, default 0s: after SIGTERM, keep serving this long
     /// while `/ready` answers 503 (so load balancers stop sending), then
     /// drain.
-    pub shutdown_delay: Duration,
+    pub(crate) shutdown_delay: Duration,
     /// `watch`: reload when configuration files change (file events plus a
     /// slow poll). Default `true`; with `false` only SIGHUP reloads.
-    pub watch: bool,
+    pub(crate) watch: bool,
     /// `resolver = "IP:PORT"`: the DNS server for host names in `servers`;
     /// `None` uses the system's (/etc/resolv.conf).
-    pub resolver: Option<SocketAddr>,
+    pub(crate) resolver: Option<SocketAddr>,
     /// `resolve_min`, default 1s, > 0: the shortest re-resolution interval,
     /// whatever a record's TTL.
-    pub resolve_min: Duration,
+    pub(crate) resolve_min: Duration,
     /// `resolve_max`, default 5m, >= `resolve_min`: the longest.
-    pub resolve_max: Duration,
+    pub(crate) resolve_max: Duration,
     /// `shutdown_timeout`: how long a graceful shutdown waits for in-flight
     /// requests. Default 30s.
-    pub shutdown_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
     /// `header_read_timeout`: how long a client connection may take to send
     /// a request head, counted from when the connection starts waiting for
     /// it (so it also closes idle keep-alive connections). Default 30s.
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
 }
 
 /// `log_format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line.
@@ -194,16 +211,16 @@ pub enum LogFormat {
 
 /// `access_log = ...` when on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessLog {
+pub(crate) struct AccessLog {
     /// Where to write; `None` is stdout.
-    pub path: Option<PathBuf>,
+    pub(crate) path: Option<PathBuf>,
     /// Line format.
-    pub format: AccessLogFormat,
+    pub(crate) format: AccessLogFormat,
 }
 
 /// An access log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccessLogFormat {
+pub(crate) enum AccessLogFormat {
     /// `key=value` pairs, as ginx's own text log.
     Text,
     /// nginx's `combined` plus ginx's fields at the end.
@@ -215,11 +232,11 @@ pub enum AccessLogFormat {
 /// A PEM file named by the configuration, read with the configuration (it
 /// is one of [`Config::sources`], so a changed file reloads like any other).
 #[derive(Clone, PartialEq, Eq)]
-pub struct PemFile {
+pub(crate) struct PemFile {
     /// The path, resolved relative to the file that names it.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// The file's text.
-    pub pem: Arc<str>,
+    pub(crate) pem: Arc<str>,
 }
 
 impl std::fmt::Debug for PemFile {
@@ -233,53 +250,53 @@ impl std::fmt::Debug for PemFile {
 /// `client_ca`). Every certificate and key has been parsed and matched
 /// during validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenerTls {
+pub(crate) struct ListenerTls {
     /// One or more; the first is the default for clients that send no
     /// server name or one no certificate covers. Server names come from each
     /// certificate's subject alternative names.
-    pub certificates: Vec<CertificateFiles>,
+    pub(crate) certificates: Vec<CertificateFiles>,
     /// `client_ca`: require client certificates signed by these CAs (mTLS).
-    pub client_ca: Option<PemFile>,
+    pub(crate) client_ca: Option<PemFile>,
 }
 
 /// A certificate chain and its private key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertificateFiles {
+pub(crate) struct CertificateFiles {
     /// `cert`: the chain, leaf first.
-    pub cert: PemFile,
+    pub(crate) cert: PemFile,
     /// `key`: PKCS#1, PKCS#8 or SEC1.
-    pub key: PemFile,
+    pub(crate) key: PemFile,
 }
 
 /// `[listener.NAME]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listener {
+pub(crate) struct Listener {
     /// The `NAME` of `[listener.NAME]`.
-    pub name: String,
+    pub(crate) name: String,
     /// Address to bind; port 0 picks a free port.
-    pub bind: SocketAddr,
+    pub(crate) bind: SocketAddr,
     /// Default upstream, used when no route matches.
-    pub upstream: Option<String>,
+    pub(crate) upstream: Option<String>,
     /// Routes in file order.
-    pub routes: Vec<Route>,
+    pub(crate) routes: Vec<Route>,
     /// `tls`: terminate TLS on this listener.
-    pub tls: Option<ListenerTls>,
+    pub(crate) tls: Option<ListenerTls>,
 }
 
 /// `[[listener.NAME.route]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route {
+pub(crate) struct Route {
     /// Host the request must be for; `None` matches any host.
-    pub host: Option<HostPattern>,
+    pub(crate) host: Option<HostPattern>,
     /// Path prefix; always starts with `/`.
-    pub path: Option<String>,
+    pub(crate) path: Option<String>,
     /// What to do with a matching request.
-    pub action: RouteAction,
+    pub(crate) action: RouteAction,
 }
 
 /// A route's `host`: compared case-insensitively, port ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum HostPattern {
+pub(crate) enum HostPattern {
     /// `api.example.com`, stored lowercase.
     Exact(String),
     /// `*.example.com`, stored as the lowercase suffix `.example.com`.
@@ -288,7 +305,7 @@ pub enum HostPattern {
 
 /// What a route does with a matching request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RouteAction {
+pub(crate) enum RouteAction {
     /// Proxy to an upstream (`upstream = "..."`, `strip_prefix = ...`).
     Proxy {
         /// The upstream's name (validated to exist).
@@ -310,7 +327,7 @@ pub enum RouteAction {
 
 /// How an upstream picks a server.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Balance {
+pub(crate) enum Balance {
     /// `round_robin` (default) or its alias `weighted_round_robin`: smooth
     /// weighted round robin, as nginx.
     RoundRobin,
@@ -325,7 +342,7 @@ pub enum Balance {
 
 /// `hash = "..."`: what consistent hashing hashes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HashKey {
+pub(crate) enum HashKey {
     /// `client_ip`: the TCP peer's address (not X-Forwarded-For).
     ClientIp,
     /// `header:NAME`: the value of a request header (name stored lowercase).
@@ -338,7 +355,7 @@ pub enum HashKey {
 
 /// `on_all_down`: what to do when no server of a pool is available.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnAllDown {
+pub(crate) enum OnAllDown {
     /// `fail` (default): answer 502.
     Fail,
     /// `try_all`: ignore health and try every server (Envoy's panic mode).
@@ -347,15 +364,15 @@ pub enum OnAllDown {
 
 /// `retry_on`: which failures make a request move to another server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryOn {
+pub(crate) struct RetryOn {
     /// `connect`: the connection could not be established.
-    pub connect: bool,
+    pub(crate) connect: bool,
     /// `reset`: the connection closed or reset before a response header.
-    pub reset: bool,
+    pub(crate) reset: bool,
     /// `timeout`: connect or response-header timeout.
-    pub timeout: bool,
+    pub(crate) timeout: bool,
     /// `5xx`: the server answered with a 5xx status.
-    pub status_5xx: bool,
+    pub(crate) status_5xx: bool,
 }
 
 impl Default for RetryOn {
@@ -372,28 +389,28 @@ impl Default for RetryOn {
 
 /// `[upstream.NAME.health_check]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthCheck {
+pub(crate) struct HealthCheck {
     /// `type` = "http" (default, with `path`) or "tcp" (connect only).
-    pub kind: CheckKind,
+    pub(crate) kind: CheckKind,
     /// `interval`, default 5s, > 0.
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// `timeout`, default 1s, > 0.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// `expect_status = "200-399"` (default) or a single code `"200"`:
     /// inclusive range, each end 100..=599, low <= high.
-    pub expect_status: (u16, u16),
+    pub(crate) expect_status: (u16, u16),
     /// `rise`, default 2, >= 1: consecutive successes to mark a server up.
-    pub rise: u32,
+    pub(crate) rise: u32,
     /// `fall`, default 3, >= 1: consecutive failures to mark a server down.
-    pub fall: u32,
+    pub(crate) fall: u32,
     /// `initial_state`, default up: the state of a server seen for the first
     /// time, until its checks say otherwise.
-    pub initial_up: bool,
+    pub(crate) initial_up: bool,
 }
 
 /// What an active health check does.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CheckKind {
+pub(crate) enum CheckKind {
     /// `type = "http"`: `GET path` (default `path` "/", must start with "/").
     Http {
         /// Path and optional query to request.
@@ -405,52 +422,52 @@ pub enum CheckKind {
 
 /// `[upstream.NAME]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     /// The `NAME` of `[upstream.NAME]`.
-    pub name: String,
+    pub(crate) name: String,
     /// `balance`, default round robin; `hash` needs `hash = "..."` (and
     /// `hash` without `balance = "hash"` is an error).
-    pub balance: Balance,
+    pub(crate) balance: Balance,
     /// At least one server (validated); at least one of them not a backup.
-    pub servers: Vec<ServerSpec>,
+    pub(crate) servers: Vec<ServerSpec>,
     /// `connect_timeout`, default 5s.
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// `read_timeout`, default 60s, > 0: how long to wait for a response
     /// header once the request is sent (nginx `proxy_read_timeout`).
-    pub read_timeout: Duration,
+    pub(crate) read_timeout: Duration,
     /// `max_fails`, default 1: failures within `fail_timeout` that hold a
     /// server out; 0 never holds a server out.
-    pub max_fails: u32,
+    pub(crate) max_fails: u32,
     /// `fail_timeout`, default 10s, > 0: the failure window and the hold-out.
-    pub fail_timeout: Duration,
+    pub(crate) fail_timeout: Duration,
     /// `eject_on_5xx = N` (>= 1): hold a server out for `fail_timeout` after
     /// N consecutive 5xx responses. Default off.
-    pub eject_on_5xx: Option<u32>,
+    pub(crate) eject_on_5xx: Option<u32>,
     /// `on_all_down`, default `fail`.
-    pub on_all_down: OnAllDown,
+    pub(crate) on_all_down: OnAllDown,
     /// `retries`, default 1: extra attempts on other servers (0..=100).
-    pub retries: u32,
+    pub(crate) retries: u32,
     /// `retry_on`, default `["connect", "reset", "timeout"]`; allowed
     /// entries: "connect", "reset", "timeout", "5xx" (unknown entries and
     /// duplicates are errors).
-    pub retry_on: RetryOn,
+    pub(crate) retry_on: RetryOn,
     /// `retry_non_idempotent`, default false.
-    pub retry_non_idempotent: bool,
+    pub(crate) retry_non_idempotent: bool,
     /// `[upstream.NAME.health_check]`, if any.
-    pub health_check: Option<HealthCheck>,
+    pub(crate) health_check: Option<HealthCheck>,
     /// `protocol`: "http1" (default), "h2" (HTTP/2 over TLS: servers must be
     /// `https://`) or "h2c" (HTTP/2 prior knowledge: servers must not be).
-    pub protocol: UpstreamProtocol,
+    pub(crate) protocol: UpstreamProtocol,
     /// `tls_ca`, `tls_server_name`, `tls_verify`: for `https://` servers.
-    pub tls: UpstreamTls,
+    pub(crate) tls: UpstreamTls,
     /// `tunnel_timeout`, default 1h, > 0: how long an upgraded connection
     /// (WebSocket) may stay idle in both directions before it is closed.
-    pub tunnel_timeout: Duration,
+    pub(crate) tunnel_timeout: Duration,
 }
 
 /// `protocol` of an upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamProtocol {
+pub(crate) enum UpstreamProtocol {
     /// HTTP/1.1 (over TLS for `https://` servers).
     Http1,
     /// HTTP/2 over TLS (ALPN `h2`).
@@ -461,14 +478,14 @@ pub enum UpstreamProtocol {
 
 /// TLS towards an upstream's `https://` servers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamTls {
+pub(crate) struct UpstreamTls {
     /// `tls_ca`: trust these CAs instead of the system's roots.
-    pub ca: Option<PemFile>,
+    pub(crate) ca: Option<PemFile>,
     /// `tls_server_name`: the name to send (SNI) and verify, instead of the
     /// server's host.
-    pub server_name: Option<String>,
+    pub(crate) server_name: Option<String>,
     /// `tls_verify`, default true; false only when written so.
-    pub verify: bool,
+    pub(crate) verify: bool,
 }
 
 impl Default for UpstreamTls {
@@ -483,24 +500,24 @@ impl Default for UpstreamTls {
 
 /// One entry of `servers`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerSpec {
+pub(crate) struct ServerSpec {
     /// The address as written, minus any `http://` (for logs and identity).
-    pub name: String,
+    pub(crate) name: String,
     /// Where the server is: an IP address, or a host name that is resolved
     /// at run time (never during validation).
-    pub endpoint: Endpoint,
+    pub(crate) endpoint: Endpoint,
     /// 1..=1000, default 1.
-    pub weight: u32,
+    pub(crate) weight: u32,
     /// `backup = true` (table form only): takes traffic only while no
     /// primary server is available.
-    pub backup: bool,
+    pub(crate) backup: bool,
     /// Written as `https://...`: connect with TLS.
-    pub tls: bool,
+    pub(crate) tls: bool,
 }
 
 /// Where a server is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     /// An IP address and port.
     Ip(SocketAddr),
     /// A host name and port; every A/AAAA record becomes a member.
@@ -515,7 +532,7 @@ pub enum Endpoint {
 
 impl Config {
     /// Total number of servers over all upstreams.
-    pub fn server_count(&self) -> usize {
+    pub(crate) fn server_count(&self) -> usize {
         self.upstreams.values().map(|u| u.servers.len()).sum()
     }
 }

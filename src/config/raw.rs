@@ -21,20 +21,20 @@ pub(crate) struct File {
     /// More configuration files: paths or globs, relative to this file.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
-    pub include: Vec<Spanned<String>>,
+    pub(crate) include: Vec<Spanned<String>>,
     /// Process-wide settings.
     // Not `Spanned`: toml cannot give a span to a table made of dotted keys
     // (`global.log_level = ...`).
-    pub global: Option<Global>,
+    pub(crate) global: Option<Global>,
     /// Listeners by name: where ginx accepts connections.
     #[serde(default)]
-    pub listener: Named<Listener>,
+    pub(crate) listener: Named<Listener>,
     /// Upstreams by name: pools of servers requests are forwarded to.
     #[serde(default)]
-    pub upstream: Named<Upstream>,
+    pub(crate) upstream: Named<Upstream>,
     /// The admin endpoint (metrics, status, probes, /config). Default bind 127.0.0.1:9901.
     // Not `Spanned`, as `[global]`.
-    pub admin: Option<Admin>,
+    pub(crate) admin: Option<Admin>,
 }
 
 /// `[admin]`.
@@ -43,7 +43,7 @@ pub(crate) struct File {
 pub(crate) struct Admin {
     /// Address to listen on: IP:PORT, [IPv6]:PORT or localhost:PORT.
     #[schemars(with = "Option<String>")]
-    pub bind: Option<Spanned<String>>,
+    pub(crate) bind: Option<Spanned<String>>,
 }
 
 /// Only the `include` key of a file, everything else ignored: lets includes be
@@ -51,7 +51,7 @@ pub(crate) struct Admin {
 #[derive(Debug, Deserialize)]
 pub(crate) struct IncludesOnly {
     #[serde(default)]
-    pub include: Vec<Spanned<String>>,
+    pub(crate) include: Vec<Spanned<String>>,
 }
 
 /// `[global]`.
@@ -61,35 +61,35 @@ pub(crate) struct Global {
     /// Level of ginx's own log. Default "info".
     #[schemars(extend("enum" = ["trace", "debug", "info", "warn", "error"]))]
     #[schemars(with = "Option<String>")]
-    pub log_level: Option<Spanned<String>>,
+    pub(crate) log_level: Option<Spanned<String>>,
     /// Format of ginx's own log (stderr). Default "text".
     #[schemars(extend("enum" = ["text", "json"]))]
     #[schemars(with = "Option<String>")]
-    pub log_format: Option<Spanned<String>>,
+    pub(crate) log_format: Option<Spanned<String>>,
     /// One line per request: false (default), true (stdout, text) or { path, format }.
     // Not `Spanned`: the table form may be written `[global.access_log]`.
-    pub access_log: Option<AccessLog>,
+    pub(crate) access_log: Option<AccessLog>,
     /// After SIGTERM, keep serving this long while /ready answers 503. Default "0s".
     #[schemars(with = "Option<DurationText>")]
-    pub shutdown_delay: Option<Spanned<DurationText>>,
+    pub(crate) shutdown_delay: Option<Spanned<DurationText>>,
     /// Reload when configuration files change. Default true.
     #[schemars(with = "Option<bool>")]
-    pub watch: Option<Spanned<bool>>,
+    pub(crate) watch: Option<Spanned<bool>>,
     /// How long a graceful shutdown waits for in-flight requests. Default "30s".
     #[schemars(with = "Option<DurationText>")]
-    pub shutdown_timeout: Option<Spanned<DurationText>>,
+    pub(crate) shutdown_timeout: Option<Spanned<DurationText>>,
     /// How long a client may take to send a request head. Default "30s".
     #[schemars(with = "Option<DurationText>")]
-    pub header_read_timeout: Option<Spanned<DurationText>>,
+    pub(crate) header_read_timeout: Option<Spanned<DurationText>>,
     /// IP:PORT of the DNS server for host names in servers. Default: the system's.
     #[schemars(with = "Option<String>")]
-    pub resolver: Option<Spanned<String>>,
+    pub(crate) resolver: Option<Spanned<String>>,
     /// Shortest re-resolution interval. Default "1s".
     #[schemars(with = "Option<DurationText>")]
-    pub resolve_min: Option<Spanned<DurationText>>,
+    pub(crate) resolve_min: Option<Spanned<DurationText>>,
     /// Longest re-resolution interval. Default "5m".
     #[schemars(with = "Option<DurationText>")]
-    pub resolve_max: Option<Spanned<DurationText>>,
+    pub(crate) resolve_max: Option<Spanned<DurationText>>,
 }
 
 /// `[listener.NAME]`.
@@ -98,17 +98,17 @@ pub(crate) struct Global {
 pub(crate) struct Listener {
     /// Address to listen on: IP:PORT, [IPv6]:PORT or localhost:PORT.
     #[schemars(with = "Option<String>")]
-    pub bind: Option<Spanned<String>>,
+    pub(crate) bind: Option<Spanned<String>>,
     /// Name of the upstream to forward to.
     #[schemars(with = "Option<String>")]
-    pub upstream: Option<Spanned<String>>,
+    pub(crate) upstream: Option<Spanned<String>>,
     /// Routes, by host and longest path prefix.
     #[serde(default)]
     #[schemars(with = "Vec<Route>")]
-    pub route: Vec<Spanned<Route>>,
+    pub(crate) route: Vec<Spanned<Route>>,
     /// Terminate TLS: { cert, key } or [[listener.NAME.tls.certificates]] entries.
     // Not `Spanned`, as `[global]`.
-    pub tls: Option<ListenerTls>,
+    pub(crate) tls: Option<ListenerTls>,
 }
 
 /// A listener's `tls`: `cert` and `key`, or `[[...tls.certificates]]`.
@@ -117,16 +117,16 @@ pub(crate) struct Listener {
 pub(crate) struct ListenerTls {
     /// Certificate chain PEM file (leaf first), relative to this file.
     #[schemars(with = "Option<String>")]
-    pub cert: Option<Spanned<String>>,
+    pub(crate) cert: Option<Spanned<String>>,
     /// Private key PEM file, relative to this file.
     #[schemars(with = "Option<String>")]
-    pub key: Option<Spanned<String>>,
+    pub(crate) key: Option<Spanned<String>>,
     /// Several certificates; chosen by server name (SNI).
     #[schemars(with = "Option<Vec<CertificatePair>>")]
-    pub certificates: Option<Vec<Spanned<CertificatePair>>>,
+    pub(crate) certificates: Option<Vec<Spanned<CertificatePair>>>,
     /// Require client certificates signed by these CAs (PEM file).
     #[schemars(with = "Option<String>")]
-    pub client_ca: Option<Spanned<String>>,
+    pub(crate) client_ca: Option<Spanned<String>>,
 }
 
 /// `[[listener.NAME.tls.certificates]]`.
@@ -135,10 +135,10 @@ pub(crate) struct ListenerTls {
 pub(crate) struct CertificatePair {
     /// Certificate chain PEM file (leaf first), relative to this file.
     #[schemars(with = "String")]
-    pub cert: Spanned<String>,
+    pub(crate) cert: Spanned<String>,
     /// Private key PEM file, relative to this file.
     #[schemars(with = "String")]
-    pub key: Spanned<String>,
+    pub(crate) key: Spanned<String>,
 }
 
 /// `[[listener.NAME.route]]`.
@@ -147,18 +147,18 @@ pub(crate) struct CertificatePair {
 pub(crate) struct Route {
     /// Host to match: "api.example.com" or "*.example.com". Default: any.
     #[schemars(with = "Option<String>")]
-    pub host: Option<Spanned<String>>,
+    pub(crate) host: Option<Spanned<String>>,
     /// A path: a route's prefix ("/api/"), a health check's request path, or an access log file.
     #[schemars(with = "Option<String>")]
-    pub path: Option<Spanned<String>>,
+    pub(crate) path: Option<Spanned<String>>,
     /// Name of the upstream to forward to.
     #[schemars(with = "Option<String>")]
-    pub upstream: Option<Spanned<String>>,
+    pub(crate) upstream: Option<Spanned<String>>,
     /// Remove the route's path prefix before forwarding. Default false.
     #[schemars(with = "Option<bool>")]
-    pub strip_prefix: Option<Spanned<bool>>,
+    pub(crate) strip_prefix: Option<Spanned<bool>>,
     /// Answer directly instead of forwarding.
-    pub respond: Option<Respond>,
+    pub(crate) respond: Option<Respond>,
 }
 
 /// `respond = { status, body, location }`.
@@ -167,13 +167,13 @@ pub(crate) struct Route {
 pub(crate) struct Respond {
     /// HTTP status, 200 to 599.
     #[schemars(with = "i64")]
-    pub status: Spanned<i64>,
+    pub(crate) status: Spanned<i64>,
     /// Response body. Default empty.
     #[serde(default)]
-    pub body: String,
+    pub(crate) body: String,
     /// Location header; {host} and {uri} are replaced.
     #[schemars(with = "Option<String>")]
-    pub location: Option<Spanned<String>>,
+    pub(crate) location: Option<Spanned<String>>,
 }
 
 /// `[upstream.NAME]`.
@@ -183,60 +183,60 @@ pub(crate) struct Upstream {
     /// How a server is picked. Default "round_robin".
     #[schemars(extend("enum" = ["round_robin", "weighted_round_robin", "least_conn", "random", "hash"]))]
     #[schemars(with = "Option<String>")]
-    pub balance: Option<Spanned<String>>,
+    pub(crate) balance: Option<Spanned<String>>,
     /// With balance = "hash": "client_ip", "uri", "header:NAME" or "cookie:NAME".
     #[schemars(with = "Option<String>")]
-    pub hash: Option<Spanned<String>>,
+    pub(crate) hash: Option<Spanned<String>>,
     /// The servers: "HOST:PORT", "https://HOST[:PORT]" or { addr, weight, backup }.
     #[schemars(with = "Option<Vec<Server>>")]
-    pub servers: Option<Spanned<Vec<Spanned<Server>>>>,
+    pub(crate) servers: Option<Spanned<Vec<Spanned<Server>>>>,
     /// Default "5s".
     #[schemars(with = "Option<DurationText>")]
-    pub connect_timeout: Option<Spanned<DurationText>>,
+    pub(crate) connect_timeout: Option<Spanned<DurationText>>,
     /// How long to wait for a response header. Default "60s".
     #[schemars(with = "Option<DurationText>")]
-    pub read_timeout: Option<Spanned<DurationText>>,
+    pub(crate) read_timeout: Option<Spanned<DurationText>>,
     /// Failures within fail_timeout that hold a server out; 0 never. Default 1.
     #[schemars(with = "Option<i64>")]
-    pub max_fails: Option<Spanned<i64>>,
+    pub(crate) max_fails: Option<Spanned<i64>>,
     /// Failure window and hold-out time. Default "10s".
     #[schemars(with = "Option<DurationText>")]
-    pub fail_timeout: Option<Spanned<DurationText>>,
+    pub(crate) fail_timeout: Option<Spanned<DurationText>>,
     /// Hold a server out after this many consecutive 5xx. Default off.
     #[schemars(with = "Option<i64>")]
-    pub eject_on_5xx: Option<Spanned<i64>>,
+    pub(crate) eject_on_5xx: Option<Spanned<i64>>,
     /// When no server is available. Default "fail".
     #[schemars(extend("enum" = ["fail", "try_all"]))]
     #[schemars(with = "Option<String>")]
-    pub on_all_down: Option<Spanned<String>>,
+    pub(crate) on_all_down: Option<Spanned<String>>,
     /// Extra attempts on other servers, 0 to 100. Default 1.
     #[schemars(with = "Option<i64>")]
-    pub retries: Option<Spanned<i64>>,
+    pub(crate) retries: Option<Spanned<i64>>,
     /// Failures that are retried. Default ["connect", "reset", "timeout"].
     #[schemars(with = "Option<Vec<String>>")]
-    pub retry_on: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(crate) retry_on: Option<Spanned<Vec<Spanned<String>>>>,
     /// Also retry POST, PATCH... Default false.
     #[schemars(with = "Option<bool>")]
-    pub retry_non_idempotent: Option<Spanned<bool>>,
+    pub(crate) retry_non_idempotent: Option<Spanned<bool>>,
     /// Active health checks of every server.
     // Not `Spanned`, as `[global]`.
-    pub health_check: Option<HealthCheck>,
+    pub(crate) health_check: Option<HealthCheck>,
     /// Protocol towards the servers. Default "http1".
     #[schemars(extend("enum" = ["http1", "h2", "h2c"]))]
     #[schemars(with = "Option<String>")]
-    pub protocol: Option<Spanned<String>>,
+    pub(crate) protocol: Option<Spanned<String>>,
     /// Trust these CAs (PEM file) for https:// servers instead of the system roots.
     #[schemars(with = "Option<String>")]
-    pub tls_ca: Option<Spanned<String>>,
+    pub(crate) tls_ca: Option<Spanned<String>>,
     /// Name to send (SNI) and verify for https:// servers.
     #[schemars(with = "Option<String>")]
-    pub tls_server_name: Option<Spanned<String>>,
+    pub(crate) tls_server_name: Option<Spanned<String>>,
     /// Verify https:// servers' certificates. Default true.
     #[schemars(with = "Option<bool>")]
-    pub tls_verify: Option<Spanned<bool>>,
+    pub(crate) tls_verify: Option<Spanned<bool>>,
     /// Idle time after which an upgraded connection (WebSocket) closes. Default "1h".
     #[schemars(with = "Option<DurationText>")]
-    pub tunnel_timeout: Option<Spanned<DurationText>>,
+    pub(crate) tunnel_timeout: Option<Spanned<DurationText>>,
 }
 
 /// `[upstream.NAME.health_check]`.
@@ -245,29 +245,29 @@ pub(crate) struct Upstream {
 pub(crate) struct HealthCheck {
     #[serde(rename = "type")]
     #[schemars(with = "Option<String>")]
-    pub kind: Option<Spanned<String>>,
+    pub(crate) kind: Option<Spanned<String>>,
     /// A path: a route's prefix ("/api/"), a health check's request path, or an access log file.
     #[schemars(with = "Option<String>")]
-    pub path: Option<Spanned<String>>,
+    pub(crate) path: Option<Spanned<String>>,
     /// Time between checks. Default "5s".
     #[schemars(with = "Option<DurationText>")]
-    pub interval: Option<Spanned<DurationText>>,
+    pub(crate) interval: Option<Spanned<DurationText>>,
     /// Time a check may take. Default "1s".
     #[schemars(with = "Option<DurationText>")]
-    pub timeout: Option<Spanned<DurationText>>,
+    pub(crate) timeout: Option<Spanned<DurationText>>,
     /// Statuses that pass, like "200" or "200-399". Default "200-399".
     #[schemars(with = "Option<StatusText>")]
-    pub expect_status: Option<Spanned<StatusText>>,
+    pub(crate) expect_status: Option<Spanned<StatusText>>,
     /// Consecutive successes to mark a server up. Default 2.
     #[schemars(with = "Option<i64>")]
-    pub rise: Option<Spanned<i64>>,
+    pub(crate) rise: Option<Spanned<i64>>,
     /// Consecutive failures to mark a server down. Default 3.
     #[schemars(with = "Option<i64>")]
-    pub fall: Option<Spanned<i64>>,
+    pub(crate) fall: Option<Spanned<i64>>,
     /// State of a new server until checked. Default "up".
     #[schemars(extend("enum" = ["up", "down"]))]
     #[schemars(with = "Option<String>")]
-    pub initial_state: Option<Spanned<String>>,
+    pub(crate) initial_state: Option<Spanned<String>>,
 }
 
 /// One entry of `servers`: `"HOST:PORT"` or
@@ -430,9 +430,9 @@ impl<'de> Deserialize<'de> for DurationText {
 #[derive(Debug)]
 pub(crate) struct StatusText {
     /// The text, or the number's digits.
-    pub text: String,
+    pub(crate) text: String,
     /// False when written as a toml integer.
-    pub quoted: bool,
+    pub(crate) quoted: bool,
 }
 
 impl<'de> Deserialize<'de> for StatusText {

@@ -19,8 +19,8 @@ use super::load::Fs;
 use super::raw;
 use super::suggest;
 use super::{
-    AccessLog, AccessLogFormat, Admin, Balance, CertificateFiles, CheckKind, Endpoint, Global, HashKey,
-    HealthCheck, HostPattern, Listener, ListenerTls, LogFormat, OnAllDown, PemFile, RetryOn, Route,
+    AccessLog, AccessLogFormat, Admin, Balance, CertificateFiles, CheckKind, DefinedAt, Endpoint, Global,
+    HashKey, HealthCheck, HostPattern, Listener, ListenerTls, LogFormat, OnAllDown, PemFile, RetryOn, Route,
     RouteAction, ServerSpec, Source, SourceKind, Upstream, UpstreamProtocol, UpstreamTls,
 };
 
@@ -41,25 +41,26 @@ const BIND_HINT: &str =
 /// One file after parsing: `file` is `None` when toml rejected it (that error
 /// has already been reported).
 pub(crate) struct Parsed {
-    pub path: PathBuf,
-    pub text: String,
-    pub file: Option<raw::File>,
+    pub(crate) path: PathBuf,
+    pub(crate) text: String,
+    pub(crate) file: Option<raw::File>,
 }
 
 /// The validated contents, ready to become a [`super::Config`].
 #[derive(Debug)]
 pub(crate) struct Parts {
-    pub global: Global,
-    pub listeners: BTreeMap<String, Listener>,
-    pub upstreams: BTreeMap<String, Upstream>,
-    pub admin: Option<Admin>,
+    pub(crate) global: Global,
+    pub(crate) listeners: BTreeMap<String, Listener>,
+    pub(crate) upstreams: BTreeMap<String, Upstream>,
+    pub(crate) admin: Option<Admin>,
     /// Unsorted; the loader sorts them with the errors' file order.
-    pub warnings: Vec<Error>,
+    pub(crate) warnings: Vec<Error>,
     /// The PEM files read, in the order they are first named.
-    pub pem_sources: Vec<Source>,
+    pub(crate) pem_sources: Vec<Source>,
     /// Every PEM path named, read or not: their directories are watched so
     /// that creating a missing file reloads.
-    pub pem_paths: Vec<PathBuf>,
+    pub(crate) pem_paths: Vec<PathBuf>,
+    pub(crate) defined_at: DefinedAt,
 }
 
 /// Check all files together, pushing every problem onto `errors`.
@@ -149,6 +150,10 @@ pub(crate) fn validate(
         warnings: v.warnings,
         pem_sources: v.pem_sources,
         pem_paths: v.pem_paths,
+        defined_at: DefinedAt {
+            listeners: v.listener_defs,
+            upstreams: v.upstream_defs,
+        },
     }
 }
 

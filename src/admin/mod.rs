@@ -9,6 +9,12 @@
 //! has no authentication, like nginx's `stub_status` and HAProxy's stats
 //! socket, so keep it off public interfaces.
 
+mod prometheus;
+mod published;
+
+use prometheus::ControlFacts;
+pub(crate) use published::{Attempt, AttemptOutcome, Published, Trigger};
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -30,20 +36,20 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, SourceKind};
-use crate::metrics::{self, ControlFacts, Outcome};
-use crate::proxy::ProxyBody;
-use crate::reload::{AttemptOutcome, Published};
+use crate::forward::ProxyBody;
+use crate::observe::metrics::Outcome;
+
 use crate::server::BoundSocket;
 use crate::table::Live;
 
 /// Where the process is in its life, for `/ready`.
 #[derive(Debug, Default)]
-pub struct Lifecycle(AtomicU8);
+pub(crate) struct Lifecycle(AtomicU8);
 
 /// A [`Lifecycle`] stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Stage {
+pub(crate) enum Stage {
     /// Loading, resolving, binding: not ready yet.
     Starting = 0,
     /// Serving: ready.
@@ -55,12 +61,12 @@ pub enum Stage {
 
 impl Lifecycle {
     /// Move to `stage`.
-    pub fn set(&self, stage: Stage) {
+    pub(crate) fn set(&self, stage: Stage) {
         self.0.store(stage as u8, Ordering::Relaxed);
     }
 
     /// The current stage.
-    pub fn stage(&self) -> Stage {
+    pub(crate) fn stage(&self) -> Stage {
         match self.0.load(Ordering::Relaxed) {
             0 => Stage::Starting,
             1 => Stage::Serving,
@@ -71,22 +77,20 @@ impl Lifecycle {
 
 /// Everything the endpoint reads.
 #[derive(Debug, Clone)]
-pub struct AdminContext {
+pub(crate) struct AdminContext {
     /// The routing snapshot.
-    pub live: Live,
+    pub(crate) live: Live,
     /// What the control plane publishes.
-    pub published: Arc<ArcSwap<Published>>,
+    pub(crate) published: Arc<ArcSwap<Published>>,
     /// For `/ready`.
-    pub lifecycle: Arc<Lifecycle>,
+    pub(crate) lifecycle: Arc<Lifecycle>,
 }
 
 /// A running admin endpoint; dropping it stops it.
 #[derive(Debug)]
-pub struct AdminServer {
+pub(crate) struct AdminServer {
     /// The address as configured.
-    pub configured: SocketAddr,
-    /// The address bound.
-    pub local_addr: SocketAddr,
+    pub(crate) configured: SocketAddr,
     stop: CancellationToken,
 }
 
@@ -102,7 +106,7 @@ impl AdminServer {
     /// # Errors
     ///
     /// When the address cannot be bound.
-    pub fn start(bind: SocketAddr, context: AdminContext) -> anyhow::Result<Self> {
+    pub(crate) fn start(bind: SocketAddr, context: AdminContext) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let socket =
             BoundSocket::bind(bind).with_context(|| format!("binding the admin endpoint to {bind}"))?;
@@ -113,7 +117,6 @@ impl AdminServer {
         tracing::info!(addr = %local_addr, "admin listening");
         Ok(AdminServer {
             configured: bind,
-            local_addr,
             stop,
         })
     }
@@ -160,7 +163,7 @@ async fn handle(req: Request<Incoming>, context: &AdminContext) -> Response<Prox
                 reloads_rejected: published.reloads_rejected,
                 last_applied_unix: unix(published.applied_at),
             };
-            let body = metrics::encode(context.live.load_full(), facts);
+            let body = prometheus::encode(context.live.load_full(), facts);
             respond(
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -27,11 +27,11 @@ use hyper::rt::{Sleep, Timer};
 
 /// How often each connection task re-polls its connection so that expired
 /// deadlines are noticed; also the precision of the header-read timeout.
-pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A [`Timer`] whose sleeps are plain deadlines.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct CheckedTimer;
+pub(crate) struct CheckedTimer;
 
 impl Timer for CheckedTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Sleep>> {

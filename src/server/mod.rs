@@ -16,7 +16,7 @@
 //!
 //! Every connection speaks HTTP/1.1 or HTTP/2, decided once when it starts:
 //! by ALPN on TLS listeners, by the h2c preface (prior knowledge) on
-//! plaintext ones; [`crate::conn`] owns that decision and the protocol
+//! plaintext ones; [`crate::server::protocol`] owns that decision and the protocol
 //! settings. A TLS listener's rustls configuration is taken from the routing
 //! snapshot at accept time, so new certificates apply to new handshakes
 //! while open connections keep the session they have.
@@ -25,6 +25,9 @@
 //! configuration's listeners (binding what is new before anything changes)
 //! and then commits the plan. Sockets whose address did not change are never
 //! closed and re-bound.
+
+pub(crate) mod protocol;
+pub(crate) mod timer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -44,14 +47,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::conn::{self, Builders, Graceful, StreamCount, Version};
-use crate::metrics::{CountingIo, ListenerStats};
-use crate::proxy::{self, ConnInfo};
+use crate::forward::{self, Connection};
+use crate::observe::metrics::{CountingIo, ListenerStats};
 use crate::table::Live;
-use crate::timer::CHECK_INTERVAL;
 use crate::tls;
-
-pub use crate::conn::MAX_HEADER_SIZE;
+use protocol::{Builders, Graceful, StreamBody, StreamCount, Version};
+use timer::CHECK_INTERVAL;
 
 /// Backlog of listening sockets (nginx uses 511; the kernel caps it at
 /// `net.core.somaxconn`).
@@ -59,11 +60,11 @@ const LISTEN_BACKLOG: i32 = 1024;
 
 /// A listening socket, bound by the control thread.
 #[derive(Debug)]
-pub struct BoundSocket {
+pub(crate) struct BoundSocket {
     /// The address as configured (port 0 stays 0): what reloads compare.
-    pub configured: SocketAddr,
+    pub(crate) configured: SocketAddr,
     /// The address actually bound.
-    pub local_addr: SocketAddr,
+    pub(crate) local_addr: SocketAddr,
     socket: std::net::TcpListener,
 }
 
@@ -73,7 +74,7 @@ impl BoundSocket {
     /// # Errors
     ///
     /// Whatever the bind fails with (address in use, permission, ...).
-    pub fn bind(addr: SocketAddr) -> io::Result<Self> {
+    pub(crate) fn bind(addr: SocketAddr) -> io::Result<Self> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
         socket.set_reuse_address(true)?;
         if addr.is_ipv6() {
@@ -91,7 +92,7 @@ impl BoundSocket {
     }
 
     /// The socket itself, for a listener served outside the workers.
-    pub fn into_std(self) -> std::net::TcpListener {
+    pub(crate) fn into_std(self) -> std::net::TcpListener {
         self.socket
     }
 }
@@ -104,7 +105,7 @@ struct Serve {
 }
 
 /// The worker threads.
-pub struct Workers {
+pub(crate) struct Workers {
     senders: Vec<mpsc::UnboundedSender<Serve>>,
     threads: Vec<JoinHandle<()>>,
     /// Ends every worker's runtime, dropping whatever it still runs.
@@ -119,7 +120,7 @@ impl Workers {
     /// # Errors
     ///
     /// When a thread or its runtime cannot be created.
-    pub fn start(count: usize, live: Live) -> anyhow::Result<Self> {
+    pub(crate) fn start(count: usize, live: Live) -> anyhow::Result<Self> {
         let hard_stop = CancellationToken::new();
         let connections = TaskTracker::new();
         let mut senders = Vec::with_capacity(count);
@@ -165,7 +166,7 @@ impl Workers {
     /// Wait until every connection has finished (each enforces its own
     /// deadline once its listener stops), at most `backstop`, then end the
     /// workers. Call after stopping every listener.
-    pub async fn drain(self, backstop: Duration) {
+    pub(crate) async fn drain(self, backstop: Duration) {
         self.connections.close();
         if tokio::time::timeout(backstop, self.connections.wait())
             .await
@@ -242,7 +243,7 @@ impl Worker {
                             continue;
                         }
                     };
-                    let info = Arc::new(ConnInfo::new(
+                    let info = Arc::new(Connection::new(
                         listener.clone(),
                         client,
                         self.live.clone(),
@@ -275,14 +276,14 @@ impl Worker {
         stream: TcpStream,
         stats: Arc<ListenerStats>,
         tls: Option<Arc<rustls::ServerConfig>>,
-        info: Arc<ConnInfo>,
+        info: Arc<Connection>,
         stop: CancellationToken,
     ) {
         let _ = stream.set_nodelay(true);
         // A connection keeps the header-read timeout it was accepted with.
         let header_read_timeout = info.live.load().header_read_timeout;
         // Re-polls the connection so hyper sees its header-read deadline
-        // pass (see `crate::timer`): the only timer this connection needs.
+        // pass (see `crate::server::timer`): the only timer this connection needs.
         let mut check = tokio::time::interval(CHECK_INTERVAL);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         if let Some(config) = tls {
@@ -315,7 +316,7 @@ impl Worker {
         // Waiting for the first bytes counts against the header-read
         // timeout, as waiting for a request head does.
         let deadline = std::time::Instant::now() + header_read_timeout;
-        let mut detect = pin!(conn::detect(stream));
+        let mut detect = pin!(protocol::detect(stream));
         let detected = loop {
             tokio::select! {
                 biased;
@@ -339,7 +340,7 @@ impl Worker {
         &self,
         version: Version,
         io: I,
-        info: Arc<ConnInfo>,
+        info: Arc<Connection>,
         stop: CancellationToken,
         check: tokio::time::Interval,
         header_read_timeout: Duration,
@@ -349,7 +350,7 @@ impl Worker {
         let live = info.live.clone();
         match version {
             Version::Http1 => {
-                let service = service_fn(move |req| proxy::handle(req, info.clone()));
+                let service = service_fn(move |req| forward::handle(req, info.clone()));
                 let connection = self
                     .http
                     .http1(header_read_timeout)
@@ -362,11 +363,10 @@ impl Worker {
                 let counted = streams.clone();
                 let service = service_fn(move |req| {
                     let open = counted.open();
-                    let response = proxy::handle(req, info.clone());
+                    let response = forward::handle(req, info.clone());
                     async move {
-                        let mut response = response.await?;
-                        response.body_mut().hold(open);
-                        Ok::<_, std::convert::Infallible>(response)
+                        let response = response.await?;
+                        Ok::<_, std::convert::Infallible>(response.map(|body| StreamBody::new(body, open)))
                     }
                 });
                 let connection = self.http.http2().serve_connection(TokioIo::new(io), service);
@@ -440,14 +440,14 @@ struct RunningListener {
 
 /// The listeners the process is running, by name.
 #[derive(Debug, Default)]
-pub struct ListenerSet {
+pub(crate) struct ListenerSet {
     running: BTreeMap<String, RunningListener>,
 }
 
 /// What applying a configuration will do to the listeners; every socket it
 /// needs is already bound.
 #[derive(Debug, Default)]
-pub struct ListenerPlan {
+pub(crate) struct ListenerPlan {
     start: Vec<(String, Arc<BoundSocket>)>,
     stop: Vec<String>,
 }
@@ -464,7 +464,7 @@ impl ListenerSet {
     ///
     /// The first bind that fails; nothing has changed then, and the sockets
     /// bound so far are closed again.
-    pub fn plan(&self, config: &Config) -> anyhow::Result<ListenerPlan> {
+    pub(crate) fn plan(&self, config: &Config) -> anyhow::Result<ListenerPlan> {
         let keeps = |name: &str| {
             matches!((self.running.get(name), config.listeners.get(name)),
                 (Some(running), Some(wanted)) if running.socket.configured == wanted.bind)
@@ -495,7 +495,7 @@ impl ListenerSet {
 
     /// Start and stop listeners as planned. New listeners start accepting
     /// before replaced ones stop.
-    pub fn commit(&mut self, plan: ListenerPlan, workers: &Workers, root: &CancellationToken) {
+    pub(crate) fn commit(&mut self, plan: ListenerPlan, workers: &Workers, root: &CancellationToken) {
         let mut replaced = Vec::new();
         for name in plan.stop {
             if let Some(old) = self.running.remove(&name) {
@@ -517,7 +517,7 @@ impl ListenerSet {
     }
 
     /// The address a listener is bound to.
-    pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
+    pub(crate) fn local_addr(&self, name: &str) -> Option<SocketAddr> {
         self.running.get(name).map(|l| l.socket.local_addr)
     }
 }

@@ -11,7 +11,7 @@
 //! Health is two independent verdicts, both atomics read without a lock:
 //! active (set by [`crate::health`] checks, always up without checks) and
 //! passive (nginx's `max_fails`/`fail_timeout`, and `eject_on_5xx`, fed by
-//! real requests in [`crate::proxy`]). A server is available when both say so.
+//! real requests in [`crate::forward`]). A server is available when both say so.
 //!
 //! Connections are pooled per worker thread: each worker runs its own
 //! single-threaded runtime, and a connection's task lives on the worker that
@@ -43,21 +43,21 @@ use tokio::sync::Notify;
 
 use crate::balance::{Candidates, Policy, RoundRobinCursor};
 use crate::config::{self, Endpoint, HashKey, OnAllDown, ServerSpec, UpstreamProtocol};
-use crate::metrics::ServerStats;
+use crate::observe::metrics::ServerStats;
 
 /// How long an idle upstream connection may be reused. Below the keep-alive
 /// timeouts that common servers use (nginx 75s, Apache 5s..., Node 5s), so we
 /// rarely send on a connection the server is closing at that very moment.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Most idle connections kept per server per worker thread.
-pub const MAX_IDLE_PER_WORKER: usize = 256;
+pub(crate) const MAX_IDLE_PER_WORKER: usize = 256;
 
 /// The body of a request sent upstream: the client's, streamed, or none
 /// (a request sent again after its first attempt, which is only done for
 /// requests without a body).
 #[derive(Debug)]
-pub enum UpstreamBody {
+pub(crate) enum UpstreamBody {
     /// The client's body, streamed as it arrives. The flag, if any, is set
     /// once the body has been sent whole (the read timeout starts then).
     Client(Incoming, Option<Arc<AtomicBool>>),
@@ -105,7 +105,7 @@ impl http_body::Body for UpstreamBody {
 /// A sender on an upstream connection: HTTP/1.1 (one request at a time,
 /// pooled while idle) or HTTP/2 (many streams at once, shared).
 #[derive(Debug)]
-pub enum Sender {
+pub(crate) enum Sender {
     /// HTTP/1.1, in the clear or over TLS.
     Http1(http1::SendRequest<UpstreamBody>),
     /// HTTP/2, over TLS (`h2`) or in the clear (`h2c`).
@@ -114,7 +114,7 @@ pub enum Sender {
 
 impl Sender {
     /// Whether the connection is gone.
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         match self {
             Sender::Http1(s) => s.is_closed(),
             Sender::Http2(s) => s.is_closed(),
@@ -126,7 +126,7 @@ impl Sender {
     /// # Errors
     ///
     /// The connection closed.
-    pub async fn ready(&mut self) -> hyper::Result<()> {
+    pub(crate) async fn ready(&mut self) -> hyper::Result<()> {
         match self {
             Sender::Http1(s) => s.ready().await,
             Sender::Http2(s) => s.ready().await,
@@ -138,7 +138,7 @@ impl Sender {
     /// # Errors
     ///
     /// hyper's; the request comes back in it when it was not written.
-    pub async fn try_send_request(
+    pub(crate) async fn try_send_request(
         &mut self,
         req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, TrySendError<Request<UpstreamBody>>> {
@@ -168,9 +168,9 @@ fn upstream_alpn(protocol: UpstreamProtocol) -> &'static [&'static [u8]] {
 /// What belongs to an upstream rather than to one snapshot of it; carried
 /// across reloads by upstream name.
 #[derive(Debug, Default)]
-pub struct PoolState {
+pub(crate) struct PoolState {
     /// The rotation position of round robin (and of least_conn's ties).
-    pub cursor: RoundRobinCursor,
+    pub(crate) cursor: RoundRobinCursor,
     /// Set while no server is available, so that is logged once.
     all_down: AtomicBool,
     /// Attempts made after a first one failed.
@@ -179,18 +179,18 @@ pub struct PoolState {
 
 impl PoolState {
     /// Count an attempt that is a retry.
-    pub fn count_retry(&self) {
+    pub(crate) fn count_retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Attempts made after a first one failed.
-    pub fn retries(&self) -> u64 {
+    pub(crate) fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
     }
 }
 
 /// The servers of one tier (primaries or backups) and their policy.
-pub struct Tier {
+pub(crate) struct Tier {
     servers: Arc<[Arc<ServerState>]>,
     /// The configured weight of server `i` (for status; the policy has its
     /// own view of weights).
@@ -211,7 +211,7 @@ impl std::fmt::Debug for Tier {
 
 impl Tier {
     /// A tier of `servers` ordered by `policy`.
-    pub fn new(servers: Vec<(Arc<ServerState>, u32)>, policy: Box<dyn Policy>) -> Self {
+    pub(crate) fn new(servers: Vec<(Arc<ServerState>, u32)>, policy: Box<dyn Policy>) -> Self {
         let (servers, weights): (Vec<_>, Vec<_>) = servers.into_iter().unzip();
         let servers: Arc<[Arc<ServerState>]> = servers.into();
         let view = servers.clone();
@@ -224,7 +224,7 @@ impl Tier {
     }
 
     /// A tier without servers (every host name of it failed to resolve).
-    pub fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         // Never asked: `Candidates` asks a policy only about servers it has.
         Tier::new(
             Vec::new(),
@@ -246,21 +246,21 @@ impl Tier {
 
 /// A named pool of servers: primaries, optional backups, and its settings.
 #[derive(Debug)]
-pub struct UpstreamPool {
+pub(crate) struct UpstreamPool {
     /// The `[upstream.NAME]` this pool was built from.
-    pub name: Arc<str>,
+    pub(crate) name: Arc<str>,
     primaries: Tier,
     backups: Option<Tier>,
     /// The validated `[upstream.NAME]`: timeouts, failure and retry
     /// policy, health checks. Read-only, like the rest of the snapshot.
-    pub settings: config::Upstream,
+    pub(crate) settings: config::Upstream,
     state: Arc<PoolState>,
     transport: Transport,
 }
 
 impl UpstreamPool {
     /// A pool over `primaries` (non-empty) and `backups`.
-    pub fn new(
+    pub(crate) fn new(
         name: Arc<str>,
         primaries: Tier,
         backups: Option<Tier>,
@@ -278,7 +278,7 @@ impl UpstreamPool {
     }
 
     /// The request key of consistent hashing, if the policy is `hash`.
-    pub fn hash_key(&self) -> Option<&HashKey> {
+    pub(crate) fn hash_key(&self) -> Option<&HashKey> {
         match &self.settings.balance {
             config::Balance::Hash(key) => Some(key),
             _ => None,
@@ -286,28 +286,28 @@ impl UpstreamPool {
     }
 
     /// Every server, primaries first.
-    pub fn servers(&self) -> impl Iterator<Item = &Arc<ServerState>> {
+    pub(crate) fn servers(&self) -> impl Iterator<Item = &Arc<ServerState>> {
         let backups = self.backups.iter().flat_map(|t| t.servers.iter());
         self.primaries.servers.iter().chain(backups)
     }
 
     /// Every server with its weight and whether it is a backup, primaries
     /// first.
-    pub fn members(&self) -> impl Iterator<Item = (&Arc<ServerState>, u32, bool)> {
+    pub(crate) fn members(&self) -> impl Iterator<Item = (&Arc<ServerState>, u32, bool)> {
         self.primaries
             .members(false)
             .chain(self.backups.iter().flat_map(|t| t.members(true)))
     }
 
     /// The state shared with the next snapshot of this upstream.
-    pub fn state(&self) -> &Arc<PoolState> {
+    pub(crate) fn state(&self) -> &Arc<PoolState> {
         &self.state
     }
 
     /// The servers one request may try, best first, each at most once:
     /// primaries in the policy's order, then backups. Only servers that are
     /// available (or all of them, in `try_all` mode when none is) come out.
-    pub fn candidates(&self, key: u64) -> impl Iterator<Item = &Arc<ServerState>> {
+    pub(crate) fn candidates(&self, key: u64) -> impl Iterator<Item = &Arc<ServerState>> {
         let holds_out = self.holds_out_failures();
         // A lone server ignores passive health, never its health checks.
         let usable = move |s: &ServerState| if holds_out { s.is_available() } else { s.is_up() };
@@ -328,7 +328,7 @@ impl UpstreamPool {
     ///
     /// The TLS client configuration or the server name is unusable
     /// (validation normally rules that out).
-    pub fn connector(&self, server: &ServerState) -> Result<Connector, ConnectError> {
+    pub(crate) fn connector(&self, server: &ServerState) -> Result<Connector, ConnectError> {
         let protocol = self.settings.protocol;
         let Some(spec) = self.spec_of(server).filter(|spec| spec.tls) else {
             return Ok(Connector { protocol, tls: None });
@@ -366,7 +366,7 @@ impl UpstreamPool {
     /// server of `next` written with `tls`: same protocol, same TLS use
     /// and TLS settings. When not, a reload makes the server a new
     /// [`ServerState`], so that none of its pooled connections is reused.
-    pub fn same_transport(&self, server: &ServerState, next: &config::Upstream, tls: bool) -> bool {
+    pub(crate) fn same_transport(&self, server: &ServerState, next: &config::Upstream, tls: bool) -> bool {
         self.settings.protocol == next.protocol
             && self.settings.tls == next.tls
             && self.spec_of(server).is_some_and(|spec| spec.tls == tls)
@@ -375,7 +375,7 @@ impl UpstreamPool {
     /// Whether failing servers are held out. Like nginx, a lone server is
     /// never held out by passive checks: refusing it would only turn a blip
     /// into `fail_timeout` of 502s.
-    pub fn holds_out_failures(&self) -> bool {
+    pub(crate) fn holds_out_failures(&self) -> bool {
         self.primaries.servers.len() + self.backups.as_ref().map_or(0, |b| b.servers.len()) > 1
     }
 
@@ -399,12 +399,12 @@ impl UpstreamPool {
 
 /// One upstream server and everything about it that survives a reload.
 #[derive(Debug)]
-pub struct ServerState {
+pub(crate) struct ServerState {
     /// The server as configured (without `http://`), plus the address when
     /// it came from DNS, for logs.
-    pub name: Arc<str>,
+    pub(crate) name: Arc<str>,
     /// Where to connect.
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// Requests sent and not yet answered in full.
     in_flight: AtomicUsize,
     /// Passive health: what real requests taught us.
@@ -416,7 +416,7 @@ pub struct ServerState {
     /// The HTTP/2 connection of each worker thread, shared by its requests.
     shared: ThreadLocal<RefCell<SharedH2>>,
     /// Attempts by outcome.
-    pub stats: ServerStats,
+    pub(crate) stats: ServerStats,
 }
 
 /// A worker's HTTP/2 connection to one server.
@@ -448,7 +448,7 @@ struct Passive {
 
 /// Why a server was held out.
 #[derive(Debug, Clone, Copy)]
-pub enum HoldOutReason {
+pub(crate) enum HoldOutReason {
     /// `max_fails` failures within `fail_timeout`.
     Failures,
     /// `eject_on_5xx` consecutive 5xx responses.
@@ -464,7 +464,7 @@ struct IdleConn {
 impl ServerState {
     /// Fresh state for a server seen for the first time; `up` is its active
     /// health until a check says otherwise.
-    pub fn new(name: &str, addr: SocketAddr, up: bool) -> Self {
+    pub(crate) fn new(name: &str, addr: SocketAddr, up: bool) -> Self {
         ServerState {
             name: name.into(),
             addr,
@@ -479,7 +479,7 @@ impl ServerState {
 
     /// Whether this server may take requests: up by its health checks and
     /// not held out by failures.
-    pub fn is_available(&self) -> bool {
+    pub(crate) fn is_available(&self) -> bool {
         if !self.active_up.load(Ordering::Relaxed) {
             return false;
         }
@@ -489,35 +489,35 @@ impl ServerState {
     }
 
     /// Requests sent and not yet answered in full.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Count a request as in flight until the guard drops.
-    pub fn start_request(self: &Arc<Self>) -> InFlight {
+    pub(crate) fn start_request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
     }
 
     /// What active health checks say.
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         self.active_up.load(Ordering::Relaxed)
     }
 
     /// Set by active health checks; returns the previous value.
-    pub fn set_up(&self, up: bool) -> bool {
+    pub(crate) fn set_up(&self, up: bool) -> bool {
         self.active_up.swap(up, Ordering::Relaxed)
     }
 
     /// Whether the server is held out by passive health right now.
-    pub fn is_held_out(&self) -> bool {
+    pub(crate) fn is_held_out(&self) -> bool {
         let until = self.passive.held_out_until.load(Ordering::Relaxed);
         until != 0 && millis_since_origin() < until
     }
 
     /// A failed attempt (connect error, reset, timeout). Returns why the
     /// server was just held out, if this failure did it.
-    pub fn record_failure(&self, settings: &config::Upstream) -> Option<HoldOutReason> {
+    pub(crate) fn record_failure(&self, settings: &config::Upstream) -> Option<HoldOutReason> {
         if settings.max_fails == 0 {
             return None;
         }
@@ -540,7 +540,7 @@ impl ServerState {
     /// A response arrived. 5xx responses count towards `eject_on_5xx`;
     /// anything else clears the failure state. Returns why the server was
     /// just held out, if this response did it.
-    pub fn record_response(&self, status: u16, settings: &config::Upstream) -> Option<HoldOutReason> {
+    pub(crate) fn record_response(&self, status: u16, settings: &config::Upstream) -> Option<HoldOutReason> {
         let p = &self.passive;
         if (500..600).contains(&status) {
             if let Some(limit) = settings.eject_on_5xx {
@@ -573,14 +573,14 @@ impl ServerState {
     /// The server's `Host`, for requests that have none (health checks,
     /// HTTP/1.0 requests): its configured name without the address that
     /// DNS members carry in parentheses.
-    pub fn host(&self) -> &str {
+    pub(crate) fn host(&self) -> &str {
         self.name.split(" (").next().unwrap_or(&self.name)
     }
 
     /// An idle connection of this worker that is still open, if any. Waits
     /// only for a just-returned connection to become ready for its next
     /// request, never for a busy one: only finished connections are pooled.
-    pub async fn checkout(&self) -> Option<Sender> {
+    pub(crate) async fn checkout(&self) -> Option<Sender> {
         if let Some(sender) = self.checkout_h2() {
             return Some(sender);
         }
@@ -606,7 +606,7 @@ impl ServerState {
     }
 
     /// Return a connection whose last response has been read completely.
-    pub fn check_in(&self, sender: Sender) {
+    pub(crate) fn check_in(&self, sender: Sender) {
         // An HTTP/2 connection is shared, never idle: this was a clone.
         if sender.is_closed() || matches!(sender, Sender::Http2(_)) {
             return;
@@ -629,7 +629,11 @@ impl ServerState {
     /// [`ConnectError::Timeout`], [`ConnectError::Io`] when the server
     /// cannot be reached or the TLS handshake fails;
     /// [`ConnectError::Handshake`] when HTTP/2 cannot be set up.
-    pub async fn connect(&self, connector: &Connector, timeout: Duration) -> Result<Sender, ConnectError> {
+    pub(crate) async fn connect(
+        &self,
+        connector: &Connector,
+        timeout: Duration,
+    ) -> Result<Sender, ConnectError> {
         match connector.protocol {
             UpstreamProtocol::Http1 => self.open(connector, timeout, false).await,
             UpstreamProtocol::H2 | UpstreamProtocol::H2c => self.connect_h2(connector, timeout).await,
@@ -686,7 +690,7 @@ impl ServerState {
     /// # Errors
     ///
     /// As [`ServerState::connect`].
-    pub async fn connect_for_upgrade(
+    pub(crate) async fn connect_for_upgrade(
         &self,
         connector: &Connector,
         timeout: Duration,
@@ -781,17 +785,17 @@ impl Drop for Opening<'_> {
 
 /// What opening a connection to one server needs.
 #[derive(Debug, Clone)]
-pub struct Connector {
+pub(crate) struct Connector {
     /// The pool's `protocol`.
-    pub protocol: UpstreamProtocol,
+    pub(crate) protocol: UpstreamProtocol,
     /// For `https://` servers: the client configuration and the name to
     /// send and verify.
-    pub tls: Option<(Arc<rustls::ClientConfig>, rustls_pki_types::ServerName<'static>)>,
+    pub(crate) tls: Option<(Arc<rustls::ClientConfig>, rustls_pki_types::ServerName<'static>)>,
 }
 
 /// An upstream connection's socket: plain or TLS.
 #[derive(Debug)]
-pub enum UpstreamIo {
+pub(crate) enum UpstreamIo {
     /// In the clear.
     Plain(TcpStream),
     /// Over TLS (boxed: the TLS state is large).
@@ -865,11 +869,11 @@ impl tokio::io::AsyncWrite for UpstreamIo {
 /// A request counted in its server's in-flight number; dropping it ends
 /// the count.
 #[derive(Debug)]
-pub struct InFlight(Arc<ServerState>);
+pub(crate) struct InFlight(Arc<ServerState>);
 
 impl InFlight {
     /// The server the request went to.
-    pub fn server(&self) -> &Arc<ServerState> {
+    pub(crate) fn server(&self) -> &Arc<ServerState> {
         &self.0
     }
 }
@@ -882,7 +886,7 @@ impl Drop for InFlight {
 
 /// Why a connection to a server could not be established.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
+pub(crate) enum ConnectError {
     /// The TCP connect did not finish in time.
     #[error("connect timed out after {0:?}")]
     Timeout(Duration),

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A handle on `$NOTIFY_SOCKET`, or nothing when it is unset.
 #[derive(Debug)]
-pub struct SystemdNotify {
+pub(crate) struct SystemdNotify {
     socket: Option<Socket>,
 }
 
@@ -34,7 +34,7 @@ struct Socket {
 impl SystemdNotify {
     /// From `$NOTIFY_SOCKET`: a path, or `@name` for a socket in the abstract
     /// namespace. Unset or empty: every call does nothing.
-    pub fn from_env() -> SystemdNotify {
+    pub(crate) fn from_env() -> SystemdNotify {
         match std::env::var_os("NOTIFY_SOCKET") {
             Some(value) => Self::from_socket(&value),
             None => SystemdNotify { socket: None },
@@ -71,20 +71,15 @@ impl SystemdNotify {
         }
     }
 
-    /// Whether there is a socket to notify.
-    pub fn is_enabled(&self) -> bool {
-        self.socket.is_some()
-    }
-
     /// Startup finished: listeners are bound and serving.
-    pub fn ready(&self, status: &str) {
+    pub(crate) fn ready(&self, status: &str) {
         self.send(&format!("READY=1\nSTATUS={}", one_line(status)));
     }
 
     /// A reload started; send [`SystemdNotify::ready`] when it is done (with
     /// `Type=notify-reload` systemd waits for it). `MONOTONIC_USEC` is
     /// required by that type; it is left out only if the clock cannot be read.
-    pub fn reloading(&self) {
+    pub(crate) fn reloading(&self) {
         let message = match monotonic_usec() {
             Some(usec) => format!("RELOADING=1\nMONOTONIC_USEC={usec}"),
             None => "RELOADING=1".to_owned(),
@@ -93,13 +88,8 @@ impl SystemdNotify {
     }
 
     /// Shutdown started.
-    pub fn stopping(&self) {
+    pub(crate) fn stopping(&self) {
         self.send("STOPPING=1");
-    }
-
-    /// A free-form status line, shown by `systemctl status`.
-    pub fn status(&self, status: &str) {
-        self.send(&format!("STATUS={}", one_line(status)));
     }
 
     fn send(&self, message: &str) {
@@ -151,7 +141,7 @@ mod tests {
         let path = dir.path().join("notify.sock");
         let systemd = UnixDatagram::bind(&path).unwrap();
         let notify = SystemdNotify::from_socket(path.as_os_str());
-        assert!(notify.is_enabled());
+        assert!(notify.socket.is_some());
 
         notify.ready("serving 2 listeners");
         assert_eq!(receive(&systemd), "READY=1\nSTATUS=serving 2 listeners");
@@ -165,8 +155,8 @@ mod tests {
             .unwrap();
         assert!(usec > 0);
 
-        notify.status("reloaded\ngeneration 2");
-        assert_eq!(receive(&systemd), "STATUS=reloaded generation 2");
+        notify.ready("reloaded\ngeneration 2");
+        assert_eq!(receive(&systemd), "READY=1\nSTATUS=reloaded generation 2");
 
         notify.stopping();
         assert_eq!(receive(&systemd), "STOPPING=1");
@@ -185,8 +175,10 @@ mod tests {
 
     #[test]
     fn unset_empty_or_unusable_means_disabled() {
-        assert!(!SystemdNotify::from_socket(OsStr::new("")).is_enabled());
-        assert!(!SystemdNotify::from_socket(OsStr::new("vsock:2:1234")).is_enabled());
+        assert!(SystemdNotify::from_socket(OsStr::new("")).socket.is_none());
+        assert!(SystemdNotify::from_socket(OsStr::new("vsock:2:1234"))
+            .socket
+            .is_none());
         // Nothing to send to: these must simply return.
         let none = SystemdNotify::from_socket(OsStr::new(""));
         none.ready("x");

@@ -29,7 +29,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{CertificateFiles, ListenerTls, PemFile, UpstreamTls};
 
 /// The crypto provider every TLS configuration of ginx uses.
-pub fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -38,7 +38,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// # Errors
 ///
 /// No certificate in the text, or one that is not valid PEM.
-pub fn parse_certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn parse_certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("not a valid PEM certificate file: {e}"))?;
@@ -55,7 +55,7 @@ pub fn parse_certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, Str
 ///
 /// What is wrong, ready to follow the file name: unparsable PEM, no key, an
 /// unsupported key type, or a key that does not match the certificate.
-pub fn certified_key(cert_pem: &str, key_pem: &str) -> Result<CertifiedKey, CertError> {
+pub(crate) fn certified_key(cert_pem: &str, key_pem: &str) -> Result<CertifiedKey, CertError> {
     let chain = parse_certificates(cert_pem).map_err(CertError::Cert)?;
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| {
         CertError::Key(format!(
@@ -73,7 +73,7 @@ pub fn certified_key(cert_pem: &str, key_pem: &str) -> Result<CertifiedKey, Cert
 
 /// What is wrong with a certificate/key pair, and in which of the two files.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CertError {
+pub(crate) enum CertError {
     /// The certificate file.
     #[error("{0}")]
     Cert(String),
@@ -88,7 +88,7 @@ pub enum CertError {
 /// # Errors
 ///
 /// The certificate cannot be parsed as X.509.
-pub fn certificate_names(leaf: &CertificateDer<'_>) -> Result<Vec<String>, String> {
+pub(crate) fn certificate_names(leaf: &CertificateDer<'_>) -> Result<Vec<String>, String> {
     let cert =
         webpki::EndEntityCert::try_from(leaf).map_err(|e| format!("not a valid X.509 certificate: {e:?}"))?;
     Ok(cert.valid_dns_names().map(str::to_ascii_lowercase).collect())
@@ -107,7 +107,7 @@ const LISTENER_ALPN: [&[u8]; 3] = [b"h2", b"http/1.1", b"http/1.0"];
 ///
 /// No certificate, or one that does not load (validation has normally
 /// caught that already); a `client_ca` with no usable CA certificate.
-pub fn server_config(tls: &ListenerTls) -> Result<Arc<ServerConfig>, String> {
+pub(crate) fn server_config(tls: &ListenerTls) -> Result<Arc<ServerConfig>, String> {
     let provider = provider();
     let resolver = CertificateBySni::new(&tls.certificates)?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
@@ -213,7 +213,7 @@ impl ResolvesServerCert for CertificateBySni {
 /// # Errors
 ///
 /// A `tls_ca` with no usable CA certificate, or no system roots at all.
-pub fn client_config(tls: &UpstreamTls, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, String> {
+pub(crate) fn client_config(tls: &UpstreamTls, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, String> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&TLS13, &TLS12])
@@ -247,7 +247,7 @@ pub fn client_config(tls: &UpstreamTls, alpn: &[&[u8]]) -> Result<Arc<ClientConf
 /// # Errors
 ///
 /// Neither a valid DNS name nor an IP address.
-pub fn server_name(tls: &UpstreamTls, host: &str) -> Result<ServerName<'static>, String> {
+pub(crate) fn server_name(tls: &UpstreamTls, host: &str) -> Result<ServerName<'static>, String> {
     let name = tls.server_name.as_deref().unwrap_or(host);
     let bare = name
         .strip_prefix('[')
@@ -362,7 +362,7 @@ fn load_system_roots() -> Result<Arc<RootCertStore>, String> {
 ///
 /// The handshake failed, or did not finish within `timeout`
 /// ([`io::ErrorKind::TimedOut`]).
-pub async fn accept(
+pub(crate) async fn accept(
     acceptor: &TlsAcceptor,
     stream: TcpStream,
     timeout: Duration,
@@ -406,7 +406,7 @@ async fn close_after_alert(mut stream: TcpStream) {
 }
 
 /// Whether the client and the listener agreed on HTTP/2 by ALPN.
-pub fn is_h2(stream: &TlsStream<TcpStream>) -> bool {
+pub(crate) fn is_h2(stream: &TlsStream<TcpStream>) -> bool {
     stream.get_ref().1.alpn_protocol() == Some(b"h2")
 }
 

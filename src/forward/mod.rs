@@ -18,6 +18,8 @@
 //! server's passive health ([`ServerState::record_failure`],
 //! [`ServerState::record_response`]).
 
+mod tunnel;
+
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::hash::{BuildHasher, RandomState};
@@ -36,31 +38,30 @@ use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::access_log::{AccessLogger, AccessRecord};
 use crate::balance::hash_key;
 use crate::config::{HashKey, UpstreamProtocol};
-use crate::conn::OpenStream;
-use crate::metrics::{OpenConnection, Outcome, RouteStats};
+use crate::forward::tunnel::Tunnel;
+use crate::observe::access_log::{AccessLogger, AccessRecord};
+use crate::observe::metrics::{OpenConnection, Outcome, RouteStats};
 use crate::table::{Live, Target};
-use crate::tunnel::Tunnel;
 use crate::upstream::{
     ConnectError, HoldOutReason, InFlight, Sender, ServerState, UpstreamBody, UpstreamPool,
 };
 
 /// What one client connection's requests share.
 #[derive(Debug)]
-pub struct ConnInfo {
+pub(crate) struct Connection {
     /// The listener that accepted the connection; the routing table is
     /// looked up by this name on every request.
-    pub listener: Arc<str>,
+    pub(crate) listener: Arc<str>,
     /// The peer address, for the access log.
-    pub client: SocketAddr,
+    pub(crate) client: SocketAddr,
     /// The peer's IP as a header value, made once per connection rather
     /// than once per request: most requests carry no `X-Forwarded-For` and
     /// then get exactly this value.
     client_ip: HeaderValue,
     /// The current routing table.
-    pub live: Live,
+    pub(crate) live: Live,
     /// Where tunnels (upgraded connections) run, so draining waits for them.
     tasks: TaskTracker,
     /// The listener's stop token, which tunnels watch.
@@ -72,11 +73,11 @@ pub struct ConnInfo {
     proto: HeaderValue,
 }
 
-impl ConnInfo {
+impl Connection {
     /// What requests on a connection from `client` to `listener` share;
     /// tunnels opened by its requests run in `tasks` and end `stop`'s
     /// shutdown timeout after it fires.
-    pub fn new(
+    pub(crate) fn new(
         listener: Arc<str>,
         client: SocketAddr,
         live: Live,
@@ -87,7 +88,7 @@ impl ConnInfo {
     ) -> Self {
         let client_ip =
             HeaderValue::from_str(&client.ip().to_string()).expect("an IP address is a valid header value");
-        ConnInfo {
+        Connection {
             listener,
             client,
             client_ip,
@@ -103,7 +104,7 @@ impl ConnInfo {
 /// Why a request could not be proxied. [`Error::status`] is the one place
 /// where a failure becomes an HTTP status.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// No route of the listener matches and it has no default upstream.
     #[error("no route matches")]
     NoRoute,
@@ -127,7 +128,7 @@ pub enum Error {
 
 /// How one attempt failed.
 #[derive(Debug, thiserror::Error)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// No connection could be established.
     #[error(transparent)]
     Connect(#[from] ConnectError),
@@ -168,7 +169,7 @@ impl Failure {
 
 impl Error {
     /// The status a client sees for this error.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Error::NoRoute => StatusCode::NOT_FOUND,
             Error::Failed { failure, .. } if failure.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
@@ -178,7 +179,10 @@ impl Error {
 }
 
 /// Serve one request. Never fails: errors become short plain-text responses.
-pub async fn handle(req: Request<Incoming>, conn: Arc<ConnInfo>) -> Result<Response<ProxyBody>, Infallible> {
+pub(crate) async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<Connection>,
+) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
     let (target, unmatched, access_log) = {
         let table = conn.live.load();
@@ -327,7 +331,7 @@ static HEX_PAIRS: [[u8; 2]; 256] = {
 struct AccessEntry {
     logger: AccessLogger,
     time: SystemTime,
-    conn: Arc<ConnInfo>,
+    conn: Arc<Connection>,
     method: http::Method,
     uri: Uri,
     version: Version,
@@ -346,7 +350,7 @@ impl AccessEntry {
     fn of(
         logger: AccessLogger,
         req: &Request<Incoming>,
-        conn: &Arc<ConnInfo>,
+        conn: &Arc<Connection>,
         new_id: Option<&HeaderValue>,
     ) -> Self {
         let header = |name: &HeaderName| req.headers().get(name).cloned();
@@ -420,7 +424,7 @@ async fn forward(
     req: Request<Incoming>,
     pool: &UpstreamPool,
     strip: Option<usize>,
-    conn: &ConnInfo,
+    conn: &Connection,
     new_id: Option<HeaderValue>,
 ) -> Result<(Response<ProxyBody>, Arc<ServerState>), Error> {
     let settings = &pool.settings;
@@ -539,7 +543,7 @@ async fn forward_upgrade(
     protocol: HeaderValue,
     pool: &UpstreamPool,
     strip: Option<usize>,
-    conn: &Arc<ConnInfo>,
+    conn: &Arc<Connection>,
     new_id: Option<HeaderValue>,
 ) -> Result<(Response<ProxyBody>, Arc<ServerState>), Error> {
     let settings = &pool.settings;
@@ -617,7 +621,7 @@ async fn forward_upgrade(
         stop: conn.stop.clone(),
         grace: conn.live.load().shutdown_timeout,
         in_flight,
-        connection: conn.clone(),
+        _connection: conn.clone(),
     };
     conn.tasks.spawn(tunnel.run());
     Ok((
@@ -686,7 +690,7 @@ async fn attempt(
 
 /// `read_timeout`, counted from when the request has been sent whole:
 /// at once for a request without a body, else from the end of the upload.
-/// Checked, not scheduled, like [`crate::timer`]'s deadlines: the client
+/// Checked, not scheduled, like [`crate::server::timer`]'s deadlines: the client
 /// connection's tick polls it.
 struct ReadDeadline<'a> {
     timeout: Duration,
@@ -778,7 +782,7 @@ fn log_hold_out(pool: &UpstreamPool, server: &ServerState, reason: HoldOutReason
 }
 
 /// The bytes consistent hashing hashes for this request.
-fn request_key(key: &HashKey, req: &Request<Incoming>, conn: &ConnInfo) -> u64 {
+fn request_key(key: &HashKey, req: &Request<Incoming>, conn: &Connection) -> u64 {
     match key {
         HashKey::ClientIp => hash_key(conn.client_ip.as_bytes()),
         HashKey::Uri => hash_key(
@@ -808,7 +812,7 @@ fn request_key(key: &HashKey, req: &Request<Incoming>, conn: &ConnInfo) -> u64 {
 fn upstream_request(
     req: Request<Incoming>,
     strip: Option<usize>,
-    conn: &ConnInfo,
+    conn: &Connection,
     new_id: Option<HeaderValue>,
 ) -> Request<Incoming> {
     let client_ip = &conn.client_ip;
@@ -935,7 +939,6 @@ fn upstream_response(
             in_flight: Some(in_flight),
         },
         completion: None,
-        stream: None,
     };
     body.release_if_done();
     Response::from_parts(parts, body)
@@ -1080,12 +1083,10 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
 /// The body of every response ginx sends: an upstream's body, streamed, or
 /// one built here (respond routes, errors).
 #[derive(Debug)]
-pub struct ProxyBody {
+pub(crate) struct ProxyBody {
     kind: Kind,
     /// Recorded when the body is dropped (after its end, or abandoned).
     completion: Option<Box<Completion>>,
-    /// The HTTP/2 stream this body answers, counted open until it drops.
-    stream: Option<OpenStream>,
 }
 
 #[derive(Debug)]
@@ -1103,17 +1104,11 @@ enum Kind {
 
 impl ProxyBody {
     /// A body of fixed bytes.
-    pub fn full(data: Bytes) -> Self {
+    pub(crate) fn full(data: Bytes) -> Self {
         ProxyBody {
             kind: Kind::Full((!data.is_empty()).then_some(data)),
             completion: None,
-            stream: None,
         }
-    }
-
-    /// Keep `stream` counted as open until this body is done with.
-    pub fn hold(&mut self, stream: OpenStream) {
-        self.stream = Some(stream);
     }
 
     fn release_if_done(&mut self) {

@@ -51,37 +51,37 @@ const FLUSH_ON_DROP_WAIT: Duration = Duration::from_secs(1);
 /// What one request leaves in the access log. Borrowed from the request path:
 /// building one allocates nothing.
 #[derive(Debug, Clone)]
-pub struct AccessRecord<'a> {
+pub(crate) struct AccessRecord<'a> {
     /// When the request started.
-    pub time: SystemTime,
+    pub(crate) time: SystemTime,
     /// The client's address (only the IP is logged, as nginx's `$remote_addr`).
-    pub client: SocketAddr,
+    pub(crate) client: SocketAddr,
     /// The listener's name.
-    pub listener: &'a str,
+    pub(crate) listener: &'a str,
     /// The request method.
-    pub method: &'a Method,
+    pub(crate) method: &'a Method,
     /// The request target as received.
-    pub target: &'a Uri,
+    pub(crate) target: &'a Uri,
     /// The request's protocol version.
-    pub version: Version,
+    pub(crate) version: Version,
     /// The `Host` header (or the HTTP/2 authority).
-    pub host: Option<&'a str>,
+    pub(crate) host: Option<&'a str>,
     /// The response status sent to the client.
-    pub status: u16,
+    pub(crate) status: u16,
     /// Response body bytes sent to the client.
-    pub bytes_sent: u64,
+    pub(crate) bytes_sent: u64,
     /// From the request's start until the response body ended.
-    pub duration: Duration,
+    pub(crate) duration: Duration,
     /// The server that answered; `None` for `respond` routes and errors.
-    pub upstream: Option<&'a str>,
+    pub(crate) upstream: Option<&'a str>,
     /// From the request's start until the upstream's response header.
-    pub upstream_time: Option<Duration>,
+    pub(crate) upstream_time: Option<Duration>,
     /// The request's id (which may come from the client).
-    pub request_id: &'a str,
+    pub(crate) request_id: &'a str,
     /// The `Referer` header.
-    pub referer: Option<&'a HeaderValue>,
+    pub(crate) referer: Option<&'a HeaderValue>,
     /// The `User-Agent` header.
-    pub user_agent: Option<&'a HeaderValue>,
+    pub(crate) user_agent: Option<&'a HeaderValue>,
 }
 
 /// The access log writer. Cheap to clone; every clone feeds the same writer
@@ -91,7 +91,7 @@ pub struct AccessRecord<'a> {
 /// [`AccessLogger::wait_on_drop`] was called: the end of `run` does, so
 /// that the last lines are written before the process exits.
 #[derive(Clone)]
-pub struct AccessLogger {
+pub(crate) struct AccessLogger {
     inner: Arc<Inner>,
 }
 
@@ -151,7 +151,7 @@ impl AccessLogger {
     /// # Errors
     ///
     /// The file cannot be opened, or the thread cannot be spawned.
-    pub fn start(config: &AccessLog) -> io::Result<AccessLogger> {
+    pub(crate) fn start(config: &AccessLog) -> io::Result<AccessLogger> {
         let target = match &config.path {
             Some(path) => Target::File(open_append(path)?),
             None => Target::Stdout(io::stdout()),
@@ -196,7 +196,7 @@ impl AccessLogger {
     /// Log one request. Formats on the calling thread, then queues the line
     /// without waiting: when the writer is behind, the line is dropped and
     /// counted ([`AccessLogger::dropped`]).
-    pub fn log(&self, record: &AccessRecord<'_>) {
+    pub(crate) fn log(&self, record: &AccessRecord<'_>) {
         let line = format_line(self.inner.config.format, record);
         // Full: the writer is behind. Disconnected cannot happen while a
         // logger exists unless the writer panicked; either way the line has
@@ -209,14 +209,14 @@ impl AccessLogger {
     /// Make dropping the last clone wait (up to one second) until the
     /// writer has flushed and ended: for the end of the process, where
     /// blocking is fine and unwritten lines would be lost.
-    pub fn wait_on_drop(&self) {
+    pub(crate) fn wait_on_drop(&self) {
         self.inner.finished.wait.store(true, Ordering::Relaxed);
     }
 
     /// Make the writer re-open its path (after logrotate renamed the file):
     /// lines queued before go to the old file, later ones to a new file at
     /// the same path. Does nothing when logging to stdout.
-    pub fn reopen(&self) {
+    pub(crate) fn reopen(&self) {
         if self.inner.config.path.is_none() {
             return;
         }
@@ -225,13 +225,13 @@ impl AccessLogger {
     }
 
     /// Lines dropped so far because the writer fell behind.
-    pub fn dropped(&self) -> u64 {
+    pub(crate) fn dropped(&self) -> u64 {
         self.inner.shared.dropped.load(Ordering::Relaxed)
     }
 
     /// The configuration this logger was started with, so a reload can tell
     /// whether it needs a new one.
-    pub fn config(&self) -> &AccessLog {
+    pub(crate) fn config(&self) -> &AccessLog {
         &self.inner.config
     }
 }

@@ -9,13 +9,13 @@
 //!
 //! This module owns the protocol settings; it does not own the connection's
 //! lifetime (ticks, deadlines, draining: [`crate::server`]) nor what a request
-//! does ([`crate::proxy`]).
+//! does ([`crate::forward`]).
 //!
 //! # HTTP/1.1
 //!
 //! Keep-alive on; request heads up to [`MAX_HEADER_SIZE`] (else 431);
 //! `header_read_timeout` through [`CheckedTimer`]; upgrades (WebSocket and
-//! any `Upgrade`) are served, see [`crate::tunnel`].
+//! any `Upgrade`) are served, see [`crate::forward::tunnel`].
 //!
 //! # HTTP/2
 //!
@@ -43,25 +43,25 @@ use hyper::server::conn::{http1, http2};
 use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
-use crate::timer::CheckedTimer;
+use super::timer::CheckedTimer;
 
 /// Largest request head (request line and headers) accepted; larger ones
 /// get 431. nginx's default limit is 4 buffers of 8 KiB; hyper's default
 /// is its whole read buffer, about 400 KiB.
-pub const MAX_HEADER_SIZE: usize = 32 * 1024;
+pub(crate) const MAX_HEADER_SIZE: usize = 32 * 1024;
 
 /// Most streams one HTTP/2 client may have open at once.
-pub const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+pub(crate) const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
 
 /// Largest HTTP/2 header list (uncompressed, RFC 9113 6.5.2) accepted.
-pub const H2_MAX_HEADER_LIST_SIZE: u32 = MAX_HEADER_SIZE as u32;
+pub(crate) const H2_MAX_HEADER_LIST_SIZE: u32 = MAX_HEADER_SIZE as u32;
 
 /// The HTTP/2 connection preface a prior-knowledge client starts with.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// The HTTP version a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Version {
+pub(crate) enum Version {
     /// HTTP/1.x.
     Http1,
     /// HTTP/2.
@@ -70,7 +70,7 @@ pub enum Version {
 
 /// hyper's connection builders with ginx's settings, one pair per worker.
 #[derive(Clone, Debug)]
-pub struct Builders {
+pub(crate) struct Builders {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
 }
@@ -98,14 +98,14 @@ impl Default for Builders {
 impl Builders {
     /// The HTTP/1.1 builder for one connection, with its header-read
     /// timeout (fixed for the connection's life).
-    pub fn http1(&self, header_read_timeout: Duration) -> http1::Builder {
+    pub(crate) fn http1(&self, header_read_timeout: Duration) -> http1::Builder {
         let mut http1 = self.http1.clone();
         http1.header_read_timeout(header_read_timeout);
         http1
     }
 
     /// The HTTP/2 builder.
-    pub fn http2(&self) -> &http2::Builder<TokioExecutor> {
+    pub(crate) fn http2(&self) -> &http2::Builder<TokioExecutor> {
         &self.http2
     }
 }
@@ -118,7 +118,7 @@ impl Builders {
 ///
 /// Whatever reading fails with; an EOF before a decision is HTTP/1.1 (hyper
 /// then sees the EOF itself).
-pub async fn detect<I: AsyncRead + Unpin>(mut io: I) -> io::Result<(Version, Prefixed<I>)> {
+pub(crate) async fn detect<I: AsyncRead + Unpin>(mut io: I) -> io::Result<(Version, Prefixed<I>)> {
     let mut prefix = [0u8; 24];
     let mut filled = 0;
     let version = loop {
@@ -146,23 +146,11 @@ pub async fn detect<I: AsyncRead + Unpin>(mut io: I) -> io::Result<(Version, Pre
 /// An IO whose first reads return bytes already read from it (by
 /// [`detect`]); a single branch per read afterwards.
 #[derive(Debug)]
-pub struct Prefixed<I> {
+pub(crate) struct Prefixed<I> {
     io: I,
     prefix: [u8; 24],
     start: u8,
     end: u8,
-}
-
-impl<I> Prefixed<I> {
-    /// `io` with nothing to replay.
-    pub fn new(io: I) -> Self {
-        Prefixed {
-            io,
-            prefix: [0; 24],
-            start: 0,
-            end: 0,
-        }
-    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
@@ -206,7 +194,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
 }
 
 /// A hyper server connection that can be asked to finish gracefully.
-pub trait Graceful: std::future::Future<Output = hyper::Result<()>> {
+pub(crate) trait Graceful: std::future::Future<Output = hyper::Result<()>> {
     /// Stop taking requests; finish those in flight.
     fn graceful_shutdown(self: Pin<&mut Self>);
 }
@@ -243,7 +231,7 @@ where
 /// none, so the connection task can close it when idle. Shared with the
 /// stream tasks, hence atomics (they all run on the same worker thread).
 #[derive(Debug)]
-pub struct StreamCount {
+pub(crate) struct StreamCount {
     origin: Instant,
     open: AtomicUsize,
     /// Milliseconds since `origin` at which the last stream ended.
@@ -262,13 +250,13 @@ impl Default for StreamCount {
 
 impl StreamCount {
     /// Count a stream as open until the guard drops.
-    pub fn open(self: &Arc<Self>) -> OpenStream {
+    pub(crate) fn open(self: &Arc<Self>) -> OpenStream {
         self.open.fetch_add(1, Ordering::Relaxed);
         OpenStream(self.clone())
     }
 
     /// How long the connection has had no open stream (zero while it has).
-    pub fn idle_for(&self) -> Duration {
+    pub(crate) fn idle_for(&self) -> Duration {
         if self.open.load(Ordering::Relaxed) != 0 {
             return Duration::ZERO;
         }
@@ -277,9 +265,44 @@ impl StreamCount {
     }
 }
 
+/// An HTTP/2 response body that keeps its stream counted as open until it
+/// is dropped; HTTP/1.1 bodies are not wrapped.
+#[derive(Debug)]
+pub(crate) struct StreamBody<B> {
+    inner: B,
+    _open: OpenStream,
+}
+
+impl<B> StreamBody<B> {
+    /// `inner`, counted open as `open` until dropped.
+    pub(crate) fn new(inner: B, open: OpenStream) -> Self {
+        StreamBody { inner, _open: open }
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for StreamBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// One open HTTP/2 stream; dropped with the response body.
 #[derive(Debug)]
-pub struct OpenStream(Arc<StreamCount>);
+pub(crate) struct OpenStream(Arc<StreamCount>);
 
 impl Drop for OpenStream {
     fn drop(&mut self) {

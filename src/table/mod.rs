@@ -18,30 +18,30 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::StatusCode;
 
-use crate::access_log::AccessLogger;
 use crate::balance::{Ketama, LeastConn, Policy, Random, RoundRobin};
 use crate::config::{self, Balance, Config, HostPattern, RouteAction};
 use crate::dns::Resolved;
-use crate::metrics::{ListenerStats, RouteStats};
+use crate::observe::access_log::AccessLogger;
+use crate::observe::metrics::{ListenerStats, RouteStats};
 use crate::upstream::{PoolState, ServerState, Tier, UpstreamPool};
 
 /// The swappable handle to the current table.
-pub type Live = Arc<ArcSwap<RoutingTable>>;
+pub(crate) type Live = Arc<ArcSwap<RoutingTable>>;
 
 /// One generation of the routing configuration.
 #[derive(Debug)]
-pub struct RoutingTable {
+pub(crate) struct RoutingTable {
     /// 1 at start, +1 for every applied reload.
-    pub generation: u64,
+    pub(crate) generation: u64,
     /// Where to log one line per request, if anywhere. Opened by the
     /// control plane (opening can fail; building cannot), set after build.
-    pub access_log: Option<AccessLogger>,
+    pub(crate) access_log: Option<AccessLogger>,
     /// How long a stopping connection may take to finish.
-    pub shutdown_timeout: std::time::Duration,
+    pub(crate) shutdown_timeout: std::time::Duration,
     /// How long to keep serving after SIGTERM before draining.
-    pub shutdown_delay: std::time::Duration,
+    pub(crate) shutdown_delay: std::time::Duration,
     /// How long a client may take to send a request head (and stay idle).
-    pub header_read_timeout: std::time::Duration,
+    pub(crate) header_read_timeout: std::time::Duration,
     listeners: HashMap<Arc<str>, Router>,
     upstreams: HashMap<Arc<str>, Arc<UpstreamPool>>,
     /// The counters of every route, for the scrape and the next snapshot.
@@ -50,7 +50,7 @@ pub struct RoutingTable {
 
 /// What a matching route does.
 #[derive(Debug, Clone)]
-pub enum Target {
+pub(crate) enum Target {
     /// Forward to a pool; `strip` is the length of the prefix to remove from
     /// the path, if the route strips it.
     Proxy {
@@ -74,15 +74,6 @@ pub enum Target {
     },
 }
 
-impl Target {
-    /// The route's counters.
-    pub fn stats(&self) -> &Arc<RouteStats> {
-        match self {
-            Target::Proxy { stats, .. } | Target::Respond { stats, .. } => stats,
-        }
-    }
-}
-
 /// The routes of one listener.
 ///
 /// Matching: the most specific host group first (an exact host, then
@@ -91,21 +82,21 @@ impl Target {
 /// ties). A group with no matching path falls through to the next, and when
 /// nothing matches, the listener's default upstream takes the request.
 #[derive(Debug)]
-pub struct Router {
+pub(crate) struct Router {
     exact: HashMap<Box<str>, PathRoutes>,
     /// Sorted by suffix length, longest first.
     wildcard: Vec<(Box<str>, PathRoutes)>,
     any_host: PathRoutes,
     default: Option<Target>,
     /// Connections and bytes of the listener.
-    pub stats: Arc<ListenerStats>,
+    pub(crate) stats: Arc<ListenerStats>,
     /// Counters of requests no route matched (answered 404).
-    pub unmatched: Arc<RouteStats>,
+    pub(crate) unmatched: Arc<RouteStats>,
     /// `Some` on a TLS listener: the rustls configuration new handshakes
     /// use (so a reload with new certificates applies to new connections
     /// only), or why it could not be built, in which case the listener
     /// refuses connections rather than serve them in the clear.
-    pub tls: Option<Result<Arc<rustls::ServerConfig>, String>>,
+    pub(crate) tls: Option<Result<Arc<rustls::ServerConfig>, String>>,
 }
 
 /// Routes of one host group, longest prefix first.
@@ -124,7 +115,7 @@ impl PathRoutes {
 impl Router {
     /// The target for a request to `host` (as sent: any case, maybe with a
     /// port) and `path`.
-    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Target> {
+    pub(crate) fn route(&self, host: Option<&str>, path: &str) -> Option<&Target> {
         if let Some(host) = host.map(normalize_host) {
             if let Some(target) = self.exact.get(&*host).and_then(|r| r.matching(path)) {
                 return Some(target);
@@ -153,7 +144,7 @@ fn normalize_host(host: &str) -> std::borrow::Cow<'_, str> {
 
 /// A `Host` value without its port: `[::1]:8080` or `example.com:8080`,
 /// but not a bare `[::1]`.
-pub fn strip_port(host: &str) -> &str {
+pub(crate) fn strip_port(host: &str) -> &str {
     match host.rfind(':') {
         Some(i) if !host[i..].contains(']') => &host[..i],
         _ => host,
@@ -164,7 +155,7 @@ impl RoutingTable {
     /// Build generation `generation` of the table from `config` (with its
     /// host names `resolved`), taking over server and pool state from
     /// `previous`.
-    pub fn build(
+    pub(crate) fn build(
         config: &Config,
         resolved: &Resolved,
         previous: Option<&RoutingTable>,
@@ -197,7 +188,7 @@ impl RoutingTable {
     }
 
     /// A table that routes nothing, until the first configuration is built.
-    pub fn empty() -> Self {
+    pub(crate) fn empty() -> Self {
         RoutingTable {
             generation: 0,
             access_log: None,
@@ -211,29 +202,29 @@ impl RoutingTable {
     }
 
     /// The counters of every route.
-    pub fn route_stats(&self) -> impl Iterator<Item = &Arc<RouteStats>> {
+    pub(crate) fn route_stats(&self) -> impl Iterator<Item = &Arc<RouteStats>> {
         self.route_stats.iter()
     }
 
     /// The counters of every listener, by name.
-    pub fn listener_stats(&self) -> impl Iterator<Item = (&str, &Arc<ListenerStats>)> {
+    pub(crate) fn listener_stats(&self) -> impl Iterator<Item = (&str, &Arc<ListenerStats>)> {
         self.listeners
             .iter()
             .map(|(name, router)| (&**name, &router.stats))
     }
 
     /// The router of a listener, by name.
-    pub fn router(&self, listener: &str) -> Option<&Router> {
+    pub(crate) fn router(&self, listener: &str) -> Option<&Router> {
         self.listeners.get(listener)
     }
 
     /// An upstream pool by name.
-    pub fn upstream(&self, name: &str) -> Option<&Arc<UpstreamPool>> {
+    pub(crate) fn upstream(&self, name: &str) -> Option<&Arc<UpstreamPool>> {
         self.upstreams.get(name)
     }
 
     /// Every upstream pool.
-    pub fn upstreams(&self) -> impl Iterator<Item = &Arc<UpstreamPool>> {
+    pub(crate) fn upstreams(&self) -> impl Iterator<Item = &Arc<UpstreamPool>> {
         self.upstreams.values()
     }
 }

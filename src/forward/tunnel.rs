@@ -5,7 +5,7 @@
 //!
 //! This module owns the life of a tunnel once both sides have switched
 //! protocols; deciding whether a request is an upgrade and sending it is
-//! [`crate::proxy`]'s job.
+//! [`crate::forward`]'s job.
 //!
 //! A tunnel holds what it needs (the two connections and the server's
 //! in-flight count), not the routing snapshot, so a reload never cuts it.
@@ -30,7 +30,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy::ConnInfo;
+use crate::forward::Connection;
 use crate::upstream::InFlight;
 
 /// Longest interval between idleness checks; shorter timeouts are checked
@@ -39,29 +39,29 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// The two sides of a tunnel about to open, and its limits.
 #[derive(Debug)]
-pub struct Tunnel {
+pub(super) struct Tunnel {
     /// The client's connection, available once the 101 has been written.
-    pub client: OnUpgrade,
+    pub(crate) client: OnUpgrade,
     /// The upstream's connection, available once its 101 has been read.
-    pub upstream: OnUpgrade,
+    pub(crate) upstream: OnUpgrade,
     /// Close after this long without a byte in either direction.
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// The listener's stop token.
-    pub stop: CancellationToken,
+    pub(crate) stop: CancellationToken,
     /// How long a stopping tunnel may go on (the shutdown timeout).
-    pub grace: Duration,
+    pub(crate) grace: Duration,
     /// Counts the tunnel as one of its server's in-flight requests, so
     /// `least_conn` sees long-lived connections.
-    pub in_flight: InFlight,
+    pub(crate) in_flight: InFlight,
     /// Keeps the client connection counted open (it outlives its HTTP
-    /// connection task).
-    pub connection: Arc<ConnInfo>,
+    /// connection task); held, never read.
+    pub(super) _connection: Arc<Connection>,
 }
 
 impl Tunnel {
     /// Wait for both sides to switch, then copy until one closes, the
     /// tunnel is idle for `idle_timeout`, or `grace` after `stop`.
-    pub async fn run(self) {
+    pub(super) async fn run(self) {
         let server = self.in_flight.server().name.clone();
         let (client, upstream) = match tokio::try_join!(self.client, self.upstream) {
             Ok(sides) => sides,

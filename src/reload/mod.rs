@@ -23,7 +23,6 @@
 //! [`ListenerSet`]; it is the only writer of [`Live`].
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -33,85 +32,24 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep, sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::access_log::AccessLogger;
-use crate::admin::{AdminContext, AdminServer};
+use crate::admin::{AdminContext, AdminServer, Attempt, AttemptOutcome, Published, Trigger};
 use crate::config::{self, Config, Errors, Source};
 use crate::dns::Discovery;
-use crate::notify::SystemdNotify;
+use crate::observe::access_log::AccessLogger;
+use crate::observe::LogControl;
 use crate::server::{ListenerSet, Workers};
+use crate::systemd::SystemdNotify;
 use crate::table::{Live, RoutingTable};
-use crate::LogControl;
 
 /// How often files are re-read when no event arrives.
-pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// Quiet time after the last event before reloading.
 const DEBOUNCE_QUIET: Duration = Duration::from_millis(100);
 /// Longest delay between the first event of a burst and the reload.
 const DEBOUNCE_MAX: Duration = Duration::from_millis(500);
 
-/// Why a reload was attempted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    /// A file system event in a watched directory.
-    FileEvent,
-    /// SIGHUP: always reports its outcome, even when nothing changed.
-    Signal,
-    /// The periodic re-read.
-    Poll,
-}
-
-/// What the control plane tells the admin endpoint about itself; replaced
-/// whole after every reload attempt.
-#[derive(Debug, Clone)]
-pub struct Published {
-    /// The main configuration file.
-    pub path: PathBuf,
-    /// The active configuration.
-    pub config: Arc<Config>,
-    /// Its generation.
-    pub generation: u64,
-    /// When it was applied.
-    pub applied_at: SystemTime,
-    /// The last reload attempt that found something to do (or SIGHUP).
-    pub last_attempt: Option<Attempt>,
-    /// Reloads applied since start.
-    pub reloads_applied: u64,
-    /// Reloads rejected since start.
-    pub reloads_rejected: u64,
-    /// Listeners: name, configured address, bound address.
-    pub listeners: Vec<(String, SocketAddr, Option<SocketAddr>)>,
-}
-
-/// One reload attempt.
-#[derive(Debug, Clone)]
-pub struct Attempt {
-    /// When it finished.
-    pub at: SystemTime,
-    /// What started it.
-    pub trigger: Trigger,
-    /// How it ended.
-    pub outcome: AttemptOutcome,
-}
-
-/// How a reload attempt ended.
-#[derive(Debug, Clone)]
-pub enum AttemptOutcome {
-    /// A new generation is serving.
-    Applied {
-        /// Its number.
-        generation: u64,
-    },
-    /// The files say what is already active (SIGHUP only).
-    Unchanged,
-    /// The configuration was refused; the old one keeps serving.
-    Rejected {
-        /// Every error, as `FILE:LINE:COL: message`.
-        errors: Vec<String>,
-    },
-}
-
 /// The control plane's state: the active configuration and its listeners.
-pub struct Reloader {
+pub(crate) struct Reloader {
     path: PathBuf,
     live: Live,
     active: Arc<Config>,
@@ -141,7 +79,7 @@ impl Reloader {
     ///
     /// When a listener cannot be bound.
     #[allow(clippy::too_many_arguments)]
-    pub fn start(
+    pub(crate) fn start(
         path: PathBuf,
         config: Config,
         workers: &Workers,
@@ -242,21 +180,11 @@ impl Reloader {
         }
     }
 
-    /// The generation being served.
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
-    /// The address a listener is bound to.
-    pub fn local_addr(&self, listener: &str) -> Option<std::net::SocketAddr> {
-        self.listeners.local_addr(listener)
-    }
-
     /// Re-read the configuration and apply it if it changed and is valid.
     /// Never disturbs what is serving when it fails. systemd hears
     /// `RELOADING=1` for every SIGHUP (what `Type=notify-reload` waits for)
     /// and every change applied, then `READY=1` whatever the outcome.
-    pub async fn reload(&mut self, trigger: Trigger, workers: &Workers) {
+    pub(crate) async fn reload(&mut self, trigger: Trigger, workers: &Workers) {
         let generation = self.generation;
         if trigger == Trigger::Signal {
             self.notify.reloading();
@@ -373,7 +301,7 @@ impl Reloader {
     /// every listening socket (workers keep accepting on their own copies
     /// until their listeners are cancelled). The admin endpoint is handed
     /// back: it must keep answering while the process drains.
-    pub async fn run(mut self, workers: &Workers, stop: CancellationToken) -> Option<AdminServer> {
+    pub(crate) async fn run(mut self, workers: &Workers, stop: CancellationToken) -> Option<AdminServer> {
         let (events_tx, mut events) = mpsc::channel(1);
         let mut watcher = DirWatcher::new(events_tx);
         watcher.follow(&self.active);
@@ -428,7 +356,7 @@ impl Reloader {
 /// # Errors
 ///
 /// The log file cannot be opened.
-pub fn access_logger(
+pub(crate) fn access_logger(
     config: &Config,
     running: Option<&AccessLogger>,
 ) -> anyhow::Result<Option<AccessLogger>> {

@@ -1,0 +1,247 @@
+//! The Prometheus exposition (OpenMetrics text) of one routing snapshot:
+//! every counter of [`crate::observe::metrics`], read where it lives, plus
+//! the gauges read from the state that owns them (health, in-flight).
+//!
+//! This module only reads; it owns no counter. A scrape walks the snapshot
+//! it was given, so it never sees half of a reload.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::observe::metrics::{ListenerStats, Outcome, RouteStats};
+use crate::table::RoutingTable;
+
+/// What the control plane knows that the snapshot does not.
+#[derive(Debug, Clone, Default)]
+pub(super) struct ControlFacts {
+    /// Reloads applied.
+    pub(crate) reloads_applied: u64,
+    /// Reloads rejected (invalid configuration or a failed bind).
+    pub(crate) reloads_rejected: u64,
+    /// Unix time of the last applied configuration (the start counts).
+    pub(crate) last_applied_unix: f64,
+}
+
+/// The Prometheus text exposition (OpenMetrics) of `table` and `control`.
+pub(super) fn encode(table: Arc<RoutingTable>, control: ControlFacts) -> String {
+    let mut registry = Registry::with_prefix("ginx");
+    registry.register_collector(Box::new(Scrape { table, control }));
+    let mut out = String::with_capacity(16 * 1024);
+    prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
+    out
+}
+
+/// One scrape: the snapshot it reads.
+#[derive(Debug)]
+struct Scrape {
+    table: Arc<RoutingTable>,
+    control: ControlFacts,
+}
+
+type Labels<'a> = Vec<(&'static str, &'a str)>;
+
+/// A metric read from one object: name, help, type and how to read it.
+type ReadMetric<T> = (&'static str, &'static str, MetricType, fn(&T) -> i64);
+
+/// The label set of exemplars, which ginx does not use.
+type NoLabels = prometheus_client::encoding::NoLabelSet;
+
+impl prometheus_client::collector::Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let table = &*self.table;
+        let routes: Vec<&Arc<RouteStats>> = table.route_stats().collect();
+
+        let mut family = encoder.encode_descriptor(
+            "http_requests",
+            "Responses sent, by listener, route, upstream and status class.",
+            None,
+            MetricType::Counter,
+        )?;
+        for stats in &routes {
+            for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+                let labels: Labels<'_> = vec![
+                    ("listener", &stats.listener),
+                    ("route", &stats.route),
+                    ("upstream", &stats.upstream),
+                    ("class", class),
+                ];
+                family
+                    .encode_family(&labels)?
+                    .encode_counter::<NoLabels, _, f64>(&stats.responses[i].load(Ordering::Relaxed), None)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "http_request_duration_seconds",
+            "Time from a request's arrival to the end of its response body.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for stats in &routes {
+            let labels: Labels<'_> = vec![("listener", &stats.listener), ("route", &stats.route)];
+            let (sum, count, buckets) = stats.duration.read();
+            family
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabels>(sum, count, &buckets, None)?;
+        }
+
+        let listeners: Vec<(&str, &Arc<ListenerStats>)> = table.listener_stats().collect();
+        let gauges: [ReadMetric<ListenerStats>; 4] = [
+            (
+                "client_connections_open",
+                "Client connections open now.",
+                MetricType::Gauge,
+                |s| s.open.load(Ordering::Relaxed),
+            ),
+            (
+                "client_connections",
+                "Client connections accepted.",
+                MetricType::Counter,
+                |s| s.accepted.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "client_received_bytes",
+                "Bytes received from clients.",
+                MetricType::Counter,
+                |s| s.bytes_in.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "client_sent_bytes",
+                "Bytes sent to clients.",
+                MetricType::Counter,
+                |s| s.bytes_out.load(Ordering::Relaxed) as i64,
+            ),
+        ];
+        for (name, help, kind, read) in gauges {
+            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+            for (listener, stats) in &listeners {
+                let labels: Labels<'_> = vec![("listener", listener)];
+                let mut metric = family.encode_family(&labels)?;
+                match kind {
+                    MetricType::Counter => {
+                        metric.encode_counter::<NoLabels, _, f64>(&(read(stats) as u64), None)?
+                    }
+                    _ => metric.encode_gauge(&read(stats))?,
+                }
+            }
+        }
+
+        let servers: Vec<(&str, &Arc<crate::upstream::ServerState>)> = table
+            .upstreams()
+            .flat_map(|pool| pool.servers().map(move |s| (&*pool.name, s)))
+            .collect();
+        let mut family = encoder.encode_descriptor(
+            "upstream_attempts",
+            "Attempts on upstream servers, by outcome (ok, 5xx, connect_error, timeout, reset).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (upstream, server) in &servers {
+            for outcome in Outcome::ALL {
+                let labels: Labels<'_> = vec![
+                    ("upstream", upstream),
+                    ("server", &server.name),
+                    ("outcome", outcome.label()),
+                ];
+                family
+                    .encode_family(&labels)?
+                    .encode_counter::<NoLabels, _, f64>(&server.stats.attempts(outcome), None)?;
+            }
+        }
+        let server_gauges: [ReadMetric<crate::upstream::ServerState>; 3] = [
+            (
+                "upstream_server_up",
+                "1 when the server takes requests (health checks and passive health agree), else 0.",
+                MetricType::Gauge,
+                |s| i64::from(s.is_available()),
+            ),
+            (
+                "upstream_server_health_check_up",
+                "What active health checks say (1 without checks).",
+                MetricType::Gauge,
+                |s| i64::from(s.is_up()),
+            ),
+            (
+                "upstream_server_in_flight",
+                "Requests sent to the server and not yet answered in full.",
+                MetricType::Gauge,
+                |s| s.in_flight() as i64,
+            ),
+        ];
+        for (name, help, _, read) in server_gauges {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (upstream, server) in &servers {
+                let labels: Labels<'_> = vec![("upstream", upstream), ("server", &server.name)];
+                family.encode_family(&labels)?.encode_gauge(&read(server))?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "upstream_retries",
+            "Attempts made after a first one failed, by upstream.",
+            None,
+            MetricType::Counter,
+        )?;
+        for pool in table.upstreams() {
+            let labels: Labels<'_> = vec![("upstream", &pool.name)];
+            family
+                .encode_family(&labels)?
+                .encode_counter::<NoLabels, _, f64>(&pool.state().retries(), None)?;
+        }
+
+        let control = &self.control;
+        encoder
+            .encode_descriptor(
+                "config_generation",
+                "Generation of the configuration being served (1 at start, +1 per applied reload).",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&(table.generation as i64))?;
+        let mut family = encoder.encode_descriptor(
+            "config_reloads",
+            "Reload attempts that found a change, by result (applied, rejected).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, n) in [
+            ("applied", control.reloads_applied),
+            ("rejected", control.reloads_rejected),
+        ] {
+            family
+                .encode_family(&vec![("result", result)])?
+                .encode_counter::<NoLabels, _, f64>(&n, None)?;
+        }
+        encoder
+            .encode_descriptor(
+                "config_last_applied_timestamp_seconds",
+                "Unix time at which the configuration being served was applied.",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&control.last_applied_unix)?;
+        encoder
+            .encode_descriptor(
+                "access_log_dropped_lines",
+                "Access log lines dropped because the writer fell behind (by the current log).",
+                None,
+                MetricType::Counter,
+            )?
+            .encode_counter::<NoLabels, _, f64>(
+                &table.access_log.as_ref().map_or(0, |log| log.dropped()),
+                None,
+            )?;
+        let info: Labels<'_> = vec![("version", env!("CARGO_PKG_VERSION"))];
+        prometheus_client::metrics::info::Info::new(info).encode(encoder.encode_descriptor(
+            "build",
+            "The running ginx.",
+            None,
+            MetricType::Info,
+        )?)?;
+        Ok(())
+    }
+}

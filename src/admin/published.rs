@@ -1,0 +1,73 @@
+//! What the control plane tells the admin endpoint about itself: the
+//! active configuration, its generation, the last reload attempt and the
+//! bound listeners. The reloader writes a new [`Published`] after every
+//! attempt; the endpoint only reads it. It lives here, with its reader, so
+//! that the admin endpoint does not depend on the reloader that starts it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::config::Config;
+
+/// Why a reload was attempted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Trigger {
+    /// A file system event in a watched directory.
+    FileEvent,
+    /// SIGHUP: always reports its outcome, even when nothing changed.
+    Signal,
+    /// The periodic re-read.
+    Poll,
+}
+
+/// What the control plane tells the admin endpoint about itself; replaced
+/// whole after every reload attempt.
+#[derive(Debug, Clone)]
+pub(crate) struct Published {
+    /// The main configuration file.
+    pub(crate) path: PathBuf,
+    /// The active configuration.
+    pub(crate) config: Arc<Config>,
+    /// Its generation.
+    pub(crate) generation: u64,
+    /// When it was applied.
+    pub(crate) applied_at: SystemTime,
+    /// The last reload attempt that found something to do (or SIGHUP).
+    pub(crate) last_attempt: Option<Attempt>,
+    /// Reloads applied since start.
+    pub(crate) reloads_applied: u64,
+    /// Reloads rejected since start.
+    pub(crate) reloads_rejected: u64,
+    /// Listeners: name, configured address, bound address.
+    pub(crate) listeners: Vec<(String, SocketAddr, Option<SocketAddr>)>,
+}
+
+/// One reload attempt.
+#[derive(Debug, Clone)]
+pub(crate) struct Attempt {
+    /// When it finished.
+    pub(crate) at: SystemTime,
+    /// What started it.
+    pub(crate) trigger: Trigger,
+    /// How it ended.
+    pub(crate) outcome: AttemptOutcome,
+}
+
+/// How a reload attempt ended.
+#[derive(Debug, Clone)]
+pub(crate) enum AttemptOutcome {
+    /// A new generation is serving.
+    Applied {
+        /// Its number.
+        generation: u64,
+    },
+    /// The files say what is already active (SIGHUP only).
+    Unchanged,
+    /// The configuration was refused; the old one keeps serving.
+    Rejected {
+        /// Every error, as `FILE:LINE:COL: message`.
+        errors: Vec<String>,
+    },
+}
