@@ -89,36 +89,49 @@ impl Discovery {
     /// Follow the names of `config` (resolving new ones now), forget names
     /// it no longer has, and return every name's addresses.
     pub(crate) async fn sync(&mut self, config: &Config) -> Resolved {
-        if config.global.resolver != self.server {
-            self.resolver = build_resolver(config.global.resolver);
-            self.server = config.global.resolver;
-            // Another server may answer differently: ask it soon.
-            for followed in self.names.values_mut() {
-                followed.next = Instant::now();
-            }
+        let lookups = self.look_up_new(config).await;
+        self.adopt(config, lookups)
+    }
+
+    /// Resolve, all at once, the names of `config` that are not followed
+    /// yet (all of them when its resolver differs), changing nothing: a
+    /// reload does this before its plan, so a configuration that is then
+    /// rejected leaves the followed names as they were. Takes at most one
+    /// lookup timeout however many names there are.
+    pub(crate) async fn look_up_new(&self, config: &Config) -> Lookups {
+        let new_resolver = config.global.resolver != self.server;
+        let resolver = match new_resolver {
+            true => build_resolver(config.global.resolver),
+            false => self.resolver.clone(),
+        };
+        let wanted: Vec<(String, u16)> = names_of(config)
+            .filter(|name| new_resolver || !self.names.contains_key(name))
+            .collect();
+        Lookups {
+            answers: look_up_all(resolver.as_ref(), wanted).await,
+            resolver: new_resolver.then_some((config.global.resolver, resolver)),
+        }
+    }
+
+    /// Follow exactly the names of `config`, with the answers of
+    /// [`Discovery::look_up_new`] for it, and return every name's
+    /// addresses. Names `config` no longer has are forgotten.
+    pub(crate) fn adopt(&mut self, config: &Config, lookups: Lookups) -> Resolved {
+        if let Some((server, resolver)) = lookups.resolver {
+            self.resolver = resolver;
+            self.server = server;
         }
         self.min = config.global.resolve_min;
         self.max = config.global.resolve_max;
-        let wanted: Vec<(String, u16)> = config
-            .upstreams
-            .values()
-            .flat_map(|u| &u.servers)
-            .filter_map(|s| match &s.endpoint {
-                Endpoint::Dns { host, port } => Some((host.clone(), *port)),
-                Endpoint::Ip(_) => None,
-            })
-            .collect();
+        let wanted: Vec<(String, u16)> = names_of(config).collect();
         self.names.retain(|name, _| wanted.contains(name));
-        for name in wanted {
-            if !self.names.contains_key(&name) {
-                let mut followed = Followed {
-                    addrs: Vec::new(),
-                    next: Instant::now(),
-                    failing: false,
-                };
-                self.refresh_one(&name, &mut followed).await;
-                self.names.insert(name, followed);
-            }
+        for (name, answer) in lookups.answers {
+            let followed = self.names.entry(name.clone()).or_insert_with(|| Followed {
+                addrs: Vec::new(),
+                next: Instant::now(),
+                failing: false,
+            });
+            apply(&name, followed, answer, (self.min, self.max));
         }
         self.resolved()
     }
@@ -128,7 +141,8 @@ impl Discovery {
         self.names.values().map(|f| f.next).min()
     }
 
-    /// Re-resolve every name that is due. True if any address set changed.
+    /// Re-resolve, all at once, every name that is due. True if any address
+    /// set changed.
     pub(crate) async fn refresh(&mut self) -> bool {
         let now = Instant::now();
         let due: Vec<(String, u16)> = self
@@ -138,12 +152,10 @@ impl Discovery {
             .map(|(name, _)| name.clone())
             .collect();
         let mut changed = false;
-        for name in due {
-            let Some(mut followed) = self.names.remove(&name) else {
-                continue;
-            };
-            changed |= self.refresh_one(&name, &mut followed).await;
-            self.names.insert(name, followed);
+        for (name, answer) in look_up_all(self.resolver.as_ref(), due).await {
+            if let Some(followed) = self.names.get_mut(&name) {
+                changed |= apply(&name, followed, answer, (self.min, self.max));
+            }
         }
         changed
     }
@@ -157,56 +169,109 @@ impl Discovery {
                 .collect(),
         )
     }
+}
 
-    /// Ask once; update `followed`; true if its set changed.
-    async fn refresh_one(&self, (host, port): &(String, u16), followed: &mut Followed) -> bool {
-        match self.lookup(host, *port).await {
-            Ok((addrs, ttl)) => {
-                followed.next = Instant::now() + ttl.clamp(self.min, self.max);
-                if std::mem::replace(&mut followed.failing, false) {
-                    tracing::info!(name = %format!("{host}:{port}"), "resolving again");
-                }
-                if addrs == followed.addrs {
-                    return false;
-                }
-                tracing::info!(name = %format!("{host}:{port}"), from = ?followed.addrs, to = ?addrs, "DNS set changed");
-                followed.addrs = addrs;
-                true
-            }
-            Err(error) => {
-                followed.next = Instant::now() + self.min;
-                if std::mem::replace(&mut followed.failing, true) {
-                    tracing::debug!(name = %format!("{host}:{port}"), %error, "still cannot resolve");
-                } else if followed.addrs.is_empty() {
-                    tracing::warn!(name = %format!("{host}:{port}"), %error, "cannot resolve; its servers stay down until it does");
-                } else {
-                    tracing::warn!(name = %format!("{host}:{port}"), %error, kept = ?followed.addrs, "cannot resolve; keeping the last good addresses");
-                }
-                false
-            }
+/// Answers for names not followed yet, waiting to be adopted.
+#[derive(Debug)]
+pub(crate) struct Lookups {
+    answers: Vec<((String, u16), Answer)>,
+    /// The new `resolver` setting and its resolver, when it changed.
+    resolver: Option<(Option<SocketAddr>, Option<TokioResolver>)>,
+}
+
+/// A name's addresses (sorted, deduplicated) and their TTL, or why not.
+type Answer = Result<(Vec<SocketAddr>, Duration), String>;
+
+/// The host names (with ports) of `config`'s servers.
+fn names_of(config: &Config) -> impl Iterator<Item = (String, u16)> + '_ {
+    config
+        .upstreams
+        .values()
+        .flat_map(|u| &u.servers)
+        .filter_map(|s| match &s.endpoint {
+            Endpoint::Dns { host, port } => Some((host.clone(), *port)),
+            Endpoint::Ip(_) => None,
+        })
+}
+
+/// Look every name up at the same time: a dead resolver then costs one
+/// timeout, not one per name.
+async fn look_up_all(
+    resolver: Option<&TokioResolver>,
+    names: Vec<(String, u16)>,
+) -> Vec<((String, u16), Answer)> {
+    let mut lookups = tokio::task::JoinSet::new();
+    for name in names {
+        let resolver = resolver.cloned();
+        lookups.spawn(async move {
+            let answer = look_up(resolver.as_ref(), &name.0, name.1).await;
+            (name, answer)
+        });
+    }
+    let mut answers = Vec::with_capacity(lookups.len());
+    while let Some(done) = lookups.join_next().await {
+        match done {
+            Ok(answer) => answers.push(answer),
+            Err(error) => tracing::error!(%error, "a DNS lookup task failed"),
         }
     }
+    answers
+}
 
-    /// The addresses of `host` (sorted, deduplicated) and their TTL.
-    async fn lookup(&self, host: &str, port: u16) -> Result<(Vec<SocketAddr>, Duration), String> {
-        let Some(resolver) = &self.resolver else {
-            return Err("no resolver (see the error logged at start)".into());
-        };
-        let lookup = resolver.lookup_ip(host).await.map_err(|e| e.to_string())?;
-        let ttl = lookup
-            .valid_until()
-            .saturating_duration_since(std::time::Instant::now());
-        let mut addrs: Vec<SocketAddr> = lookup
-            .iter()
-            .map(|ip: IpAddr| SocketAddr::new(ip, port))
-            .collect();
-        addrs.sort();
-        addrs.dedup();
-        if addrs.is_empty() {
-            return Err("no address records".into());
+/// Record `answer` in `followed`; true if its set changed. A failure keeps
+/// the last good set and asks again after `resolve_min`.
+fn apply(
+    (host, port): &(String, u16),
+    followed: &mut Followed,
+    answer: Answer,
+    (min, max): (Duration, Duration),
+) -> bool {
+    match answer {
+        Ok((addrs, ttl)) => {
+            followed.next = Instant::now() + ttl.clamp(min, max);
+            if std::mem::replace(&mut followed.failing, false) {
+                tracing::info!(name = %format!("{host}:{port}"), "resolving again");
+            }
+            if addrs == followed.addrs {
+                return false;
+            }
+            tracing::info!(name = %format!("{host}:{port}"), from = ?followed.addrs, to = ?addrs, "DNS set changed");
+            followed.addrs = addrs;
+            true
         }
-        Ok((addrs, ttl))
+        Err(error) => {
+            followed.next = Instant::now() + min;
+            if std::mem::replace(&mut followed.failing, true) {
+                tracing::debug!(name = %format!("{host}:{port}"), %error, "still cannot resolve");
+            } else if followed.addrs.is_empty() {
+                tracing::warn!(name = %format!("{host}:{port}"), %error, "cannot resolve; its servers stay down until it does");
+            } else {
+                tracing::warn!(name = %format!("{host}:{port}"), %error, kept = ?followed.addrs, "cannot resolve; keeping the last good addresses");
+            }
+            false
+        }
     }
+}
+
+/// The addresses of `host` (sorted, deduplicated) and their TTL.
+async fn look_up(resolver: Option<&TokioResolver>, host: &str, port: u16) -> Answer {
+    let Some(resolver) = resolver else {
+        return Err("no resolver (see the error logged at start)".into());
+    };
+    let lookup = resolver.lookup_ip(host).await.map_err(|e| e.to_string())?;
+    let ttl = lookup
+        .valid_until()
+        .saturating_duration_since(std::time::Instant::now());
+    let mut addrs: Vec<SocketAddr> = lookup
+        .iter()
+        .map(|ip: IpAddr| SocketAddr::new(ip, port))
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    if addrs.is_empty() {
+        return Err("no address records".into());
+    }
+    Ok((addrs, ttl))
 }
 
 /// A resolver for `server`, or for the system's configuration.
@@ -242,5 +307,45 @@ fn build_resolver(server: Option<SocketAddr>) -> Option<TokioResolver> {
             tracing::error!(%error, "cannot create the DNS resolver");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    fn config(servers: &str) -> Config {
+        // Nothing answers on this port: every lookup fails fast.
+        let text = format!(
+            "[global]\nresolver = \"127.0.0.1:9\"\n[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\
+             [upstream.app]\nservers = [{servers}]\n"
+        );
+        let texts = BTreeMap::from([(PathBuf::from("ginx.toml"), text)]);
+        crate::config::load_from_texts(Path::new("ginx.toml"), texts).unwrap()
+    }
+
+    #[tokio::test]
+    async fn looking_up_changes_nothing_until_adopted() {
+        let active = config("\"a.internal:80\"");
+        let mut discovery = Discovery::new(&active.global);
+        discovery.sync(&active).await;
+        assert_eq!(discovery.names.len(), 1);
+
+        // A reload that is rejected after its lookups: the active names stay
+        // followed, the new ones are not.
+        let next = config("\"b.internal:80\", \"c.internal:80\"");
+        let lookups = discovery.look_up_new(&next).await;
+        assert_eq!(lookups.answers.len(), 2);
+        assert!(discovery.names.contains_key(&("a.internal".to_owned(), 80)));
+        assert_eq!(discovery.names.len(), 1);
+
+        discovery.adopt(&next, lookups);
+        let mut names: Vec<_> = discovery.names.keys().map(|(host, _)| host.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["b.internal", "c.internal"]);
+        assert!(discovery.names.values().all(|f| f.failing && f.addrs.is_empty()));
     }
 }

@@ -222,7 +222,12 @@ impl Reloader {
             }
             return;
         }
-        // Everything that can fail happens before anything changes.
+        // New host names are looked up before the plan binds anything: new
+        // sockets then do not sit bound and unserved while names resolve.
+        let lookups = self.discovery.look_up_new(&config).await;
+        // Everything that can fail happens before anything changes. From
+        // here on nothing awaits, so a reload abandoned at `stop` has
+        // changed nothing.
         let planned = self.listeners.plan(&config).and_then(|plan| {
             let access_log = access_logger(&config, self.live.load().access_log.as_ref())?;
             Ok((plan, self.plan_admin(&config)?, access_log))
@@ -245,7 +250,7 @@ impl Reloader {
         if trigger != Trigger::Signal {
             self.notify.reloading();
         }
-        let resolved = self.discovery.sync(&config).await;
+        let resolved = self.discovery.adopt(&config, lookups);
         let mut table = RoutingTable::build(&config, &resolved, Some(&self.live.load()), generation);
         table.access_log = access_log;
         self.live.store(Arc::new(table));
@@ -341,7 +346,14 @@ impl Reloader {
                     continue;
                 }
             };
-            self.reload(trigger, workers).await;
+            tokio::select! {
+                biased;
+                // Loading or resolving (at most one lookup timeout) may be
+                // cut short: a reload changes nothing until it stops
+                // awaiting.
+                () = stop.cancelled() => break,
+                () = self.reload(trigger, workers) => {}
+            }
             watcher.follow(&self.active);
         }
         // `self.listeners` drops here, closing the control plane's copy of
