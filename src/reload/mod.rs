@@ -22,14 +22,13 @@
 //! This module owns the active [`Config`], the generation counter and the
 //! [`ListenerSet`]; it is the only writer of [`Live`].
 
-use std::collections::BTreeSet;
+mod watch;
+
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use notify::{RecursiveMode, Watcher as _};
-use tokio::sync::mpsc;
-use tokio::time::{sleep, sleep_until, Instant};
+use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminContext, AdminServer, Attempt, AttemptOutcome, Published, Trigger};
@@ -40,13 +39,7 @@ use crate::observe::LogControl;
 use crate::server::{ListenerSet, Workers};
 use crate::systemd::SystemdNotify;
 use crate::table::{Live, RoutingTable};
-
-/// How often files are re-read when no event arrives.
-pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(2);
-/// Quiet time after the last event before reloading.
-const DEBOUNCE_QUIET: Duration = Duration::from_millis(100);
-/// Longest delay between the first event of a burst and the reload.
-const DEBOUNCE_MAX: Duration = Duration::from_millis(500);
+use watch::{Triggers, Wake};
 
 /// The control plane's state: the active configuration and its listeners.
 pub(crate) struct Reloader {
@@ -307,41 +300,29 @@ impl Reloader {
     /// until their listeners are cancelled). The admin endpoint is handed
     /// back: it must keep answering while the process drains.
     pub(crate) async fn run(mut self, workers: &Workers, stop: CancellationToken) -> Option<AdminServer> {
-        let (events_tx, mut events) = mpsc::channel(1);
-        let mut watcher = DirWatcher::new(events_tx);
-        watcher.follow(&self.active);
-        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(signal) => Some(signal),
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGHUP; reload by editing files");
-                None
-            }
-        };
-        // SIGUSR1: reopen log files (logrotate's convention, as nginx).
-        let mut reopen = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).ok();
-        let mut poll = tokio::time::interval(POLL_INTERVAL);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        poll.reset();
+        let mut triggers = Triggers::new(&self.active);
         loop {
             let dns_due = self.discovery.next_due();
-            let trigger = tokio::select! {
+            let wake = tokio::select! {
                 () = stop.cancelled() => break,
-                Some(()) = events.recv() => {
-                    debounce(&mut events).await;
-                    Trigger::FileEvent
-                }
-                Some(()) = async { hangup.as_mut()?.recv().await } => Trigger::Signal,
-                Some(()) = async { reopen.as_mut()?.recv().await } => {
-                    if let Some(log) = &self.live.load().access_log {
-                        log.reopen();
-                        tracing::info!("SIGUSR1: reopening the access log");
-                    }
-                    continue;
-                }
-                _ = poll.tick(), if self.active.global.watch => Trigger::Poll,
+                wake = triggers.next(self.active.global.watch) => wake,
                 () = sleep_until(dns_due.unwrap_or_else(Instant::now)), if dns_due.is_some() => {
                     if self.discovery.refresh().await {
                         self.apply_dns();
+                    }
+                    continue;
+                }
+            };
+            let trigger = match wake {
+                Wake::Reload(Trigger::FileEvent) => {
+                    triggers.settle().await;
+                    Trigger::FileEvent
+                }
+                Wake::Reload(trigger) => trigger,
+                Wake::ReopenLogs => {
+                    if let Some(log) = &self.live.load().access_log {
+                        log.reopen();
+                        tracing::info!("SIGUSR1: reopening the access log");
                     }
                     continue;
                 }
@@ -354,7 +335,7 @@ impl Reloader {
                 () = stop.cancelled() => break,
                 () = self.reload(trigger, workers) => {}
             }
-            watcher.follow(&self.active);
+            triggers.follow(&self.active);
         }
         // `self.listeners` drops here, closing the control plane's copy of
         // every listening socket.
@@ -383,73 +364,4 @@ pub(crate) fn access_logger(
         None => anyhow::anyhow!("starting the access log: {error}"),
     })?;
     Ok(Some(logger))
-}
-
-/// Wait until events stop for [`DEBOUNCE_QUIET`], at most [`DEBOUNCE_MAX`].
-async fn debounce(events: &mut mpsc::Receiver<()>) {
-    let deadline = Instant::now() + DEBOUNCE_MAX;
-    loop {
-        tokio::select! {
-            Some(()) = events.recv() => continue,
-            () = sleep(DEBOUNCE_QUIET) => return,
-            () = sleep_until(deadline) => return,
-        }
-    }
-}
-
-/// Watches configuration directories; each relevant event becomes one
-/// (coalesced) message on the channel.
-struct DirWatcher {
-    watcher: Option<notify::RecommendedWatcher>,
-    watched: BTreeSet<PathBuf>,
-}
-
-impl DirWatcher {
-    fn new(tx: mpsc::Sender<()>) -> Self {
-        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            // Our own reads show up as access events; they change nothing.
-            if matches!(&event, Ok(e) if e.kind.is_access()) {
-                return;
-            }
-            let _ = tx.try_send(());
-        });
-        let watcher = match watcher {
-            Ok(watcher) => Some(watcher),
-            Err(error) => {
-                tracing::warn!(%error, "cannot watch files; changes are picked up by polling every {POLL_INTERVAL:?}");
-                None
-            }
-        };
-        DirWatcher {
-            watcher,
-            watched: BTreeSet::new(),
-        }
-    }
-
-    /// Watch the directories of `config` (none when it turns watching off),
-    /// and stop watching directories no longer needed. Directories that do
-    /// not exist yet are left to the poll until a later reload finds them.
-    fn follow(&mut self, config: &Config) {
-        let Some(watcher) = &mut self.watcher else { return };
-        let wanted: BTreeSet<PathBuf> = match config.global.watch {
-            true => config.watch_dirs.iter().cloned().collect(),
-            false => BTreeSet::new(),
-        };
-        for gone in self.watched.difference(&wanted) {
-            let _ = watcher.unwatch(gone);
-        }
-        self.watched.retain(|d| wanted.contains(d));
-        for dir in wanted {
-            if self.watched.contains(&dir) {
-                continue;
-            }
-            match watcher.watch(&dir, RecursiveMode::NonRecursive) {
-                Ok(()) => {
-                    tracing::debug!(dir = %dir.display(), "watching");
-                    self.watched.insert(dir);
-                }
-                Err(error) => tracing::debug!(dir = %dir.display(), %error, "cannot watch yet"),
-            }
-        }
-    }
 }

@@ -1,0 +1,162 @@
+//! What makes the reloader look again: file system events in the watched
+//! directories (debounced), SIGHUP, the poll, and SIGUSR1 (reopen logs).
+//!
+//! The watcher watches directories, never files: editors save by writing a
+//! temporary file and renaming it over the old one, and Kubernetes swaps a
+//! ConfigMap by renaming a symlink, both of which kill a watch on the file
+//! itself. An event only says "look again"; whether anything changed is
+//! decided by [`super::Reloader`] comparing texts. The poll catches what
+//! produces no event at all (network filesystems, single-file bind mounts).
+//!
+//! This module only wakes the reloader; it reads no configuration file.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher as _};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio::time::{sleep, sleep_until, Instant, Interval, MissedTickBehavior};
+
+use crate::admin::Trigger;
+use crate::config::Config;
+
+/// How often files are re-read when no event arrives.
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// Quiet time after the last event before reloading.
+const DEBOUNCE_QUIET: Duration = Duration::from_millis(100);
+/// Longest delay between the first event of a burst and the reload.
+const DEBOUNCE_MAX: Duration = Duration::from_millis(500);
+
+/// Why the reloader woke up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wake {
+    /// Look at the files again.
+    Reload(Trigger),
+    /// SIGUSR1: reopen log files (logrotate's convention, as nginx's).
+    ReopenLogs,
+}
+
+/// Every source of [`Wake`]s.
+pub(super) struct Triggers {
+    events: mpsc::Receiver<()>,
+    watcher: DirWatcher,
+    hangup: Option<Signal>,
+    reopen: Option<Signal>,
+    poll: Interval,
+}
+
+impl Triggers {
+    /// Watch the directories of `config`, and listen for signals.
+    pub(super) fn new(config: &Config) -> Self {
+        let (events_tx, events) = mpsc::channel(1);
+        let mut watcher = DirWatcher::new(events_tx);
+        watcher.follow(config);
+        let hangup = match signal(SignalKind::hangup()) {
+            Ok(signal) => Some(signal),
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP; reload by editing files");
+                None
+            }
+        };
+        let mut poll = tokio::time::interval(POLL_INTERVAL);
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        poll.reset();
+        Triggers {
+            events,
+            watcher,
+            hangup,
+            reopen: signal(SignalKind::user_defined1()).ok(),
+            poll,
+        }
+    }
+
+    /// The next reason to wake; `poll` says whether the poll runs (it is
+    /// off with `watch = false`). Cancel-safe: nothing is lost when another
+    /// branch of a `select!` wins. After a file event, wait out the rest of
+    /// its burst with [`Triggers::settle`].
+    pub(super) async fn next(&mut self, poll: bool) -> Wake {
+        tokio::select! {
+            Some(()) = self.events.recv() => Wake::Reload(Trigger::FileEvent),
+            Some(()) = async { self.hangup.as_mut()?.recv().await } => Wake::Reload(Trigger::Signal),
+            Some(()) = async { self.reopen.as_mut()?.recv().await } => Wake::ReopenLogs,
+            _ = self.poll.tick(), if poll => Wake::Reload(Trigger::Poll),
+        }
+    }
+
+    /// Wait until file events stop for [`DEBOUNCE_QUIET`], at most
+    /// [`DEBOUNCE_MAX`]: an editor's save is several events.
+    pub(super) async fn settle(&mut self) {
+        let deadline = Instant::now() + DEBOUNCE_MAX;
+        loop {
+            tokio::select! {
+                Some(()) = self.events.recv() => continue,
+                () = sleep(DEBOUNCE_QUIET) => return,
+                () = sleep_until(deadline) => return,
+            }
+        }
+    }
+
+    /// Watch the directories `config` needs (after a reload).
+    pub(super) fn follow(&mut self, config: &Config) {
+        self.watcher.follow(config);
+    }
+}
+
+/// Watches configuration directories; each relevant event becomes one
+/// (coalesced) message on the channel.
+struct DirWatcher {
+    watcher: Option<notify::RecommendedWatcher>,
+    watched: BTreeSet<PathBuf>,
+}
+
+impl DirWatcher {
+    fn new(tx: mpsc::Sender<()>) -> Self {
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            // Our own reads show up as access events; they change nothing.
+            if matches!(&event, Ok(e) if e.kind.is_access()) {
+                return;
+            }
+            let _ = tx.try_send(());
+        });
+        let watcher = match watcher {
+            Ok(watcher) => Some(watcher),
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch files; changes are picked up by polling every {POLL_INTERVAL:?}");
+                None
+            }
+        };
+        DirWatcher {
+            watcher,
+            watched: BTreeSet::new(),
+        }
+    }
+
+    /// Watch the directories of `config` (none when it turns watching off),
+    /// and stop watching directories no longer needed. Directories that do
+    /// not exist yet are left to the poll until a later reload finds them.
+    fn follow(&mut self, config: &Config) {
+        let Some(watcher) = &mut self.watcher else { return };
+        let wanted: BTreeSet<PathBuf> = match config.global.watch {
+            true => config.watch_dirs.iter().cloned().collect(),
+            false => BTreeSet::new(),
+        };
+        for gone in self.watched.difference(&wanted) {
+            let _ = watcher.unwatch(gone);
+        }
+        self.watched.retain(|d| wanted.contains(d));
+        for dir in wanted {
+            if self.watched.contains(&dir) {
+                continue;
+            }
+            match watcher.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    tracing::debug!(dir = %dir.display(), "watching");
+                    self.watched.insert(dir);
+                }
+                Err(error) => tracing::debug!(dir = %dir.display(), %error, "cannot watch yet"),
+            }
+        }
+    }
+}
