@@ -5,37 +5,41 @@
 //!    │ config::load            read every file, parse each on its own, validate all together
 //!    ▼
 //! config::Config               plain data; every error located as FILE:LINE:COL
+//!    │ table::prepare          fallible: rustls configurations, located errors
 //!    │ RoutingTable::build     infallible; carries per-server state over by identity
 //!    ▼
 //! Arc<RoutingTable> ──ArcSwap::store──▶ Live      one atomic switch per reload
 //!    │ per request: live.load() → Router::route → UpstreamPool::candidates → forward
 //!    ▼
-//! proxy::handle                one request: route, pick, forward, map errors to a status
+//! forward::handle              one request: route, pick, forward, map errors to a status
 //! ```
 //!
 //! # Layout
 //!
-//! - [`config`]: files → validated [`config::Config`] (the only fallible step).
-//! - [`check`]: `ginx --check`: a configuration's problems, shown to people or tools.
-//! - [`table`]: the immutable routing snapshot built from a `Config`.
-//! - [`balance`]: selection policies (which server first).
-//! - [`dns`]: host names of upstream servers, resolved to addresses.
-//! - [`upstream`]: upstream pools and per-server state that outlives a snapshot:
-//!   failure hold-out, idle connection pools, connecting.
-//! - [`health`]: active health checks, one task for every server.
-//! - [`proxy`]: one request from route to response.
-//! - [`server`]: worker threads, bound sockets, accept loops, connection draining.
-//! - [`conn`]: one client connection's HTTP version (HTTP/1.1, HTTP/2, h2c)
-//!   and the protocol limits.
-//! - [`tunnel`]: upgraded connections (WebSocket): bytes both ways, idle timeout.
-//! - [`timer`]: hyper's header-read timeout without a timer per request.
-//! - [`reload`]: file watcher, SIGHUP and poll → load → bind → swap.
-//! - [`metrics`]: counters the data plane bumps with atomics; Prometheus exposition.
-//! - [`admin`]: the admin endpoint (metrics, status, readiness, active config).
-//! - [`tls`]: rustls configurations from PEM (listeners and upstreams).
-//! - [`access_log`]: access log lines, written by a thread of their own.
-//! - [`notify`]: systemd's readiness protocol (`Type=notify`).
-//! - [`mounts`]: whether the config file is a single-file bind mount.
+//! In pipeline order; each layer uses only the layers above it in this list
+//! (docs/architecture.md has the layer table).
+//!
+//! - `config`: files → validated `Config`, the only place that says "this
+//!   is wrong".
+//! - `balance`: selection policies (which server first) and their input.
+//! - `observe`: what the data plane records: counters, access log lines,
+//!   the switches of ginx's own log.
+//! - `systemd`: systemd's readiness protocol (`Type=notify`); `mounts`:
+//!   whether the config file is a single-file bind mount.
+//! - `tls`: rustls configurations for listeners and upstreams.
+//! - `dns`: host names of upstream servers, resolved and followed by TTL.
+//! - `upstream`: pools and the per-server state that outlives a snapshot:
+//!   health, idle connections, connecting.
+//! - `table`: the immutable routing snapshot built from a `Config`.
+//! - `forward`: one request from route to response (retries, headers,
+//!   upgrades, bodies).
+//! - `health`: active health checks, one loop for all servers.
+//! - `server`: worker threads, sockets, client connections, timers, draining.
+//! - `admin`: the admin endpoint (metrics, status, readiness, active config).
+//! - `reload`: watch → load → plan → build → swap → commit; the only writer
+//!   of `Live`.
+//! - [`check`]: `ginx --check`: a configuration's problems, shown to people
+//!   or tools.
 //! - [`run`]: wires them together for `main`.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
