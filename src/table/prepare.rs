@@ -181,3 +181,51 @@ fn located(config: &Config, at: Option<&Location>, message: String) -> config::E
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::dns::Resolved;
+
+    /// A TLS listener `web` and an `https://` upstream `app` (plus
+    /// `extra` settings of it), with the certificate files in `dir`.
+    fn config(dir: &std::path::Path, extra: &str) -> Config {
+        let main = format!(
+            "[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\
+             tls = {{ cert = \"cert.pem\", key = \"key.pem\" }}\n\n\
+             [upstream.app]\nservers = [\"https://127.0.0.1:9\"]\ntls_verify = false\n{extra}"
+        );
+        let path = dir.join("ginx.toml");
+        config::load_from_texts(&path, BTreeMap::from([(path.clone(), main)])).unwrap()
+    }
+
+    fn client(prepared: &Prepared) -> Arc<ClientConfig> {
+        prepared.tls_target("app", "127.0.0.1:9").unwrap().config
+    }
+
+    #[test]
+    fn unchanged_settings_reuse_the_running_tables_configs() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(dir.path().join("cert.pem"), cert.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+        let first = config(dir.path(), "");
+        let prepared = prepare(&first, None).unwrap();
+        let table = RoutingTable::build(&first, prepared, None, &Resolved::default(), None, 1);
+        let running = table.prepared();
+
+        // A change unrelated to TLS builds nothing.
+        let retries = prepare(&config(dir.path(), "retries = 2\n"), Some(&table)).unwrap();
+        let web = |p: &Prepared| p.server_config("web").unwrap().clone();
+        assert!(Arc::ptr_eq(&web(&retries), &web(running)));
+        assert!(Arc::ptr_eq(&client(&retries), &client(running)));
+
+        // Another protocol offers another ALPN: a new client, same listener.
+        let h2 = prepare(&config(dir.path(), "protocol = \"h2\"\n"), Some(&table)).unwrap();
+        assert!(!Arc::ptr_eq(&client(&h2), &client(running)));
+        assert_eq!(client(&h2).alpn_protocols, [b"h2".to_vec()]);
+        assert!(Arc::ptr_eq(&web(&h2), &web(running)));
+    }
+}
