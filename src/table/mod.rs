@@ -2,7 +2,7 @@
 //!
 //! A [`RoutingTable`] is built from a validated [`Config`] and the
 //! [`Prepared`] rustls configurations, infallibly: every check happened in
-//! [`crate::config`], everything else that can fail in [`prepare`]. It is
+//! [`crate::config`], everything else that can fail in [`prepare()`]. It is
 //! published whole through [`Live`]. A request loads the current table once,
 //! routes with it ([`route`]), clones the `Arc<UpstreamPool>` it needs and
 //! lets the table go, so a reload never waits for requests and requests
@@ -53,13 +53,13 @@ pub(crate) struct RoutingTable {
     /// The counters of every route, for the scrape and the next snapshot.
     route_stats: Vec<Arc<RouteStats>>,
     /// The rustls configurations this table was built with, for the next
-    /// [`prepare`] to reuse and a DNS-only rebuild to build with.
+    /// [`prepare()`] to reuse and a DNS-only rebuild to build with.
     prepared: Prepared,
 }
 
 impl RoutingTable {
     /// Build generation `generation` of the table from `config`, with the
-    /// rustls configurations [`prepare`] made of this same `config`, its
+    /// rustls configurations [`prepare()`] made of this same `config`, its
     /// `access_log` (opened) and its host names `resolved`, taking over
     /// server and pool state from `previous`.
     pub(crate) fn build(

@@ -62,7 +62,7 @@ pub(crate) struct Router {
     pub(crate) unmatched: Arc<RouteStats>,
     /// `Some` on a TLS listener: the rustls configuration new handshakes
     /// use (so a reload with new certificates applies to new connections
-    /// only). Built by [`super::prepare`], before the reload went ahead.
+    /// only). Built by [`super::prepare()`], before the reload went ahead.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }
 

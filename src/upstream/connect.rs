@@ -135,7 +135,7 @@ pub(crate) fn alpn(protocol: UpstreamProtocol) -> &'static [&'static [u8]] {
 
 /// How an `https://` server is reached: the pool's rustls client
 /// configuration (built when the configuration was planned, see
-/// [`crate::table::prepare`]) and the name to send and verify.
+/// [`crate::table::prepare()`]) and the name to send and verify.
 #[derive(Debug, Clone)]
 pub(crate) struct TlsTarget {
     /// The client configuration of the server's pool.
