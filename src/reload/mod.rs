@@ -250,13 +250,12 @@ impl Reloader {
             self.notify.reloading();
         }
         let resolved = self.discovery.sync(&config).await;
-        let previous = self.live.load();
         let table = RoutingTable::build(
             &config,
             prepared,
             access_log,
             &resolved,
-            Some(&previous),
+            Some(&self.live.load()),
             generation,
         );
         self.live.store(Arc::new(table));

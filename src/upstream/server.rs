@@ -40,7 +40,7 @@ pub(crate) struct ServerState {
     pub(crate) addr: SocketAddr,
     /// For a server written `https://`: the TLS it is reached with. Part of
     /// its identity: pooled connections are only fit for the same one.
-    pub(crate) tls: Option<TlsTarget>,
+    pub(super) tls: Option<TlsTarget>,
     /// Requests sent and not yet answered in full.
     in_flight: AtomicUsize,
     /// Passive health: what real requests taught us.
