@@ -126,7 +126,8 @@ pub(crate) struct UpstreamPool {
 }
 
 impl UpstreamPool {
-    /// A pool over `primaries` (non-empty) and `backups`.
+    /// A pool over `primaries` (empty when none of its host names
+    /// resolved) and `backups`.
     pub(crate) fn new(
         name: Arc<str>,
         primaries: Tier,
