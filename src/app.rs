@@ -72,8 +72,9 @@ pub async fn run(
     };
     let mut discovery = crate::dns::Discovery::new(&config.global);
     let resolved = discovery.sync(&config).await;
-    let mut table = RoutingTable::build(&config, &resolved, None, 1);
-    table.access_log = crate::reload::access_logger(&config, None)?;
+    let prepared = crate::table::prepare(&config, None)?;
+    let access_log = crate::reload::access_logger(&config, None)?;
+    let table = RoutingTable::build(&config, prepared, access_log, &resolved, None, 1);
     live.store(Arc::new(table));
     let workers = Workers::start(options.workers, live.clone())?;
     let root = CancellationToken::new();

@@ -17,21 +17,33 @@
 //! Intervals are jittered by ±10% so that servers added together are not
 //! probed in lockstep forever.
 //!
+//! A probe reaches its server as requests do, over the pool's own connect
+//! path ([`Connector`]: TCP, TLS with the pool's client configuration, ALPN
+//! per protocol) and speaks the pool's protocol with hyper, so `https://`,
+//! `h2` and `h2c` servers are checked like plain HTTP/1.1 ones. It opens a
+//! connection of its own every time: a probe never takes, or poisons, a
+//! connection a request could use.
+//!
 //! The verdict is an atomic on the server; the request path only reads it.
+//! This module owns when to probe and how to count; what the verdict does
+//! to balancing is [`crate::upstream`]'s job.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http::{header, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::config::{CheckKind, HealthCheck};
+use crate::config::{CheckKind, HealthCheck, UpstreamProtocol};
 use crate::table::Live;
-use crate::upstream::ServerState;
+use crate::upstream::{Connector, ServerState, UpstreamBody};
 
 /// How often the checker looks for due probes (and for table changes).
 pub(crate) const TICK: Duration = Duration::from_millis(100);
@@ -40,6 +52,9 @@ pub(crate) const TICK: Duration = Duration::from_millis(100);
 struct Entry {
     server: Arc<ServerState>,
     upstream: Arc<str>,
+    /// How the pool reaches the server; fixed for a `ServerState`, whose
+    /// identity includes its transport.
+    connector: Connector,
     check: HealthCheck,
     successes: u32,
     failures: u32,
@@ -75,14 +90,12 @@ pub(crate) async fn run(live: Live) {
             }
             entry.probing = true;
             entry.next_due = now + jittered(entry.check.interval);
-            let (addr, host, check) = (
-                entry.server.addr,
-                entry.server.host().to_owned(),
-                entry.check.clone(),
-            );
+            let (server, connector, check) =
+                (entry.server.clone(), entry.connector.clone(), entry.check.clone());
             let done = done_tx.clone();
             tokio::spawn(async move {
-                let result = match tokio::time::timeout(check.timeout, probe(addr, &host, &check)).await {
+                let probe = probe(&server, &connector, &check);
+                let result = match tokio::time::timeout(check.timeout, probe).await {
                     Ok(result) => result,
                     Err(_) => Err(format!("no answer within {:?}", check.timeout)),
                 };
@@ -124,6 +137,7 @@ fn sync(live: &Live, entries: &mut HashMap<usize, Entry>) {
                         Entry {
                             server: server.clone(),
                             upstream: pool.name.clone(),
+                            connector: pool.connector(server),
                             check: check.clone(),
                             successes: 0,
                             failures: 0,
@@ -178,42 +192,92 @@ fn apply(entry: &mut Entry, result: Result<(), String>) {
 }
 
 /// One probe: a TCP connect, or an HTTP GET whose status must be in range.
-async fn probe(addr: SocketAddr, host: &str, check: &HealthCheck) -> Result<(), String> {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+async fn probe(server: &ServerState, connector: &Connector, check: &HealthCheck) -> Result<(), String> {
     let CheckKind::Http { path } = &check.kind else {
+        TcpStream::connect(server.addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
         return Ok(());
     };
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ginx-health-check\r\nConnection: close\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
+    let io = connector
+        .transport(server.addr, check.timeout)
         .await
-        .map_err(|e| format!("send: {e}"))?;
-    // The status line is all we need: "HTTP/1.1 200 ...".
-    let mut head = Vec::with_capacity(64);
-    let mut buf = [0u8; 256];
-    while !head.contains(&b'\n') && head.len() < 1024 {
-        let n = stream.read(&mut buf).await.map_err(|e| format!("receive: {e}"))?;
-        if n == 0 {
-            break;
+        .map_err(|e| e.to_string())?;
+    let request = probe_request(path, server.host(), connector.protocol)?;
+    let response = match connector.protocol {
+        UpstreamProtocol::Http1 => {
+            let (mut sender, conn) = http1::handshake(io)
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
+            exchange(conn, sender.send_request(request)).await?
         }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&head);
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("not an HTTP response: {:?}", line.lines().next().unwrap_or("")))?;
+        UpstreamProtocol::H2 | UpstreamProtocol::H2c => {
+            let (mut sender, conn) = http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
+            exchange(conn, sender.send_request(request)).await?
+        }
+    };
+    let status = response.status().as_u16();
     let (low, high) = check.expect_status;
     if (low..=high).contains(&status) {
         Ok(())
     } else {
         Err(format!("status {status}, expected {low}-{high}"))
     }
+}
+
+/// The probe's `GET path` to a server whose `Host` is `host`: HTTP/1.1 with
+/// `Connection: close` (one request per connection), or HTTP/2 with the
+/// target in absolute form (`:scheme`, `:authority`), as requests are sent.
+fn probe_request(
+    path: &str,
+    host: &str,
+    protocol: UpstreamProtocol,
+) -> Result<Request<UpstreamBody>, String> {
+    let builder = Request::get(path).header(header::USER_AGENT, "ginx-health-check");
+    let builder = match protocol {
+        UpstreamProtocol::Http1 => builder
+            .header(header::HOST, host)
+            .header(header::CONNECTION, "close"),
+        UpstreamProtocol::H2 | UpstreamProtocol::H2c => {
+            let scheme = match protocol {
+                UpstreamProtocol::H2 => "https",
+                UpstreamProtocol::Http1 | UpstreamProtocol::H2c => "http",
+            };
+            let uri = Uri::builder()
+                .scheme(scheme)
+                .authority(host)
+                .path_and_query(path)
+                .build()
+                .map_err(|e| format!("request: {e}"))?;
+            builder.uri(uri).version(Version::HTTP_2)
+        }
+    };
+    builder
+        .body(UpstreamBody::Empty)
+        .map_err(|e| format!("request: {e}"))
+}
+
+/// The response to a probe's request, driving its connection `conn` until
+/// it arrives. The connection ends when the probe returns: nothing of it
+/// outlives the probe, even a server that never answers.
+async fn exchange(
+    conn: impl Future<Output = hyper::Result<()>>,
+    response: impl Future<Output = hyper::Result<Response<Incoming>>>,
+) -> Result<Response<Incoming>, String> {
+    tokio::pin!(response);
+    let response = tokio::select! {
+        biased;
+        response = &mut response => response,
+        ended = conn => match ended {
+            // Closed (`Connection: close`) maybe right after handing the
+            // response over: it is there, or the request failed.
+            Ok(()) => response.await,
+            Err(e) => Err(e),
+        },
+    };
+    response.map_err(|e| format!("receive: {e}"))
 }
 
 /// `interval` ±10%.

@@ -118,7 +118,6 @@ pub(crate) struct Config {
     /// them (and still exits 0); a reload logs them.
     pub(crate) warnings: Vec<Error>,
     /// Where each listener and upstream is defined.
-    #[allow(dead_code)] // Read by the TLS plan of a reload, which lands next.
     pub(crate) defined_at: DefinedAt,
 }
 
@@ -127,7 +126,6 @@ pub(crate) struct Config {
 /// located as validation's errors are. Kept beside the settings, not in
 /// them: moving a table to another line changes no setting.
 #[derive(Debug, Clone, Default)]
-#[allow(dead_code)] // Read by the TLS plan of a reload, which lands next.
 pub(crate) struct DefinedAt {
     /// Listener name -> its table header.
     pub(crate) listeners: HashMap<String, Location>,

@@ -573,14 +573,9 @@ async fn forward_upgrade(
             failure,
         }
     };
-    let connected = match pool.connector(server) {
-        Ok(connector) => {
-            server
-                .connect_for_upgrade(&connector, settings.connect_timeout)
-                .await
-        }
-        Err(error) => Err(error),
-    };
+    let connected = server
+        .connect_for_upgrade(&pool.connector(server), settings.connect_timeout)
+        .await;
     let mut sender = match connected {
         Ok(sender) => sender,
         Err(error) => return Err(failed(Failure::Connect(error))),
@@ -650,10 +645,8 @@ async fn attempt(
                 // Boxed: connecting (TCP, maybe TLS) is the largest state
                 // of an attempt and the rare case once the pool is warm;
                 // inline, every request's future would carry and copy it.
-                let connected = match pool.connector(server) {
-                    Ok(connector) => Box::pin(server.connect(&connector, settings.connect_timeout)).await,
-                    Err(error) => Err(error),
-                };
+                let connector = pool.connector(server);
+                let connected = Box::pin(server.connect(&connector, settings.connect_timeout)).await;
                 match connected {
                     Ok(sender) => (sender, false),
                     Err(error) => return Err((Failure::Connect(error), Some(req))),

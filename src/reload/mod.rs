@@ -221,6 +221,10 @@ impl Reloader {
         // Everything that can fail happens before anything changes. From
         // here on nothing awaits, so a reload abandoned at `stop` has
         // changed nothing.
+        let prepared = match crate::table::prepare(&config, Some(&self.live.load())) {
+            Ok(prepared) => prepared,
+            Err(errors) => return self.reject(trigger, errors),
+        };
         let planned = self.listeners.plan(&config).and_then(|plan| {
             let access_log = access_logger(&config, self.live.load().access_log.as_ref())?;
             Ok((plan, self.plan_admin(&config)?, access_log))
@@ -244,8 +248,14 @@ impl Reloader {
             self.notify.reloading();
         }
         let resolved = self.discovery.adopt(&config, lookups);
-        let mut table = RoutingTable::build(&config, &resolved, Some(&self.live.load()), generation);
-        table.access_log = access_log;
+        let table = RoutingTable::build(
+            &config,
+            prepared,
+            access_log,
+            &resolved,
+            Some(&self.live.load()),
+            generation,
+        );
         self.live.store(Arc::new(table));
         self.listeners.commit(plan, workers, &self.root);
         if let Some(admin) = admin {
@@ -272,8 +282,15 @@ impl Reloader {
     fn apply_dns(&mut self) {
         let resolved = self.discovery.resolved();
         let previous = self.live.load();
-        let mut table = RoutingTable::build(&self.active, &resolved, Some(&previous), self.generation);
-        table.access_log = previous.access_log.clone();
+        let (prepared, access_log) = (previous.prepared().clone(), previous.access_log.clone());
+        let table = RoutingTable::build(
+            &self.active,
+            prepared,
+            access_log,
+            &resolved,
+            Some(&previous),
+            self.generation,
+        );
         self.live.store(Arc::new(table));
         tracing::info!(generation = self.generation, "upstream members updated from DNS");
     }

@@ -235,14 +235,6 @@ impl Worker {
                         let stats = router.map(|router| router.stats.clone()).unwrap_or_default();
                         (stats, router.and_then(|router| router.tls.clone()))
                     };
-                    let tls = match tls {
-                        None => None,
-                        Some(Ok(config)) => Some(config),
-                        Some(Err(error)) => {
-                            tracing::error!(%listener, %error, "TLS listener without a usable configuration; refusing the connection");
-                            continue;
-                        }
-                    };
                     let info = Arc::new(Connection::new(
                         listener.clone(),
                         client,
