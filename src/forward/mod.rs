@@ -20,9 +20,8 @@
 
 mod tunnel;
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::convert::Infallible;
-use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,8 +37,9 @@ use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::balance::hash_key;
-use crate::config::{HashKey, UpstreamProtocol};
+use crate::balance::rng::random_u64;
+use crate::balance::{header_items, request_key};
+use crate::config::UpstreamProtocol;
 use crate::forward::tunnel::Tunnel;
 use crate::observe::access_log::{AccessLogger, AccessRecord};
 use crate::observe::metrics::{OpenConnection, Outcome, RouteStats};
@@ -280,26 +280,15 @@ fn has_request_id(headers: &HeaderMap) -> bool {
 /// 32 hex digits (128 random bits), like nginx's `$request_id`. Not
 /// cryptographic: it only has to be unique enough to find a request in logs.
 ///
-/// Ids are cut from a per-thread slab, so making one allocates nothing
-/// (one slab per 128 ids) and cloning one only counts a reference.
+/// The bits come from ginx's one generator ([`crate::balance::rng`]). Ids
+/// are cut from a per-thread slab, so making one allocates nothing (one slab
+/// per 128 ids) and cloning one only counts a reference.
 fn new_request_id() -> HeaderValue {
     const SLAB: usize = 32 * 128;
     thread_local! {
-        static STATE: Cell<(u64, u64)> = Cell::new({
-            let seed = RandomState::new();
-            (seed.hash_one(1u8) | 1, seed.hash_one(2u8) | 1)
-        });
-        static IDS: std::cell::RefCell<bytes::BytesMut> = std::cell::RefCell::new(bytes::BytesMut::new());
+        static IDS: RefCell<bytes::BytesMut> = RefCell::new(bytes::BytesMut::new());
     }
-    let bits = STATE.with(|state| {
-        // xorshift128+
-        let (mut s1, s0) = state.get();
-        s1 ^= s1 << 23;
-        s1 ^= s1 >> 17;
-        s1 ^= s0 ^ (s0 >> 26);
-        state.set((s0, s1));
-        (u128::from(s0) << 64) | u128::from(s1.wrapping_add(s0))
-    });
+    let bits = (u128::from(random_u64()) << 64) | u128::from(random_u64());
     let id = IDS.with(|ids| {
         let mut ids = ids.borrow_mut();
         if ids.capacity() < 32 {
@@ -428,7 +417,9 @@ async fn forward(
     new_id: Option<HeaderValue>,
 ) -> Result<(Response<ProxyBody>, Arc<ServerState>), Error> {
     let settings = &pool.settings;
-    let key = pool.hash_key().map_or(0, |k| request_key(k, &req, conn));
+    let key = pool
+        .hash_key()
+        .map_or(0, |k| request_key(k, &req, &conn.client_ip));
     // gRPC needs `TE: trailers` to reach an HTTP/2 server; towards an
     // HTTP/1.1 one it is a hop-by-hop header like any other.
     let te_trailers = settings.protocol != UpstreamProtocol::Http1 && asks_for_trailers(req.headers());
@@ -524,13 +515,8 @@ fn upgrade_protocol(req: &Request<Incoming>) -> Option<HeaderValue> {
         return None;
     }
     let protocol = req.headers().get(header::UPGRADE)?;
-    let asked = req
-        .headers()
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    let asked = header_items(req.headers(), header::CONNECTION, ',')
+        .any(|token| token.eq_ignore_ascii_case("upgrade"));
     (asked && !protocol.as_bytes().eq_ignore_ascii_case(b"h2c")).then(|| protocol.clone())
 }
 
@@ -547,7 +533,9 @@ async fn forward_upgrade(
     new_id: Option<HeaderValue>,
 ) -> Result<(Response<ProxyBody>, Arc<ServerState>), Error> {
     let settings = &pool.settings;
-    let key = pool.hash_key().map_or(0, |k| request_key(k, &req, conn));
+    let key = pool
+        .hash_key()
+        .map_or(0, |k| request_key(k, &req, &conn.client_ip));
     let Some(server) = pool.candidates(key).next() else {
         return Err(Error::NoServer {
             upstream: pool.name.clone(),
@@ -781,32 +769,6 @@ fn log_hold_out(pool: &UpstreamPool, server: &ServerState, reason: HoldOutReason
     );
 }
 
-/// The bytes consistent hashing hashes for this request.
-fn request_key(key: &HashKey, req: &Request<Incoming>, conn: &Connection) -> u64 {
-    match key {
-        HashKey::ClientIp => hash_key(conn.client_ip.as_bytes()),
-        HashKey::Uri => hash_key(
-            req.uri()
-                .path_and_query()
-                .map_or("/", |pq| pq.as_str())
-                .as_bytes(),
-        ),
-        HashKey::Header(name) => hash_key(req.headers().get(name.as_str()).map_or(&[][..], |v| v.as_bytes())),
-        HashKey::Cookie(name) => {
-            let value = req
-                .headers()
-                .get_all(header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(';'))
-                .filter_map(|pair| pair.trim().split_once('='))
-                .find(|(n, _)| *n == name)
-                .map_or("", |(_, v)| v);
-            hash_key(value.as_bytes())
-        }
-    }
-}
-
 /// The request as it is sent upstream: origin-form target (prefix stripped
 /// if asked), hop-by-hop headers removed, `X-Forwarded-*` set, HTTP/1.1.
 fn upstream_request(
@@ -866,12 +828,7 @@ fn set_host<B>(req: &mut Request<B>, server: &ServerState) {
 
 /// Whether a request's `TE` asks for trailers.
 fn asks_for_trailers(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+    header_items(headers, header::TE, ',').any(|t| t.eq_ignore_ascii_case("trailers"))
 }
 
 /// Make an upstream request fit for an HTTP/2 server: the target in
@@ -1047,15 +1004,8 @@ fn remove_hop_by_hop(headers: &mut HeaderMap, message: Message) {
     // `close` and `keep-alive` are the usual tokens of `Connection`, and
     // name nothing to remove beyond the list.
     if present & CONNECTION_BIT != 0 {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| {
-                !t.is_empty() && !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive")
-            })
+        let named: Vec<HeaderName> = header_items(headers, header::CONNECTION, ',')
+            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for name in named {
