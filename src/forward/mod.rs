@@ -43,6 +43,7 @@ use hyper::body::Incoming;
 pub(crate) use body::ProxyBody;
 pub(crate) use conn::Connection;
 
+use crate::balance::request_key;
 use crate::observe::access_log::AccessLogger;
 use crate::observe::metrics::RouteStats;
 use crate::table::Target;
@@ -78,16 +79,19 @@ pub(crate) async fn handle(
             Some(stats),
         ),
         Some(Target::Proxy { pool, strip, stats }) => {
+            let key = pool
+                .hash_key()
+                .map_or(0, |k| request_key(k, &req, &conn.client_ip));
             let forwarded = match upgrade::upgrade_protocol(&req) {
                 // Boxed: upgrades are rare, and their larger state would otherwise
                 // be part of every request's future.
                 Some(protocol) => {
                     Box::pin(upgrade::forward_upgrade(
-                        req, protocol, &pool, strip, &conn, new_id,
+                        req, protocol, &pool, key, strip, &conn, new_id,
                     ))
                     .await
                 }
-                None => retry::forward(req, &pool, strip, &conn, new_id).await,
+                None => retry::forward(req, &pool, key, strip, &conn, new_id).await,
             };
             let result = forwarded.map(|(response, server)| {
                 if let Some(access) = &mut access {

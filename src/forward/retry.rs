@@ -31,24 +31,25 @@ use hyper::body::Incoming;
 use super::error::{Error, Failure};
 use super::headers::{self, remove_hop_by_hop, set_host, Message};
 use super::{Connection, ProxyBody};
-use crate::balance::request_key;
 use crate::config::{self, UpstreamProtocol};
 use crate::observe::metrics::Outcome;
 use crate::upstream::{HoldOutReason, InFlight, Sender, ServerState, UpstreamBody, UpstreamPool};
 
+/// A response for the client and the server that gave it, or why there is
+/// none.
+pub(super) type Forwarded = Result<(Response<ProxyBody>, Arc<ServerState>), Error>;
+
 /// Send `req` to the servers of `pool` until one answers or the retry
-/// policy says stop.
+/// policy says stop; `key` is the request's hash key, for the policy.
 pub(super) async fn forward(
     req: Request<Incoming>,
     pool: &UpstreamPool,
+    key: u64,
     strip: Option<usize>,
     conn: &Connection,
     new_id: Option<HeaderValue>,
-) -> Result<(Response<ProxyBody>, Arc<ServerState>), Error> {
+) -> Forwarded {
     let settings = &pool.settings;
-    let key = pool
-        .hash_key()
-        .map_or(0, |k| request_key(k, &req, &conn.client_ip));
     let req = headers::for_upstream(req, settings.protocol, strip, conn, new_id);
     let Prepared {
         request,

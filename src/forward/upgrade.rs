@@ -15,10 +15,10 @@ use hyper::upgrade::OnUpgrade;
 
 use super::error::{Error, Failure};
 use super::headers::{remove_hop_by_hop, set_host, upstream_request, Message};
-use super::retry::{failed, note_failure, note_response, upstream_response, ReadDeadline};
+use super::retry::{failed, note_failure, note_response, upstream_response, Forwarded, ReadDeadline};
 use super::tunnel::Tunnel;
 use super::{Connection, ProxyBody};
-use crate::balance::{header_items, request_key};
+use crate::balance::header_items;
 use crate::config;
 use crate::upstream::{InFlight, ServerState, UpstreamBody, UpstreamPool};
 
@@ -38,19 +38,18 @@ pub(super) fn upgrade_protocol(req: &Request<Incoming>) -> Option<HeaderValue> {
 /// Forward a request that asks to switch protocols, on a new connection of
 /// its own (never pooled), with one attempt: no retries, whatever fails.
 /// A 101 answer opens a [`Tunnel`]; any other answer is an ordinary
-/// response, after which the connection closes.
+/// response, after which the connection closes. `key` is the request's
+/// hash key, for the policy.
 pub(super) async fn forward_upgrade(
     mut req: Request<Incoming>,
     protocol: HeaderValue,
     pool: &UpstreamPool,
+    key: u64,
     strip: Option<usize>,
     conn: &Arc<Connection>,
     new_id: Option<HeaderValue>,
-) -> Result<(Response<ProxyBody>, Arc<ServerState>), Error> {
+) -> Forwarded {
     let settings = &pool.settings;
-    let key = pool
-        .hash_key()
-        .map_or(0, |k| request_key(k, &req, &conn.client_ip));
     let Some(server) = pool.candidates(key).next() else {
         return Err(Error::NoServer {
             upstream: pool.name.clone(),
