@@ -40,12 +40,12 @@ pub(super) fn has_request_id(headers: &HeaderMap) -> bool {
         .is_some_and(|id| !id.is_empty() && id.len() <= 200)
 }
 
-/// 32 hex digits (128 random bits), like nginx's `$request_id`. Not
-/// cryptographic: it only has to be unique enough to find a request in logs.
+/// 32 hex digits, like nginx's `$request_id`: two draws of ginx's one
+/// generator ([`crate::balance::rng`]). Not cryptographic: it only has to be
+/// unique enough to find a request in logs.
 ///
-/// The bits come from ginx's one generator ([`crate::balance::rng`]). Ids
-/// are cut from a per-thread slab, so making one allocates nothing (one slab
-/// per 128 ids) and cloning one only counts a reference.
+/// Ids are cut from a per-thread slab, so making one allocates nothing (one
+/// slab per 128 ids) and cloning one only counts a reference.
 pub(super) fn new_request_id() -> HeaderValue {
     const SLAB: usize = 32 * 128;
     thread_local! {
