@@ -282,11 +282,8 @@ async fn exchange(
 
 /// `interval` ±10%.
 fn jittered(interval: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    // A cheap spread in [0.9, 1.1); probes need no better randomness.
-    let factor = 0.9 + f64::from(nanos % 1000) / 5000.0;
+    // A spread in [0.9, 1.1) in steps of 0.0002.
+    let factor = 0.9 + crate::balance::rng::random_below(1000) as f64 / 5000.0;
     interval.mul_f64(factor)
 }
 

@@ -7,15 +7,23 @@
 //! [`Candidates`] asks it again and again, excluding what it already offered,
 //! so the caller ([`crate::forward`]) can walk the servers in the policy's
 //! order of preference and skip the ones that are down, each at most once.
+//!
+//! Next to the policies sit their two inputs: the request's hash key
+//! ([`key`]: which bytes of a request consistent hashing hashes) and the
+//! random numbers ([`rng`], ginx's one generator, also used for request ids
+//! and health-check jitter).
 
 mod hash;
+mod key;
 mod least_conn;
 mod random;
+pub(crate) mod rng;
 mod round_robin;
 
 use std::fmt;
 
 pub(crate) use hash::Ketama;
+pub(crate) use key::{hash_key, header_items, request_key};
 pub(crate) use least_conn::LeastConn;
 pub(crate) use random::Random;
 pub(crate) use round_robin::{RoundRobin, RoundRobinCursor};
@@ -40,20 +48,6 @@ pub(crate) trait Policy: Send + Sync + fmt::Debug {
     /// [`Candidates`] then asks again, and after `len` answers scans for
     /// whatever was never offered.
     fn pick(&self, cx: &PickContext<'_>) -> Option<usize>;
-}
-
-/// A stable 64-bit hash of a request key (client IP, header or cookie
-/// value, URI): the same in every ginx process, so two proxies with one
-/// configuration send a key to the same server.
-pub(crate) fn hash_key(bytes: &[u8]) -> u64 {
-    // FNV-1a, 64 bit: tiny, stable, and good enough to place keys on a
-    // ring whose points are themselves well spread.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
 }
 
 /// The servers to try for one request, best first, each at most once.
@@ -204,12 +198,5 @@ mod tests {
         assert_eq!(got.len(), 100);
         assert_eq!(got[0], 99);
         assert_eq!(&got[1..4], [0, 1, 2]);
-    }
-
-    #[test]
-    fn hash_key_is_stable() {
-        // Fixed values: a change here would remap every key in production.
-        assert_eq!(hash_key(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(hash_key(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
 }

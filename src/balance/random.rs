@@ -17,15 +17,12 @@
 //! servers is made by a linear scan, so the distribution stays exact and a
 //! pick never loops unboundedly.
 //!
-//! The random numbers come from a per-thread xorshift64* generator, seeded on
-//! first use from the address of its thread-local state mixed with the time;
-//! nothing is shared between threads, so picking takes no lock and no atomic.
+//! The random numbers come from ginx's one per-thread generator
+//! ([`super::rng`]); nothing is shared between threads, so picking takes no
+//! lock and no atomic.
 
-use std::cell::Cell;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use super::hash::splitmix64;
 use super::least_conn::lighter;
+use super::rng::random_below;
 use super::{PickContext, Policy};
 
 /// How many random draws are tried before the linear fallback.
@@ -64,7 +61,7 @@ impl Random {
     fn draw(&self, skip: impl Fn(usize) -> bool) -> Option<usize> {
         let tries = if self.weights.is_empty() { 0 } else { DRAW_TRIES };
         for _ in 0..tries {
-            let r = below(self.total());
+            let r = random_below(self.total());
             // The first server whose cumulative weight exceeds r.
             let i = self.cumulative.partition_point(|&c| c <= r);
             if !skip(i) {
@@ -79,7 +76,7 @@ impl Random {
         if remaining == 0 {
             return None;
         }
-        let mut r = below(remaining);
+        let mut r = random_below(remaining);
         for i in (0..self.weights.len()).filter(allowed) {
             let w = u64::from(self.weights[i]);
             if r < w {
@@ -108,47 +105,6 @@ impl Policy for Random {
         } else {
             Some(first)
         }
-    }
-}
-
-/// A uniform number in `0..n` (`n > 0`), by the high half of a 128-bit
-/// product rather than a modulo (Lemire); the bias left is below `n / 2^64`.
-fn below(n: u64) -> u64 {
-    ((u128::from(next_u64()) * u128::from(n)) >> 64) as u64
-}
-
-thread_local! {
-    /// xorshift64* state of this thread; 0 until seeded (0 is the one state
-    /// xorshift never leaves, so it can mark "unseeded").
-    static STATE: Cell<u64> = const { Cell::new(0) };
-}
-
-/// The next number of this thread's xorshift64* generator.
-fn next_u64() -> u64 {
-    STATE.with(|state| {
-        let mut x = state.get();
-        if x == 0 {
-            x = seed(state as *const Cell<u64> as usize);
-        }
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        state.set(x);
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    })
-}
-
-/// A non-zero seed from the address of the thread's state (distinct between
-/// live threads) and the time (distinct between processes and runs).
-fn seed(address: usize) -> u64 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let x = splitmix64(splitmix64(address as u64) ^ nanos);
-    if x == 0 {
-        0x9e37_79b9_7f4a_7c15
-    } else {
-        x
     }
 }
 
@@ -249,15 +205,5 @@ mod tests {
             got.sort_unstable();
             assert_eq!(got, [0, 1, 2, 3, 4, 5, 6]);
         }
-    }
-
-    #[test]
-    fn threads_draw_different_streams() {
-        let a: Vec<u64> = (0..4).map(|_| next_u64()).collect();
-        let b = std::thread::spawn(|| (0..4).map(|_| next_u64()).collect::<Vec<u64>>())
-            .join()
-            .unwrap();
-        assert_ne!(a, b);
-        assert!(a.windows(2).all(|w| w[0] != w[1]));
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! This module owns the life of a tunnel once both sides have switched
 //! protocols; deciding whether a request is an upgrade and sending it is
-//! [`crate::forward`]'s job.
+//! [`super::upgrade`]'s job.
 //!
 //! A tunnel holds what it needs (the two connections and the server's
 //! in-flight count), not the routing snapshot, so a reload never cuts it.

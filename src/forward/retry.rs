@@ -1,0 +1,337 @@
+//! The attempt loop: which servers a request is sent to, in which order,
+//! and how often.
+//!
+//! This module owns the retry policy and the passive-health bookkeeping of
+//! each attempt. The pool offers its servers in policy order, available ones
+//! only (primaries, then backups). An attempt that fails as `retry_on`
+//! allows moves to the next server, up to `retries` extra attempts, never to
+//! the same server twice. A request that never reached a server (connect
+//! failure) can always go elsewhere, whatever its method; one that was
+//! written can be sent again only if it has no body and an idempotent method
+//! (or `retry_non_idempotent`). A pooled keep-alive connection that the
+//! server closed just as we used it is replaced transparently, without
+//! counting as an attempt. Every outcome feeds the server's passive health
+//! ([`ServerState::record_failure`], [`ServerState::record_response`]).
+//!
+//! Which server comes first is [`crate::balance`]'s decision, whether a
+//! server is available [`crate::upstream`]'s; what the request looks like
+//! on the wire is [`super::headers`]'.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::header::{HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body::Body;
+use hyper::body::Incoming;
+
+use super::error::{Error, Failure};
+use super::headers::{self, remove_hop_by_hop, set_host, Message};
+use super::{Connection, ProxyBody};
+use crate::config::{self, UpstreamProtocol};
+use crate::observe::metrics::Outcome;
+use crate::upstream::{HoldOutReason, InFlight, Sender, ServerState, UpstreamBody, UpstreamPool};
+
+/// A response for the client and the server that gave it, or why there is
+/// none.
+pub(super) type Forwarded = Result<(Response<ProxyBody>, Arc<ServerState>), Error>;
+
+/// Send `req` to the servers of `pool` until one answers or the retry
+/// policy says stop; `key` is the request's hash key, for the policy.
+pub(super) async fn forward(
+    req: Request<Incoming>,
+    pool: &UpstreamPool,
+    key: u64,
+    strip: Option<usize>,
+    conn: &Connection,
+    new_id: Option<HeaderValue>,
+) -> Forwarded {
+    let settings = &pool.settings;
+    let req = headers::for_upstream(req, settings.protocol, strip, conn, new_id);
+    let Prepared {
+        request,
+        replay,
+        uploaded,
+        missing_host,
+    } = Prepared::of(req, settings);
+    let mut unsent = Some(request);
+
+    let mut attempts_left = settings.retries.saturating_add(1);
+    let mut last_failure: Option<(Arc<ServerState>, Failure)> = None;
+    // Boxed, like the connect in `attempt`: rare, and inline it would be
+    // part of every request's future.
+    let mut last_5xx: Option<Box<(Response<ProxyBody>, Arc<ServerState>)>> = None;
+    for server in pool.candidates(key) {
+        if attempts_left == 0 {
+            break;
+        }
+        let Some(mut req) = unsent.take().or_else(|| replay.as_ref().map(Replay::request)) else {
+            break;
+        };
+        if missing_host {
+            set_host(&mut req, server);
+        }
+        if last_failure.is_some() || last_5xx.is_some() {
+            pool.state().count_retry();
+        }
+        attempts_left -= 1;
+        match attempt(server, req, pool, replay.as_ref(), uploaded.as_deref()).await {
+            Ok(response) => {
+                let status = response.status();
+                note_response(pool, server, status);
+                let retry_5xx = status.is_server_error()
+                    && settings.retry_on.status_5xx
+                    && attempts_left > 0
+                    && replay.is_some();
+                if !retry_5xx {
+                    return Ok((response, server.clone()));
+                }
+                tracing::warn!(upstream = %pool.name, server = %server.name, %status, "retrying on another server");
+                last_5xx = Some(Box::new((response, server.clone())));
+            }
+            Err((failure, back)) => {
+                note_failure(pool, server, &failure);
+                tracing::warn!(upstream = %pool.name, server = %server.name, error = %failure, "attempt failed");
+                let allowed = failure.retry_allowed(&settings.retry_on);
+                unsent = back;
+                last_failure = Some((server.clone(), failure));
+                if !allowed {
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(answered) = last_5xx {
+        return Ok(*answered);
+    }
+    Err(match last_failure {
+        Some((server, failure)) => failed(pool, &server, failure),
+        None => Error::NoServer {
+            upstream: pool.name.clone(),
+        },
+    })
+}
+
+/// A request ready for its first attempt, and what it takes to attempt it
+/// again.
+struct Prepared {
+    /// The request, its body (if any) streaming from the client.
+    request: Request<UpstreamBody>,
+    /// Its head, if it may be sent again once written.
+    replay: Option<Replay>,
+    /// Set once the client's body has been read whole; only for requests
+    /// with a body.
+    uploaded: Option<Arc<AtomicBool>>,
+    /// Whether each attempt gives it its server's name as `Host`.
+    missing_host: bool,
+}
+
+impl Prepared {
+    /// `req`, already rewritten for the upstream, ready for `settings`'
+    /// retry policy.
+    fn of(req: Request<Incoming>, settings: &config::Upstream) -> Self {
+        // HTTP/1.0 may leave out `Host`; an HTTP/1.1 server must get one. As in
+        // Caddy (Go's transport), the server's own name stands in.
+        let missing_host =
+            settings.protocol == UpstreamProtocol::Http1 && !req.headers().contains_key(http::header::HOST);
+        // A written request can be sent again only if nothing of it is lost:
+        // no body, and a method that may be repeated.
+        let replay = (req.body().is_end_stream()
+            && (settings.retry_non_idempotent || req.method().is_idempotent()))
+        .then(|| Replay::of(&req));
+        let (parts, body) = req.into_parts();
+        // The read timeout counts from the end of the upload, not its start.
+        let uploaded = (!body.is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
+        let request = Request::from_parts(parts, UpstreamBody::Client(body, uploaded.clone()));
+        Prepared {
+            request,
+            replay,
+            uploaded,
+            missing_host,
+        }
+    }
+}
+
+/// One attempt on one server. On failure, the request comes back if it was
+/// never written (so it can go elsewhere whatever its method).
+async fn attempt(
+    server: &Arc<ServerState>,
+    mut req: Request<UpstreamBody>,
+    pool: &UpstreamPool,
+    replay: Option<&Replay>,
+    uploaded: Option<&AtomicBool>,
+) -> Result<Response<ProxyBody>, (Failure, Option<Request<UpstreamBody>>)> {
+    let settings = &pool.settings;
+    // One transparent resend for the race where a pooled connection is
+    // closed by the server just as we write on it.
+    let mut resend_left = 1;
+    loop {
+        let (mut sender, pooled) = match server.checkout().await {
+            Some(sender) => (sender, true),
+            None => {
+                // Boxed: connecting (TCP, maybe TLS) is the largest state
+                // of an attempt and the rare case once the pool is warm;
+                // inline, every request's future would carry and copy it.
+                let connector = pool.connector(server);
+                let connected = Box::pin(server.connect(&connector, settings.connect_timeout)).await;
+                match connected {
+                    Ok(sender) => (sender, false),
+                    Err(error) => return Err((Failure::Connect(error), Some(req))),
+                }
+            }
+        };
+        let in_flight = server.start_request();
+        let sent = tokio::select! {
+            biased;
+            sent = sender.try_send_request(req) => sent,
+            () = ReadDeadline::new(settings.read_timeout, uploaded) => {
+                // Dropping the send closes that connection.
+                return Err((Failure::ReadTimeout(settings.read_timeout), None));
+            }
+        };
+        match sent {
+            Ok(response) => return Ok(upstream_response(response, Some(sender), in_flight)),
+            Err(mut error) => match error.take_message() {
+                // Not written: the connection was closed before we used it.
+                Some(unsent) if pooled => req = unsent,
+                Some(unsent) => return Err((Failure::Reset(error.into_error()), Some(unsent))),
+                None => match replay {
+                    Some(replay) if pooled && resend_left > 0 => {
+                        resend_left -= 1;
+                        tracing::debug!(server = %server.name, error = %error.error(), "pooled connection failed; resending on a new one");
+                        req = replay.request();
+                    }
+                    _ => return Err((Failure::Reset(error.into_error()), None)),
+                },
+            },
+        }
+    }
+}
+
+/// `read_timeout`, counted from when the request has been sent whole:
+/// at once for a request without a body, else from the end of the upload.
+/// Checked, not scheduled, like [`crate::server::timer`]'s deadlines: the client
+/// connection's tick polls it.
+pub(super) struct ReadDeadline<'a> {
+    timeout: Duration,
+    uploaded: Option<&'a AtomicBool>,
+    deadline: Option<Instant>,
+}
+
+impl<'a> ReadDeadline<'a> {
+    pub(super) fn new(timeout: Duration, uploaded: Option<&'a AtomicBool>) -> Self {
+        let deadline = uploaded.is_none().then(|| Instant::now() + timeout);
+        ReadDeadline {
+            timeout,
+            uploaded,
+            deadline,
+        }
+    }
+}
+
+impl std::future::Future for ReadDeadline<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let deadline = match this.deadline {
+            Some(deadline) => deadline,
+            None if this.uploaded.is_some_and(|u| u.load(Ordering::Relaxed)) => {
+                *this.deadline.insert(Instant::now() + this.timeout)
+            }
+            None => return Poll::Pending,
+        };
+        if Instant::now() >= deadline {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// What it takes to send a request again: its head (it has no body).
+struct Replay {
+    method: http::Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    fn of(req: &Request<Incoming>) -> Self {
+        Replay {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+        }
+    }
+
+    fn request(&self) -> Request<UpstreamBody> {
+        let mut req = Request::new(UpstreamBody::Empty);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// A server answered with `status`: count the attempt and feed its passive
+/// health.
+pub(super) fn note_response(pool: &UpstreamPool, server: &ServerState, status: StatusCode) {
+    server.stats.record(match status.is_server_error() {
+        true => Outcome::Status5xx,
+        false => Outcome::Ok,
+    });
+    if let Some(reason) = server.record_response(status.as_u16(), &pool.settings) {
+        log_hold_out(pool, server, reason);
+    }
+}
+
+/// An attempt on `server` failed: count it and feed its passive health.
+pub(super) fn note_failure(pool: &UpstreamPool, server: &ServerState, failure: &Failure) {
+    server.stats.record(failure.outcome());
+    if let Some(reason) = server.record_failure(&pool.settings) {
+        log_hold_out(pool, server, reason);
+    }
+}
+
+/// The request's error after its last attempt, on `server`, failed.
+pub(super) fn failed(pool: &UpstreamPool, server: &ServerState, failure: Failure) -> Error {
+    Error::Failed {
+        upstream: pool.name.clone(),
+        server: server.name.clone(),
+        failure,
+    }
+}
+
+/// Passive health just took `server` out of rotation for `fail_timeout`:
+/// say so, and which limit it reached.
+fn log_hold_out(pool: &UpstreamPool, server: &ServerState, reason: HoldOutReason) {
+    let (why, limit) = match reason {
+        HoldOutReason::Failures => ("max_fails", pool.settings.max_fails),
+        HoldOutReason::Consecutive5xx => ("eject_on_5xx", pool.settings.eject_on_5xx.unwrap_or(0)),
+    };
+    tracing::warn!(
+        upstream = %pool.name,
+        server = %server.name,
+        reason = why,
+        limit,
+        hold_out = ?pool.settings.fail_timeout,
+        "server held out"
+    );
+}
+
+/// The upstream's response as sent to the client. The connection goes back
+/// to the pool when the body has been read to its end; the request counts
+/// as in flight until then.
+pub(super) fn upstream_response(
+    response: Response<Incoming>,
+    sender: Option<Sender>,
+    in_flight: InFlight,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    remove_hop_by_hop(&mut parts.headers, Message::Response);
+    Response::from_parts(parts, ProxyBody::upstream(body, sender, in_flight))
+}
