@@ -27,13 +27,6 @@ use tokio_rustls::TlsConnector;
 /// A certificate (chain) and its key, as PEM.
 type Pem = (String, String);
 
-/// A self-signed certificate for `names` and its key.
-fn pair(names: &[&str]) -> Pem {
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let cert = rcgen::generate_simple_self_signed(names).unwrap();
-    (cert.cert.pem(), cert.signing_key.serialize_pem())
-}
-
 type Ca = CertifiedIssuer<'static, KeyPair>;
 
 /// A certificate authority named `name` (its own distinguished name, so
@@ -217,24 +210,23 @@ async fn rotation_new_handshakes_get_the_new_certificate_open_connections_keep_w
     // rejected; the next one applies.
     ginx.rename_over("site.key", &new.1);
     ginx.rename_over("site.pem", &new.0);
-    let mut rotated = false;
-    for _ in 0..100 {
-        let fresh = connect(addr, "site.test", &[b"http/1.1"], None).await.unwrap();
-        if served(&fresh) == leaf(&new.0) {
-            rotated = true;
-            let mut h1 = http1_over(fresh).await;
-            assert_eq!(
-                get_on(&mut h1, "site.test", "/").await.unwrap().status,
-                StatusCode::OK
-            );
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let mut fresh = None;
+    let rotated = eventually(DEADLINE, async || {
+        let stream = connect(addr, "site.test", &[b"http/1.1"], None).await.unwrap();
+        let new_one = served(&stream) == leaf(&new.0);
+        fresh = Some(stream);
+        new_one
+    })
+    .await;
     assert!(
         rotated,
         "new handshakes still get the old certificate; log:\n{}",
         ginx.log_text()
+    );
+    let mut h1 = http1_over(fresh.unwrap()).await;
+    assert_eq!(
+        get_on(&mut h1, "site.test", "/").await.unwrap().status,
+        StatusCode::OK
     );
     assert_eq!(
         get_on(&mut kept, "site.test", "/").await.unwrap().status,

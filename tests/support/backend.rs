@@ -372,3 +372,11 @@ impl ProtoBackend {
         Ok(resp)
     }
 }
+
+/// A self-signed certificate for `names` and its key, as PEM: what a TLS
+/// backend or a TLS listener of ginx presents.
+pub fn pair(names: &[&str]) -> (String, String) {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let cert = rcgen::generate_simple_self_signed(names).unwrap();
+    (cert.cert.pem(), cert.signing_key.serialize_pem())
+}

@@ -18,6 +18,8 @@ use hyper::client::conn::http2::SendRequest;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+use super::{eventually, DEADLINE};
+
 /// Read a response whole.
 pub async fn read_reply(resp: Response<Incoming>) -> std::io::Result<Reply> {
     let (parts, body) = resp.into_parts();
@@ -88,6 +90,12 @@ pub async fn scrape(admin: SocketAddr) -> HashMap<String, f64> {
             (key.to_owned(), value.parse().expect("a sample value is a number"))
         })
         .collect()
+}
+
+/// Wait (up to [`DEADLINE`]) until GET `/` on `addr` answers `body`: a
+/// reload or a recovery has taken effect.
+pub async fn serves(addr: SocketAddr, body: &str) -> bool {
+    eventually(DEADLINE, async || get(addr, "/").await.text() == body).await
 }
 
 /// Bodies of `n` sequential GETs.
