@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::client::ResolvesClientCert;
 use rustls::sign::CertifiedKey;
@@ -166,10 +166,7 @@ async fn sni_picks_the_certificate_and_alpn_h2_and_http1_both_work() {
         .unwrap();
     assert_eq!(served(&to_b), leaf(&b.0));
     assert_eq!(to_b.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut h2, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(to_b))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut h2 = h2_over(to_b).await;
     let req = Request::get("https://b.test/over-h2")
         .body(Full::<Bytes>::default())
         .unwrap();
@@ -278,10 +275,7 @@ async fn big_download_over_tls_and_h2() {
     let stream = connect(ginx.addr("web"), "big.test", &[b"h2"], None)
         .await
         .unwrap();
-    let (mut h2, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut h2 = h2_over(stream).await;
     const SIZE: usize = 4 * 1024 * 1024;
     let req = Request::get(format!("https://big.test/__download/{SIZE}"))
         .body(http_body_util::Empty::<Bytes>::new())
@@ -353,10 +347,7 @@ async fn mtls_only_clients_with_a_certificate_from_client_ca_are_proxied() {
     // Over HTTP/2 as well.
     let stream = connect(addr, "mtls.test", &[b"h2"], Some(&good)).await.unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut h2, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut h2 = h2_over(stream).await;
     let req = Request::get("https://mtls.test/good-h2")
         .body(Full::<Bytes>::default())
         .unwrap();

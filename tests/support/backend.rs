@@ -5,7 +5,8 @@
 //! `/__hop`), [`ProtoBackend`] records which HTTP version and transport
 //! each request came over, [`closing_server`] resets every request. It
 //! also owns the byte [`pattern`] bodies are made of, so that a test can
-//! check what arrived. Starting ginx is [`super::ginx`]'s job; being a
+//! check what arrived, and the self-signed certificates ([`pair`]) TLS
+//! servers present. Starting ginx is [`super::ginx`]'s job; being a
 //! client of it is [`super::client`]'s.
 
 use std::convert::Infallible;

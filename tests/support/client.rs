@@ -123,8 +123,19 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+    h2_over(tokio::net::TcpStream::connect(addr).await.unwrap()).await
+}
+
+/// A sender on an HTTP/2 connection over `io`: a TCP stream (h2c) or a TLS
+/// stream that agreed on ALPN `h2`.
+pub async fn h2_over<B, S>(io: S) -> SendRequest<B>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
         .await
         .expect("HTTP/2 handshake with ginx");
     tokio::spawn(conn);

@@ -3,7 +3,8 @@
 //!
 //! Split by role, as linkerd2-proxy's test support is:
 //! - [`backend`]: the servers ginx proxies to (`Backend`, `ProtoBackend`,
-//!   `closing_server`) and the byte patterns they stream;
+//!   `closing_server`), the byte patterns they stream and the certificates
+//!   they present;
 //! - [`ginx`]: the ginx process (start, listener addresses, logs, signals,
 //!   exit);
 //! - [`client`]: what a client does (`send`, `get`, h2c, `scrape`, a TLS
@@ -14,7 +15,10 @@
 //! Everything is re-exported here, so a test says `use support::*;`. This
 //! module owns only what every role waits with: [`DEADLINE`] and
 //! [`eventually`]. A fixed sleep is right only where a test must show that
-//! nothing happens (there is no event to wait for); each one says so.
+//! nothing happens (there is no event to wait for) or paces what it sends;
+//! each one says which.
+// Every test file compiles the harness into its own binary and uses a part
+// of it: what one file leaves unused is not dead.
 #![allow(dead_code, unused_imports)]
 
 mod backend;
