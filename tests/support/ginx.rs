@@ -145,8 +145,10 @@ impl Ginx {
         entry["address"].as_str()?.parse().ok()
     }
 
-    /// The address of the admin endpoint (the latest `admin listening` line).
+    /// The address of the admin endpoint (the latest `admin listening`
+    /// line); waits for that line up to [`DEADLINE`].
     pub fn admin_addr(&self) -> SocketAddr {
+        block_on(|| eventually(DEADLINE, || self.find_admin_addr().is_some()));
         self.find_admin_addr()
             .unwrap_or_else(|| panic!("no admin listening line; log:\n{}", self.log_text()))
     }
