@@ -5,38 +5,22 @@
 mod support;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use hyper::StatusCode;
 use serde_json::Value;
 use support::*;
 
-fn main_config(extra_global: &str) -> String {
-    format!(
-        "include = [\"conf.d/*.toml\"]\n\n[global]\n{extra_global}\n[admin]\nbind = \"127.0.0.1:0\"\n\n\
-         [listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\n\
-         [[listener.web.route]]\npath = \"/health\"\nrespond = {{ status = 200, body = \"ok\" }}\n"
-    )
-}
-
-fn app_upstream(servers: &[&Backend]) -> String {
-    let list: Vec<String> = servers.iter().map(|b| format!("\"{}\"", b.addr)).collect();
-    format!("[upstream.app]\nservers = [{}]\n", list.join(", "))
-}
-
+/// ginx with an admin endpoint, `extra_global` in `[global]`, a `/health`
+/// route answered by ginx itself, and its upstream `app` (on `backends`)
+/// in conf.d/app.toml.
 async fn start(extra_global: &str, backends: &[&Backend]) -> Ginx {
-    Ginx::start(
-        &main_config(extra_global),
-        &[("conf.d/app.toml", &app_upstream(backends))],
-        &["web"],
-    )
-    .await
-}
-
-async fn status(ginx: &Ginx) -> Value {
-    let reply = get(ginx.admin_addr(), "/status").await;
-    assert_eq!(reply.status, StatusCode::OK);
-    serde_json::from_slice(&reply.body).expect("/status is JSON")
+    let main = format!(
+        "{}\n[[listener.web.route]]\npath = \"/health\"\nrespond = {{ status = 200, body = \"ok\" }}\n\n\
+         [global]\n{extra_global}\n{ADMIN}",
+        web_with_includes()
+    );
+    let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
+    Ginx::start(&main, &[("conf.d/app.toml", &upstream("app", &addrs))], &["web"]).await
 }
 
 fn sample(metrics: &HashMap<String, f64>, key: &str) -> f64 {
@@ -47,16 +31,15 @@ fn sample(metrics: &HashMap<String, f64>, key: &str) -> f64 {
 
 /// Wait until the scrape shows `key` at `value` (a request's duration is
 /// recorded as its connection lets go of the response, just after the
-/// client has read it).
+/// client has read it); the last scrape.
 async fn scrape_until(ginx: &Ginx, key: &str, value: f64) -> HashMap<String, f64> {
-    let end = std::time::Instant::now() + DEADLINE;
-    loop {
-        let metrics = scrape(ginx.admin_addr()).await;
-        if metrics.get(key) == Some(&value) || std::time::Instant::now() > end {
-            return metrics;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut metrics = HashMap::new();
+    eventually(DEADLINE, async || {
+        metrics = scrape(ginx.admin_addr()).await;
+        metrics.get(key) == Some(&value)
+    })
+    .await;
+    metrics
 }
 
 #[tokio::test]
@@ -142,7 +125,7 @@ async fn counters_survive_a_reload_and_reloads_are_counted() {
     for _ in 0..4 {
         get(addr, "/").await;
     }
-    ginx.write("conf.d/app.toml", &app_upstream(&[&a, &b]));
+    ginx.write("conf.d/app.toml", &upstream("app", &[a.addr, b.addr]));
     assert!(ginx.wait_generation(2).await);
     for _ in 0..2 {
         get(addr, "/").await;
@@ -161,7 +144,7 @@ async fn counters_survive_a_reload_and_reloads_are_counted() {
 async fn status_shows_generation_sources_and_drift() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let ginx = start("", &[&a]).await;
-    let s = status(&ginx).await;
+    let s = ginx.status().await;
     assert_eq!(s["generation"], 1);
     assert_eq!(s["drift"], false);
     assert_eq!(s["stage"], "serving");
@@ -180,7 +163,7 @@ async fn status_shows_generation_sources_and_drift() {
     // A bad edit: rejected, still generation 1, and drift says so.
     ginx.write("conf.d/app.toml", "[upstream.app]\nservers = [\"nope\"]\n");
     assert!(ginx.wait_log("configuration rejected", DEADLINE).await);
-    let s = status(&ginx).await;
+    let s = ginx.status().await;
     assert_eq!(s["generation"], 1);
     assert_eq!(s["drift"], true);
     assert_eq!(s["last_reload"]["result"], "rejected");
@@ -191,9 +174,9 @@ async fn status_shows_generation_sources_and_drift() {
     );
 
     // Fixed: generation 2, no drift.
-    ginx.write("conf.d/app.toml", &app_upstream(&[&b]));
+    ginx.write("conf.d/app.toml", &upstream("app", &[b.addr]));
     assert!(ginx.wait_generation(2).await);
-    let s = status(&ginx).await;
+    let s = ginx.status().await;
     assert_eq!(s["generation"], 2);
     assert_eq!(s["drift"], false);
     assert_eq!(s["last_reload"]["result"], "applied");
@@ -213,7 +196,7 @@ async fn config_endpoint_serves_the_active_files() {
         .iter()
         .map(|s| s["text"].as_str().unwrap())
         .collect();
-    assert_eq!(texts[1], app_upstream(&[&a]));
+    assert_eq!(texts[1], upstream("app", &[a.addr]));
 }
 
 #[tokio::test]
@@ -224,11 +207,12 @@ async fn ready_turns_503_during_shutdown_delay_while_still_serving() {
     assert_eq!(get(admin, "/ready").await.status, StatusCode::OK);
     assert_eq!(get(admin, "/live").await.status, StatusCode::OK);
     ginx.signal("TERM");
-    let end = std::time::Instant::now() + DEADLINE;
-    while get(admin, "/ready").await.status == StatusCode::OK {
-        assert!(std::time::Instant::now() < end, "/ready never turned 503");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert!(
+        eventually(DEADLINE, async || get(admin, "/ready").await.status
+            != StatusCode::OK)
+        .await,
+        "/ready never turned 503"
+    );
     // Still serving requests during the delay, and still alive.
     assert_eq!(get(addr, "/").await.text(), "a");
     assert_eq!(get(admin, "/live").await.status, StatusCode::OK);
@@ -265,7 +249,7 @@ async fn check_diff_shows_what_a_reload_would_change_without_applying_it() {
     // watch = false: the edits below stay on disk, unapplied.
     let ginx = start("watch = false\n", &[&a]).await;
     let diff = |dir: &std::path::Path, admin: std::net::SocketAddr| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ginx"))
+        let out = ginx_cli()
             .args(["--check", "--diff", "--admin", &admin.to_string(), "-c"])
             .arg(dir.join("ginx.toml"))
             .output()
@@ -291,6 +275,6 @@ async fn check_diff_shows_what_a_reload_would_change_without_applying_it() {
     assert!(out.contains(&format!("-server app/{}", a.addr)), "{out}");
     assert!(out.contains("balance"), "{out}");
     // Only shown, not applied.
-    assert_eq!(status(&ginx).await["generation"], 1);
+    assert_eq!(ginx.status().await["generation"], 1);
     assert_eq!(get(ginx.addr("web"), "/").await.text(), "a");
 }

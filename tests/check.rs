@@ -4,36 +4,7 @@
 
 mod support;
 
-use std::process::Command;
-
-use support::write_file;
-
-/// A directory holding `files`.
-fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (path, text) in files {
-        write_file(&dir.path().join(path), text);
-    }
-    dir
-}
-
-/// Run `ginx ARGS` in `dir`; (exit code, stdout, stderr).
-fn ginx(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ginx"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn check(dir: &std::path::Path) -> (i32, String, String) {
-    ginx(dir, &["--check", "-c", "ginx.toml"])
-}
+use support::*;
 
 const MAIN: &str =
     "include = [\"conf.d/*.toml\"]\n\n[listener.web]\nbind = \"127.0.0.1:8080\"\nupstream = \"app\"\n";
@@ -146,7 +117,7 @@ fn json_output_for_tools() {
         ("ginx.toml", MAIN),
         ("conf.d/app.toml", "[upstream.app]\nservers = [\"127.0.0.1\"]\n"),
     ]);
-    let (code, stdout, stderr) = ginx(dir.path(), &["--check", "--format", "json"]);
+    let (code, stdout, stderr) = run_ginx(dir.path(), &["--check", "--format", "json"]);
     assert_eq!(code, 1);
     assert_eq!(stderr, "");
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -164,7 +135,7 @@ fn json_output_for_tools() {
         .starts_with("invalid server address `127.0.0.1`: missing port"));
 
     write_file(&dir.path().join("conf.d/app.toml"), APP);
-    let (code, stdout, _) = ginx(dir.path(), &["--check", "--format", "json"]);
+    let (code, stdout, _) = run_ginx(dir.path(), &["--check", "--format", "json"]);
     assert_eq!(code, 0);
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["ok"], true);
@@ -175,7 +146,7 @@ fn json_output_for_tools() {
     assert_eq!(report["warnings"], serde_json::json!([]));
 
     // A missing file: no position.
-    let (code, stdout, _) = ginx(dir.path(), &["--check", "--format", "json", "-c", "nope.toml"]);
+    let (code, stdout, _) = run_ginx(dir.path(), &["--check", "--format", "json", "-c", "nope.toml"]);
     assert_eq!(code, 1);
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["errors"][0]["file"], "nope.toml");
@@ -185,7 +156,7 @@ fn json_output_for_tools() {
 #[test]
 fn diff_needs_a_reachable_admin_endpoint() {
     let dir = dir_with(&[("ginx.toml", MAIN), ("conf.d/app.toml", APP)]);
-    let (code, stdout, stderr) = ginx(dir.path(), &["--check", "--diff"]);
+    let (code, stdout, stderr) = run_ginx(dir.path(), &["--check", "--diff"]);
     assert_eq!(code, 1);
     assert_eq!(stdout, "");
     assert!(stderr.starts_with("ginx: no admin address: "), "{stderr}");
@@ -195,7 +166,7 @@ fn diff_needs_a_reachable_admin_endpoint() {
         .local_addr()
         .unwrap()
         .to_string();
-    let (code, _, stderr) = ginx(dir.path(), &["--check", "--diff", "--admin", &closed]);
+    let (code, _, stderr) = run_ginx(dir.path(), &["--check", "--diff", "--admin", &closed]);
     assert_eq!(code, 1);
     assert!(
         stderr.starts_with(&format!("ginx: cannot reach the admin endpoint at {closed}: ")),
@@ -207,7 +178,7 @@ fn diff_needs_a_reachable_admin_endpoint() {
         &dir.path().join("conf.d/app.toml"),
         "[upstream.app]\nservers = []\n",
     );
-    let (code, _, stderr) = ginx(dir.path(), &["--check", "--diff", "--admin", &closed]);
+    let (code, _, stderr) = run_ginx(dir.path(), &["--check", "--diff", "--admin", &closed]);
     assert_eq!(code, 1);
     assert!(
         stderr.starts_with("conf.d/app.toml:2:11: upstream `app` has no servers"),
@@ -219,7 +190,7 @@ fn diff_needs_a_reachable_admin_endpoint() {
 fn schema_describes_the_configuration_file() {
     // No configuration file needed.
     let dir = tempfile::tempdir().unwrap();
-    let (code, stdout, stderr) = ginx(dir.path(), &["schema"]);
+    let (code, stdout, stderr) = run_ginx(dir.path(), &["schema"]);
     assert_eq!(code, 0, "{stderr}");
     let schema: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let properties = schema["properties"].as_object().unwrap();
@@ -246,7 +217,7 @@ fn unknown_keys_are_reported_with_the_other_errors() {
             "[global]\nlog_levl = \"info\"\n\n[listener.api]\nbind = \"127.0.0.1:8081\"\nupstream = \"ap\"\nlistn = [\n  \"a\",\n  \"b\",\n]\n\n[[listener.api.route]]\npath = \"/v1/\"\nupstream = \"app\"\n\n[[listener.api.route]]\npath = \"/v1/\"\nupstream = \"app\"\n",
         ),
     ]);
-    let (code, stdout, stderr) = ginx(dir.path(), &["--check", "--format", "json"]);
+    let (code, stdout, stderr) = run_ginx(dir.path(), &["--check", "--format", "json"]);
     assert_eq!(code, 1);
     assert_eq!(stderr, "");
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();

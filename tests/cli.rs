@@ -3,17 +3,7 @@
 
 mod support;
 
-use std::process::Command;
-
 use support::*;
-
-fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (path, text) in files {
-        write_file(&dir.path().join(path), text);
-    }
-    dir
-}
 
 const GOOD: &str = r#"
 include = ["conf.d/*.toml"]
@@ -29,10 +19,7 @@ upstream = "app"
 
 #[test]
 fn version() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ginx"))
-        .arg("--version")
-        .output()
-        .unwrap();
+    let out = ginx_cli().arg("--version").output().unwrap();
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -63,7 +50,7 @@ fn check_ok_prints_a_summary_and_binds_nothing() {
         "ginx: configuration ginx.toml is ok (2 listeners, 2 upstreams, 3 servers)"
     );
     // -t is the nginx-style alias.
-    let out = Command::new(env!("CARGO_BIN_EXE_ginx"))
+    let out = ginx_cli()
         .current_dir(dir.path())
         .args(["-t", "--config", "ginx.toml"])
         .output()
@@ -165,10 +152,7 @@ fn missing_config_file_names_the_path() {
     assert_eq!(code, 1);
     assert!(stderr.starts_with("ginx.toml: "), "{stderr}");
     // Running (not checking) fails the same way, before binding anything.
-    let out = Command::new(env!("CARGO_BIN_EXE_ginx"))
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = ginx_cli().current_dir(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ginx.toml: "));
 }

@@ -7,7 +7,6 @@ use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use support::*;
 
@@ -117,14 +116,11 @@ upstream = "app"
 path = "/other"
 upstream = "other"
 
-[upstream.app]
-servers = ["app.test:{port}"]
-
-[upstream.other]
-servers = ["missing.test:{port}", "{c}"]
-"#,
+{}
+{}"#,
+        upstream("app", &[format!("app.test:{port}")]),
+        upstream("other", &[format!("missing.test:{port}"), c.addr.to_string()]),
         dns = dns.addr,
-        c = c.addr,
     );
     let ginx = Ginx::start(&config, &[], &["web"]).await;
     let addr = ginx.addr("web");
@@ -138,23 +134,20 @@ servers = ["missing.test:{port}", "{c}"]
     // A second record: both addresses take traffic.
     dns.set(&[two, three]);
     assert!(ginx.wait_log("DNS set changed", DEADLINE).await);
-    let deadline = std::time::Instant::now() + DEADLINE;
-    loop {
-        let seen: HashSet<String> = bodies(addr, "/", 4).await.into_iter().collect();
-        if seen.len() == 2 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "b never joined");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let both = async || {
+        bodies(addr, "/", 4)
+            .await
+            .into_iter()
+            .collect::<HashSet<_>>()
+            .len()
+            == 2
+    };
+    assert!(eventually(DEADLINE, both).await, "b never joined");
 
     // Only the second: a leaves the pool.
     dns.set(&[three]);
-    let deadline = std::time::Instant::now() + DEADLINE;
-    while bodies(addr, "/", 4).await != ["b"; 4] {
-        assert!(std::time::Instant::now() < deadline, "a never left");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let only_b = async || bodies(addr, "/", 4).await == ["b"; 4];
+    assert!(eventually(DEADLINE, only_b).await, "a never left");
 
     let (a_before, b_before) = (a.hits(), b.hits());
     assert_eq!(bodies(addr, "/", 6).await, ["b"; 6]);

@@ -330,13 +330,6 @@ struct Setup {
     ginx_cert: String,
 }
 
-/// A self-signed certificate for `names` and its key, as PEM.
-fn pair(names: &[&str]) -> (String, String) {
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let cert = rcgen::generate_simple_self_signed(names).unwrap();
-    (cert.cert.pem(), cert.signing_key.serialize_pem())
-}
-
 impl Setup {
     async fn start(upstream: Upstream) -> Setup {
         let server = EchoServer::default();

@@ -8,12 +8,9 @@ use serde_json::Value;
 use support::*;
 use tokio::net::UnixDatagram;
 
+/// [`one_listener`] on `backend` with `global` in `[global]`.
 fn config(global: &str, backend: &Backend) -> String {
-    format!(
-        "[global]\n{global}\n[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\n\
-         [upstream.app]\nservers = [\"{}\"]\n",
-        backend.addr
-    )
+    format!("[global]\n{global}\n{}", one_listener(&[backend.addr]))
 }
 
 async fn next_message(socket: &UnixDatagram) -> String {

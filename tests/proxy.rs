@@ -7,18 +7,10 @@ use http_body_util::Full;
 use hyper::{Request, StatusCode};
 use support::*;
 
-fn upstream(name: &str, servers: &[String]) -> String {
-    let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
-    format!("[upstream.{name}]\nservers = [{}]\n", list.join(", "))
-}
-
 #[tokio::test]
 async fn round_robin_alternates() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let config = format!(
-        "[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n{}",
-        upstream("app", &[a.addr.to_string(), b.addr.to_string()])
-    );
+    let config = one_listener(&[a.addr, b.addr]);
     let ginx = Ginx::start(&config, &[], &["web"]).await;
     assert_eq!(
         bodies(ginx.addr("web"), "/", 6).await,
@@ -89,7 +81,7 @@ respond = { status = 200, body = "ok\n" }
 "#,
     );
     for b in &backends {
-        config.push_str(&upstream(&b.name, &[b.addr.to_string()]));
+        config.push_str(&upstream(&b.name, &[b.addr]));
     }
     let ginx = Ginx::start(&config, &[], &["web"]).await;
     let addr = ginx.addr("web");
@@ -135,7 +127,7 @@ upstream = "api"
 strip_prefix = true
 
 {}"#,
-        upstream("api", &[api.addr.to_string()])
+        upstream("api", &[api.addr])
     );
     let ginx = Ginx::start(&config, &[], &["web"]).await;
     let addr = ginx.addr("web");
@@ -153,10 +145,7 @@ strip_prefix = true
 #[tokio::test]
 async fn forwarded_and_hop_by_hop_headers() {
     let app = Backend::start("app").await;
-    let config = format!(
-        "[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n{}",
-        upstream("app", &[app.addr.to_string()])
-    );
+    let config = one_listener(&[app.addr]);
     let ginx = Ginx::start(&config, &[], &["web"]).await;
     let req = Request::get("/__hop")
         .header("host", "site.test:8080")
@@ -213,10 +202,7 @@ async fn fails_over_past_a_dead_server_then_502_when_all_down() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let config = format!(
-        "[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n{}",
-        upstream("app", &[dead.to_string(), live.addr.to_string()])
-    );
+    let config = one_listener(&[dead, live.addr]);
     let ginx = Ginx::start(&config, &[], &["web"]).await;
     let addr = ginx.addr("web");
     // Every request succeeds: the dead server is skipped, then held out.
@@ -243,10 +229,7 @@ async fn a_lone_server_is_retried_at_once_after_it_comes_back() {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = probe.local_addr().unwrap();
     drop(probe);
-    let config = format!(
-        "[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n{}",
-        upstream("app", &[port.to_string()])
-    );
+    let config = one_listener(&[port]);
     let ginx = Ginx::start(&config, &[], &["web"]).await;
     let addr = ginx.addr("web");
     assert_eq!(get(addr, "/").await.status, StatusCode::BAD_GATEWAY);
@@ -263,10 +246,7 @@ async fn a_lone_server_is_retried_at_once_after_it_comes_back() {
 async fn streams_large_bodies_both_ways() {
     const SIZE: usize = 256 * 1024 * 1024;
     let app = Backend::start("app").await;
-    let config = format!(
-        "[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n{}",
-        upstream("app", &[app.addr.to_string()])
-    );
+    let config = one_listener(&[app.addr]);
     let ginx = Ginx::start(&config, &[], &["web"]).await;
     let addr = ginx.addr("web");
 
@@ -302,10 +282,7 @@ async fn streams_large_bodies_both_ways() {
 #[tokio::test]
 async fn bad_requests_get_400_and_the_process_lives() {
     let app = Backend::start("app").await;
-    let config = format!(
-        "[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n{}",
-        upstream("app", &[app.addr.to_string()])
-    );
+    let config = one_listener(&[app.addr]);
     let ginx = Ginx::start(&config, &[], &["web"]).await;
     let addr = ginx.addr("web");
     let head = raw_exchange(addr, b"GARBAGE \x01\x02 HTTP/9.9\r\n\r\n").await;
@@ -330,10 +307,7 @@ async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
 #[tokio::test]
 async fn http10_without_host_gets_the_servers_name_upstream() {
     let app = Backend::start("app").await;
-    let config = format!(
-        "[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n{}",
-        upstream("app", &[app.addr.to_string()])
-    );
+    let config = one_listener(&[app.addr]);
     let ginx = Ginx::start(&config, &[], &["web"]).await;
     let reply = raw_exchange(ginx.addr("web"), b"GET /old HTTP/1.0\r\n\r\n").await;
     assert!(reply.starts_with("HTTP/1.0 200"), "got {reply:?}");
@@ -407,8 +381,8 @@ async fn slow_and_idle_clients_are_closed_by_the_header_read_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = Backend::start("app").await;
     let config = format!(
-        "[global]\nheader_read_timeout = \"1s\"\n\n[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n{}",
-        upstream("app", &[app.addr.to_string()])
+        "[global]\nheader_read_timeout = \"1s\"\n\n{}",
+        one_listener(&[app.addr])
     );
     let ginx = Ginx::start(&config, &[], &["web"]).await;
     let addr = ginx.addr("web");
@@ -450,10 +424,7 @@ async fn slow_and_idle_clients_are_closed_by_the_header_read_timeout() {
 #[tokio::test]
 async fn oversized_request_heads_are_refused() {
     let app = Backend::start("app").await;
-    let config = format!(
-        "[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n{}",
-        upstream("app", &[app.addr.to_string()])
-    );
+    let config = one_listener(&[app.addr]);
     let ginx = Ginx::start(&config, &[], &["web"]).await;
     let addr = ginx.addr("web");
     let big = "a".repeat(40 * 1024);

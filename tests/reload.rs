@@ -7,36 +7,15 @@ use std::time::Duration;
 use hyper::StatusCode;
 use support::*;
 
-/// A config with one listener `web` whose default upstream is `app`,
-/// defined in conf.d/app.toml.
-fn main_config() -> String {
-    "include = [\"conf.d/*.toml\"]\n\n[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n".into()
-}
-
-fn app_upstream(servers: &[&Backend]) -> String {
-    let list: Vec<String> = servers.iter().map(|b| format!("\"{}\"", b.addr)).collect();
-    format!("[upstream.app]\nservers = [{}]\n", list.join(", "))
-}
-
+/// ginx on [`web_with_includes`], its upstream `app` (on `a`) in
+/// conf.d/app.toml.
 async fn start(a: &Backend) -> Ginx {
     Ginx::start(
-        &main_config(),
-        &[("conf.d/app.toml", &app_upstream(&[a]))],
+        &web_with_includes(),
+        &[("conf.d/app.toml", &upstream("app", &[a.addr]))],
         &["web"],
     )
     .await
-}
-
-/// Wait until `path` on `addr` answers `body`.
-async fn serves(addr: std::net::SocketAddr, body: &str) -> bool {
-    let deadline = std::time::Instant::now() + DEADLINE;
-    while std::time::Instant::now() < deadline {
-        if get(addr, "/").await.text() == body {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
 }
 
 #[tokio::test]
@@ -46,7 +25,7 @@ async fn reloads_on_edit_in_place() {
     let addr = ginx.addr("web");
     assert_eq!(get(addr, "/").await.text(), "a");
     let t0 = std::time::Instant::now();
-    ginx.write("conf.d/app.toml", &app_upstream(&[&b]));
+    ginx.write("conf.d/app.toml", &upstream("app", &[b.addr]));
     assert!(serves(addr, "b").await);
     assert!(
         t0.elapsed() < Duration::from_secs(1) + Duration::from_millis(500),
@@ -63,7 +42,7 @@ async fn reloads_on_rename_over_and_new_and_deleted_files() {
     let ginx = start(&a).await;
     let addr = ginx.addr("web");
     // An editor's save: write a temporary file, rename it over.
-    ginx.rename_over("conf.d/app.toml", &app_upstream(&[&b]));
+    ginx.rename_over("conf.d/app.toml", &upstream("app", &[b.addr]));
     assert!(serves(addr, "b").await);
 
     // A new file in conf.d adds a listener and an upstream.
@@ -94,11 +73,17 @@ async fn reloads_on_rename_over_and_new_and_deleted_files() {
 #[tokio::test]
 async fn sighup_reloads_when_watching_is_off() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    let main = format!("{}\n[global]\nwatch = false\n", main_config());
-    let ginx = Ginx::start(&main, &[("conf.d/app.toml", &app_upstream(&[&a]))], &["web"]).await;
+    let main = format!("{}\n[global]\nwatch = false\n", web_with_includes());
+    let ginx = Ginx::start(
+        &main,
+        &[("conf.d/app.toml", &upstream("app", &[a.addr]))],
+        &["web"],
+    )
+    .await;
     let addr = ginx.addr("web");
-    ginx.write("conf.d/app.toml", &app_upstream(&[&b]));
-    // Without the watcher (and its poll), nothing changes until SIGHUP.
+    ginx.write("conf.d/app.toml", &upstream("app", &[b.addr]));
+    // Without the watcher (and its poll), nothing changes until SIGHUP. A
+    // fixed wait: nothing happening has no event to wait for.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(get(addr, "/").await.text(), "a");
     ginx.signal("HUP");
@@ -143,7 +128,7 @@ async fn invalid_reload_keeps_serving_the_old_config() {
     assert_eq!(get(addr, "/").await.text(), "a");
     // Fixing it applies as generation 2.
     std::fs::remove_file(ginx.dir.path().join("conf.d/zz.toml")).unwrap();
-    ginx.write("conf.d/app.toml", &app_upstream(&[&b]));
+    ginx.write("conf.d/app.toml", &upstream("app", &[b.addr]));
     assert!(serves(addr, "b").await);
     assert!(ginx.wait_generation(2).await);
 }
@@ -160,7 +145,7 @@ async fn a_failed_bind_refuses_the_whole_reload() {
         "conf.d/app.toml",
         &format!(
             "{}\n[listener.clash]\nbind = \"{}\"\nupstream = \"app\"\n",
-            app_upstream(&[&b]),
+            upstream("app", &[b.addr]),
             taken.local_addr().unwrap()
         ),
     );
@@ -184,10 +169,13 @@ async fn unchanged_rewrite_makes_no_generation_and_bursts_end_in_the_last_state(
     let a = Backend::start("a").await;
     let ginx = start(&a).await;
     let addr = ginx.addr("web");
-    let same = app_upstream(&[&a]);
+    let same = upstream("app", &[a.addr]);
     ginx.write("conf.d/app.toml", &same);
     ginx.rename_over("conf.d/app.toml", &same);
-    // Give the watcher and one poll the chance to (wrongly) reload.
+    // Give the watcher and one poll (every 2 s, reload::POLL_INTERVAL) the
+    // chance to (wrongly) reload. A fixed wait: a reload that finds nothing
+    // changed logs and publishes nothing, so no condition can say that the
+    // poll has run.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(!ginx.log_text().contains("generation=2 "));
 
@@ -197,11 +185,16 @@ async fn unchanged_rewrite_makes_no_generation_and_bursts_end_in_the_last_state(
         backends.push(Backend::start(&format!("burst{i}")).await);
     }
     for i in 0..50 {
-        ginx.write("conf.d/app.toml", &app_upstream(&[&backends[i % 5]]));
+        ginx.write("conf.d/app.toml", &upstream("app", &[backends[i % 5].addr]));
+        // The pace of the burst is the input under test, not a wait.
         tokio::time::sleep(Duration::from_millis(4)).await;
     }
     // 49 % 5 == 4
     assert!(serves(addr, "burst4").await);
+    // The last writes' events may still be in the debounce (at most 500 ms,
+    // reload::DEBOUNCE_MAX) when burst4 first answers. A fixed wait past it:
+    // a late reload, if one came, must show in the count and the answer,
+    // and one that finds nothing changed leaves no trace to wait for.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let generations = ginx.log_text().matches("configuration applied").count();
     assert!(
@@ -218,11 +211,7 @@ async fn kubernetes_configmap_symlink_swap() {
     let root = dir.path().to_owned();
     // The layout kubelet makes: ginx.toml -> ..data/ginx.toml, ..data -> ..v1
     let version = |name: &str, backend: &Backend| {
-        let text = format!(
-            "[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\n{}",
-            app_upstream(&[backend])
-        );
-        write_file(&root.join(name).join("ginx.toml"), &text);
+        write_file(&root.join(name).join("ginx.toml"), &one_listener(&[backend.addr]));
     };
     version("..v1", &a);
     std::os::unix::fs::symlink("..v1", root.join("..data")).unwrap();
@@ -247,7 +236,7 @@ async fn listener_bind_change_and_rename_keep_serving() {
     let config = |name: &str| {
         format!(
             "[listener.{name}]\nbind = \"{fixed}\"\nupstream = \"app\"\n\n{}",
-            app_upstream(&[&a])
+            upstream("app", &[a.addr])
         )
     };
     let ginx = Ginx::start(&config("web"), &[], &["web"]).await;
@@ -263,7 +252,7 @@ async fn listener_bind_change_and_rename_keep_serving() {
         "ginx.toml",
         &format!(
             "[listener.www]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\n{}",
-            app_upstream(&[&a])
+            upstream("app", &[a.addr])
         ),
     );
     assert!(ginx.wait_generation(3).await);
@@ -281,7 +270,7 @@ async fn held_out_server_stays_held_out_across_a_reload() {
         .local_addr()
         .unwrap();
     let servers = format!("[upstream.app]\nservers = [\"{dead}\", \"{}\"]\n", a.addr);
-    let ginx = Ginx::start(&main_config(), &[("conf.d/app.toml", &servers)], &["web"]).await;
+    let ginx = Ginx::start(&web_with_includes(), &[("conf.d/app.toml", &servers)], &["web"]).await;
     let addr = ginx.addr("web");
     assert_eq!(get(addr, "/").await.text(), "a");
     assert_eq!(get(addr, "/").await.text(), "a");
@@ -335,8 +324,16 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
 #[tokio::test]
 async fn shutdown_timeout_cuts_what_is_left() {
     let a = Backend::start("a").await;
-    let main = format!("{}\n[global]\nshutdown_timeout = \"300ms\"\n", main_config());
-    let mut ginx = Ginx::start(&main, &[("conf.d/app.toml", &app_upstream(&[&a]))], &["web"]).await;
+    let main = format!(
+        "{}\n[global]\nshutdown_timeout = \"300ms\"\n",
+        web_with_includes()
+    );
+    let mut ginx = Ginx::start(
+        &main,
+        &[("conf.d/app.toml", &upstream("app", &[a.addr]))],
+        &["web"],
+    )
+    .await;
     let addr = ginx.addr("web");
     let stuck = tokio::spawn(async move {
         let req = hyper::Request::get("/__sleep/20000")

@@ -17,10 +17,7 @@ use support::*;
 async fn zero_failed_requests_across_20_reloads() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let config = |first: &Backend, second: &Backend, extra: bool| {
-        let mut text = format!(
-            "[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\n[upstream.app]\nservers = [\"{}\", \"{}\"]\n",
-            first.addr, second.addr
-        );
+        let mut text = one_listener(&[first.addr, second.addr]);
         if extra {
             text.push_str("\n[listener.extra]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n");
         }
@@ -78,6 +75,7 @@ async fn zero_failed_requests_across_20_reloads() {
             ginx.wait_generation(generation).await,
             "generation {generation} not applied"
         );
+        // Load between reloads: the pace is the input under test, not a wait.
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.store(true, Ordering::Relaxed);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::client::ResolvesClientCert;
 use rustls::sign::CertifiedKey;
@@ -26,13 +26,6 @@ use tokio_rustls::TlsConnector;
 
 /// A certificate (chain) and its key, as PEM.
 type Pem = (String, String);
-
-/// A self-signed certificate for `names` and its key.
-fn pair(names: &[&str]) -> Pem {
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let cert = rcgen::generate_simple_self_signed(names).unwrap();
-    (cert.cert.pem(), cert.signing_key.serialize_pem())
-}
 
 type Ca = CertifiedIssuer<'static, KeyPair>;
 
@@ -173,10 +166,7 @@ async fn sni_picks_the_certificate_and_alpn_h2_and_http1_both_work() {
         .unwrap();
     assert_eq!(served(&to_b), leaf(&b.0));
     assert_eq!(to_b.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut h2, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(to_b))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut h2 = h2_over(to_b).await;
     let req = Request::get("https://b.test/over-h2")
         .body(Full::<Bytes>::default())
         .unwrap();
@@ -217,24 +207,23 @@ async fn rotation_new_handshakes_get_the_new_certificate_open_connections_keep_w
     // rejected; the next one applies.
     ginx.rename_over("site.key", &new.1);
     ginx.rename_over("site.pem", &new.0);
-    let mut rotated = false;
-    for _ in 0..100 {
-        let fresh = connect(addr, "site.test", &[b"http/1.1"], None).await.unwrap();
-        if served(&fresh) == leaf(&new.0) {
-            rotated = true;
-            let mut h1 = http1_over(fresh).await;
-            assert_eq!(
-                get_on(&mut h1, "site.test", "/").await.unwrap().status,
-                StatusCode::OK
-            );
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let mut fresh = None;
+    let rotated = eventually(DEADLINE, async || {
+        let stream = connect(addr, "site.test", &[b"http/1.1"], None).await.unwrap();
+        let new_one = served(&stream) == leaf(&new.0);
+        fresh = Some(stream);
+        new_one
+    })
+    .await;
     assert!(
         rotated,
         "new handshakes still get the old certificate; log:\n{}",
         ginx.log_text()
+    );
+    let mut h1 = http1_over(fresh.unwrap()).await;
+    assert_eq!(
+        get_on(&mut h1, "site.test", "/").await.unwrap().status,
+        StatusCode::OK
     );
     assert_eq!(
         get_on(&mut kept, "site.test", "/").await.unwrap().status,
@@ -286,10 +275,7 @@ async fn big_download_over_tls_and_h2() {
     let stream = connect(ginx.addr("web"), "big.test", &[b"h2"], None)
         .await
         .unwrap();
-    let (mut h2, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut h2 = h2_over(stream).await;
     const SIZE: usize = 4 * 1024 * 1024;
     let req = Request::get(format!("https://big.test/__download/{SIZE}"))
         .body(http_body_util::Empty::<Bytes>::new())
@@ -361,10 +347,7 @@ async fn mtls_only_clients_with_a_certificate_from_client_ca_are_proxied() {
     // Over HTTP/2 as well.
     let stream = connect(addr, "mtls.test", &[b"h2"], Some(&good)).await.unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut h2, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut h2 = h2_over(stream).await;
     let req = Request::get("https://mtls.test/good-h2")
         .body(Full::<Bytes>::default())
         .unwrap();

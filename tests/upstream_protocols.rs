@@ -6,17 +6,17 @@ mod support;
 use hyper::{StatusCode, Version};
 use support::*;
 
-fn upstream(servers: &str, extra: &str) -> String {
-    format!(
-        "[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\n[upstream.app]\nservers = [{servers}]\n{extra}\n"
-    )
+/// [`web`] whose upstream `app` has `servers` (a TOML array's items) and
+/// `extra` keys.
+fn config(servers: &str, extra: &str) -> String {
+    web(&format!("servers = [{servers}]\n{extra}\n"))
 }
 
 #[tokio::test]
 async fn https_servers_get_http1_over_tls() {
     let backend = ProtoBackend::start("secure", true).await;
     let servers = format!("\"https://{}\"", backend.addr);
-    let ginx = Ginx::start(&upstream(&servers, "tls_verify = false"), &[], &["web"]).await;
+    let ginx = Ginx::start(&config(&servers, "tls_verify = false"), &[], &["web"]).await;
     for _ in 0..3 {
         let reply = get(ginx.addr("web"), "/tls").await;
         assert_eq!(reply.status, StatusCode::OK, "{}", ginx.log_text());
@@ -35,7 +35,7 @@ async fn https_servers_get_http1_over_tls() {
 async fn h2_servers_get_http2_over_tls() {
     let backend = ProtoBackend::start("h2", true).await;
     let servers = format!("\"https://{}\"", backend.addr);
-    let config = upstream(&servers, "protocol = \"h2\"\ntls_verify = false");
+    let config = config(&servers, "protocol = \"h2\"\ntls_verify = false");
     let ginx = Ginx::start(&config, &[], &["web"]).await;
     let reply = get(ginx.addr("web"), "/a?b=1").await;
     assert_eq!(reply.status, StatusCode::OK, "{}", ginx.log_text());
@@ -51,7 +51,7 @@ async fn h2_servers_get_http2_over_tls() {
 async fn h2c_servers_get_http2_with_prior_knowledge() {
     let backend = ProtoBackend::start("h2c", false).await;
     let servers = format!("\"{}\"", backend.addr);
-    let ginx = Ginx::start(&upstream(&servers, "protocol = \"h2c\""), &[], &["web"]).await;
+    let ginx = Ginx::start(&config(&servers, "protocol = \"h2c\""), &[], &["web"]).await;
     let addr = ginx.addr("web");
     let tasks: Vec<_> = (0..40)
         .map(|_| tokio::spawn(async move { get(addr, "/").await }))
@@ -72,11 +72,11 @@ async fn h2c_servers_get_http2_with_prior_knowledge() {
 async fn a_protocol_change_in_a_reload_opens_new_connections() {
     let backend = ProtoBackend::start("both", false).await;
     let servers = format!("\"{}\"", backend.addr);
-    let ginx = Ginx::start(&upstream(&servers, ""), &[], &["web"]).await;
+    let ginx = Ginx::start(&config(&servers, ""), &[], &["web"]).await;
     for _ in 0..2 {
         assert_eq!(get(ginx.addr("web"), "/").await.status, StatusCode::OK);
     }
-    ginx.rename_over("ginx.toml", &upstream(&servers, "protocol = \"h2c\""));
+    ginx.rename_over("ginx.toml", &config(&servers, "protocol = \"h2c\""));
     assert!(ginx.wait_generation(2).await, "{}", ginx.log_text());
     for _ in 0..2 {
         assert_eq!(get(ginx.addr("web"), "/").await.status, StatusCode::OK);
@@ -126,7 +126,7 @@ async fn counting_h2c_server() -> (
 #[tokio::test]
 async fn a_burst_of_first_requests_opens_one_h2_connection_per_worker() {
     let (addr, accepted) = counting_h2c_server().await;
-    let config = upstream(&format!("\"{addr}\""), "protocol = \"h2c\"");
+    let config = config(&format!("\"{addr}\""), "protocol = \"h2c\"");
     // The harness runs 2 workers.
     let ginx = Ginx::start(&config, &[], &["web"]).await;
     let web = ginx.addr("web");

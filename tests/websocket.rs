@@ -63,18 +63,15 @@ async fn echo(ws: &mut Client, message: Message) {
     assert_eq!(answer, message);
 }
 
-fn app_upstream(servers: &[SocketAddr]) -> String {
-    let servers: Vec<String> = servers.iter().map(|a| format!("\"{a}\"")).collect();
-    format!("[upstream.app]\nservers = [{}]\n", servers.join(", "))
-}
-
-const MAIN: &str =
-    "include = [\"conf.d/*.toml\"]\n\n[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n";
-
 #[tokio::test]
 async fn messages_both_ways_and_the_tunnel_survives_a_reload() {
     let (ws_addr, upgrades) = echo_server().await;
-    let ginx = Ginx::start(MAIN, &[("conf.d/app.toml", &app_upstream(&[ws_addr]))], &["web"]).await;
+    let ginx = Ginx::start(
+        &web_with_includes(),
+        &[("conf.d/app.toml", &upstream("app", &[ws_addr]))],
+        &["web"],
+    )
+    .await;
     let addr = ginx.addr("web");
 
     let mut ws = connect(addr, "/chat").await.expect("handshake through ginx");
@@ -86,7 +83,7 @@ async fn messages_both_ways_and_the_tunnel_survives_a_reload() {
 
     // A reload (a server added) does not cut the established tunnel.
     let other = Backend::start("other").await;
-    ginx.write("conf.d/app.toml", &app_upstream(&[ws_addr, other.addr]));
+    ginx.write("conf.d/app.toml", &upstream("app", &[ws_addr, other.addr]));
     assert!(ginx.wait_generation(2).await, "reload applied");
     echo(&mut ws, Message::text("still here")).await;
 
@@ -118,7 +115,7 @@ async fn an_upgrade_refused_upstream_is_an_ordinary_response() {
 #[tokio::test]
 async fn tunnel_bytes_and_connection_are_counted() {
     let (ws_addr, _) = echo_server().await;
-    let config = format!("[admin]\nbind = \"127.0.0.1:0\"\n\n{}", one_listener(&[ws_addr]));
+    let config = format!("{ADMIN}\n{}", one_listener(&[ws_addr]));
     let ginx = Ginx::start(&config, &[], &["web"]).await;
     assert!(ginx.wait_log("admin listening", DEADLINE).await);
     let metric = |m: &std::collections::HashMap<String, f64>, name: &str| {
@@ -149,15 +146,11 @@ async fn tunnel_bytes_and_connection_are_counted() {
     assert!(matches!(end, Some(Ok(Message::Close(_))) | None), "{end:?}");
     drop(ws);
     let admin = ginx.admin_addr();
-    let mut closed = false;
-    for _ in 0..100 {
-        if metric(&scrape(admin).await, "client_connections_open") == 0.0 {
-            closed = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(closed, "tunnel closed with its client");
+    let closed = async || metric(&scrape(admin).await, "client_connections_open") == 0.0;
+    assert!(
+        eventually(DEADLINE, closed).await,
+        "tunnel closed with its client"
+    );
 }
 
 #[tokio::test]
