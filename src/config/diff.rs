@@ -431,8 +431,8 @@ fn access_log_text(a: &Option<AccessLog>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::fs::mem::MemFs;
     use crate::config::load::load_with;
-    use crate::config::load::mem::MemFs;
     use std::path::Path;
 
     fn config(text: &str) -> Config {

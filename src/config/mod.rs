@@ -18,6 +18,7 @@
 
 mod diff;
 mod error;
+mod fs;
 mod load;
 mod raw;
 mod suggest;
@@ -53,7 +54,7 @@ pub(crate) fn load(path: &Path) -> Result<Config, Errors> {
 ///
 /// As [`load`].
 pub(crate) fn load_from_texts(main: &Path, texts: BTreeMap<PathBuf, String>) -> Result<Config, Errors> {
-    load::load_with(&load::TextsFs::new(texts), main)
+    load::load_with(&fs::TextsFs::new(texts), main)
 }
 
 /// The JSON Schema of a configuration file (`ginx schema`), generated from

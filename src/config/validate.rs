@@ -3,7 +3,7 @@
 //! Every problem is collected; nothing stops at the first one. Doubtful but
 //! valid choices become warnings, which never make a configuration invalid.
 //! Files the configuration names (access log directories) are looked at
-//! through the loader's [`Fs`], so tests can keep everything in memory.
+//! through [`Fs`], so tests can keep everything in memory.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -15,7 +15,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::{Error, Location};
-use super::load::Fs;
+use super::fs::Fs;
 use super::raw;
 use super::suggest;
 use super::{
@@ -1897,7 +1897,7 @@ mod tests {
             })
             .collect();
         let all: Vec<(&str, &str)> = files.iter().chain(other).copied().collect();
-        let fs = super::super::load::mem::MemFs::new(&all);
+        let fs = super::super::fs::mem::MemFs::new(&all);
         let parts = validate(&fs, &parsed, Path::new(files[0].0), complete, &mut errors);
         let order: Vec<PathBuf> = files.iter().map(|(p, _)| PathBuf::from(p)).collect();
         let errors = super::super::Errors::new(errors, Vec::new(), &order);
