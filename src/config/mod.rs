@@ -20,6 +20,7 @@ mod diff;
 mod error;
 mod fs;
 mod load;
+pub(crate) mod pem;
 mod raw;
 mod suggest;
 mod validate;

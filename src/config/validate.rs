@@ -855,7 +855,7 @@ impl Validator<'_> {
         }
         if let Some(ca) = &u.tls_ca {
             if let Some(file) = self.pem(at, ca, "tls_ca") {
-                match crate::tls::parse_certificates(&file.pem) {
+                match super::pem::parse_certificates(&file.pem) {
                     Ok(_) => tls.ca = Some(file),
                     Err(m) => self
                         .errors
@@ -960,19 +960,19 @@ impl Validator<'_> {
                 ok = false;
                 continue;
             };
-            match crate::tls::certified_key(&cert_file.pem, &key_file.pem) {
+            match super::pem::certified_key(&cert_file.pem, &key_file.pem) {
                 Ok(_) => certificates.push(CertificateFiles {
                     cert: cert_file,
                     key: key_file,
                 }),
-                Err(crate::tls::CertError::Cert(m)) => {
+                Err(super::pem::CertError::Cert(m)) => {
                     ok = false;
                     self.errors.push(at.error(
                         cert.span(),
                         format!("certificate `{}`: {m}", cert_file.path.display()),
                     ));
                 }
-                Err(crate::tls::CertError::Key(m)) => {
+                Err(super::pem::CertError::Key(m)) => {
                     ok = false;
                     self.errors
                         .push(at.error(key.span(), format!("key `{}`: {m}", key_file.path.display())));
@@ -986,7 +986,7 @@ impl Validator<'_> {
                     ok = false;
                     None
                 }
-                Some(file) => match crate::tls::parse_certificates(&file.pem) {
+                Some(file) => match super::pem::parse_certificates(&file.pem) {
                     Ok(_) => Some(file),
                     Err(m) => {
                         ok = false;
@@ -3233,7 +3233,7 @@ servers = ["[::1]:9003"]
                 "{ cert = \"junk.pem\", key = \"a.key\" }",
                 format!(
                     "ginx.toml:4:16: certificate `junk.pem`: {}",
-                    crate::tls::parse_certificates("hello").unwrap_err()
+                    crate::config::pem::parse_certificates("hello").unwrap_err()
                 ),
             ),
             (
@@ -3247,7 +3247,7 @@ servers = ["[::1]:9003"]
                 "{ cert = \"a.pem\", key = \"a.key\", client_ca = \"junk.pem\" }",
                 format!(
                     "ginx.toml:4:52: client_ca `junk.pem`: {}",
-                    crate::tls::parse_certificates("hello").unwrap_err()
+                    crate::config::pem::parse_certificates("hello").unwrap_err()
                 ),
             ),
             (
