@@ -12,6 +12,7 @@ use std::path::{Component, Path, PathBuf};
 use super::error::{Error, Errors, Location};
 use super::fs::{parent_dir, Fs, RealFs};
 use super::raw;
+use super::recover;
 use super::validate::{self, Parsed};
 use super::{Config, Source};
 
@@ -47,64 +48,6 @@ fn suggest_field(message: &str) -> Option<String> {
     let names = expected.split('`').skip(1).step_by(2);
     let hint = super::suggest::did_you_mean(field, names)?;
     Some(format!("unknown field `{field}`: {hint} ({expected})"))
-}
-
-/// At most this many unknown keys are skipped in one file; the next one is
-/// reported and the file left unparsed.
-const MAX_SKIPPED_KEYS: usize = 50;
-
-/// Parse one file's text, skipping unknown keys so that they do not hide the
-/// file's other problems: each unknown key error is passed to `unknown`, its
-/// whole `key = value` entry blanked out (same offsets, see
-/// [`raw::blank_entry`]) and the text parsed again. Returns the text finally
-/// parsed and the result: the file, or the error that stopped (another kind
-/// of error, or an unknown key that cannot be delimited safely, e.g. a table
-/// header).
-fn parse_skipping_unknown_keys(
-    text: &str,
-    mut unknown: impl FnMut(&toml::de::Error),
-) -> (String, Result<raw::File, toml::de::Error>) {
-    let mut text = text.to_owned();
-    for _ in 0..MAX_SKIPPED_KEYS {
-        let e = match raw::parse(&text) {
-            Ok(file) => return (text, Ok(file)),
-            Err(e) => e,
-        };
-        let blanked = match e.span() {
-            Some(span) if raw::is_unknown_field(&e) => raw::blank_entry(&text, span.start),
-            _ => None,
-        };
-        match blanked {
-            Some(blanked) => {
-                unknown(&e);
-                text = blanked;
-            }
-            None => return (text, Err(e)),
-        }
-    }
-    let result = raw::parse(&text);
-    (text, result)
-}
-
-/// The offset of the `[` of the last table header (`[name]`, `[[name]]`)
-/// on a line before the one of byte `offset` of `text`: the table a key
-/// written there belongs to. `None` before any header.
-fn table_header(text: &str, offset: usize) -> Option<usize> {
-    let before = text.get(..offset)?;
-    let before = &before[..before.rfind('\n').map_or(0, |i| i + 1)];
-    let mut header = None;
-    let mut at = 0;
-    for line in before.split_inclusive('\n') {
-        let trimmed = line.trim_start();
-        let body = trimmed.split('#').next().unwrap_or("").trim_end();
-        // Not a line of a multi-line array: no `,`, no `=`, no quoted value.
-        let is_header = body.starts_with('[') && body.ends_with(']') && !body.contains([',', '=']);
-        if is_header {
-            header = Some(at + line.len() - trimmed.len());
-        }
-        at += line.len();
-    }
-    header
 }
 
 /// Load the configuration rooted at `path` from the real file system.
@@ -221,9 +164,9 @@ impl Loader<'_> {
                 return;
             }
         };
-        let (parsed_text, result) = parse_skipping_unknown_keys(&text, |e| {
+        let (parsed_text, result) = recover::parse_skipping_unknown_keys(&text, |e| {
             self.errors.push(toml_error(&path, &text, e));
-            let header = e.span().and_then(|span| table_header(&text, span.start));
+            let header = e.span().and_then(|span| recover::table_header(&text, span.start));
             if let Some(header) = header {
                 self.skipped_in.push(Location::at(&path, &text, header));
             }

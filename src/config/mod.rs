@@ -22,6 +22,7 @@ mod fs;
 mod load;
 pub(crate) mod pem;
 mod raw;
+mod recover;
 mod suggest;
 mod validate;
 
