@@ -1,0 +1,292 @@
+//! `[global]` (logging, the access log, shutdown, DNS re-resolution) and
+//! `[admin]`: the settings of the process rather than of its traffic.
+//!
+//! This module owns that each of them is set at most once over all files,
+//! and the checks between them once every file is read: the resolve range
+//! is not empty, and the admin endpoint does not share a listener's
+//! address. Applying them (log level, access log file) is the reload's job.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::Range;
+use std::path::PathBuf;
+
+use super::super::raw;
+use super::super::{AccessLog, AccessLogFormat, Admin, Error, LogFormat};
+use super::parse::{parse_bind, parse_resolver, BIND_HINT};
+use super::{hinted, At, Validator};
+
+const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
+
+/// Where `[admin]` listens when the table has no `bind`: loopback only, as
+/// the endpoint shows the configuration.
+const ADMIN_DEFAULT_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9901);
+
+impl Validator<'_> {
+    /// Record that `[global]` key `key` is set at `span`; false (and an
+    /// error) if another file or table already set it.
+    fn global_once(&mut self, at: At<'_>, key: &'static str, span: Range<usize>) -> bool {
+        let here = at.loc(span.start);
+        if let Some(first) = self.global_set.get(key) {
+            let width = u32::try_from(span.len()).unwrap_or(0);
+            self.errors.push(Error::located(
+                here,
+                width,
+                format!("`{key}` in [global] is already set at {first}: keep only one"),
+            ));
+            return false;
+        }
+        self.global_set.insert(key, here);
+        true
+    }
+
+    pub(super) fn global(&mut self, at: At<'_>, g: &raw::Global) {
+        if let Some(level) = &g.log_level {
+            if self.global_once(at, "log_level", level.span()) {
+                let lower = level.get_ref().to_ascii_lowercase();
+                if LOG_LEVELS.contains(&lower.as_str()) {
+                    self.global.log_level = lower;
+                } else {
+                    self.errors.push(at.error(
+                        level.span(),
+                        hinted(
+                            format!("invalid log_level `{}`", level.get_ref()),
+                            &lower,
+                            LOG_LEVELS,
+                            &format!("use one of {}", LOG_LEVELS.join(", ")),
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(format) = &g.log_format {
+            if self.global_once(at, "log_format", format.span()) {
+                let options = [("text", LogFormat::Text), ("json", LogFormat::Json)];
+                if let Some(f) = self.choice(at, format, "log_format", &options) {
+                    self.global.log_format = f;
+                }
+            }
+        }
+        if let Some(access_log) = &g.access_log {
+            let span = match access_log {
+                raw::AccessLog::Table { path: Some(p), .. } => p.span(),
+                raw::AccessLog::Table { format: Some(f), .. } => f.span(),
+                _ => at.key_span("global", "access_log"),
+            };
+            if self.global_once(at, "access_log", span) {
+                self.global.access_log = self.access_log(at, access_log);
+            }
+        }
+        if let Some(delay) = &g.shutdown_delay {
+            if self.global_once(at, "shutdown_delay", delay.span()) {
+                if let Some(d) = self.duration(at, delay, "shutdown_delay") {
+                    self.global.shutdown_delay = d;
+                }
+            }
+        }
+        if let Some(watch) = &g.watch {
+            if self.global_once(at, "watch", watch.span()) {
+                self.global.watch = *watch.get_ref();
+            }
+        }
+        if let Some(timeout) = &g.shutdown_timeout {
+            if self.global_once(at, "shutdown_timeout", timeout.span()) {
+                if let Some(d) = self.duration(at, timeout, "shutdown_timeout") {
+                    self.global.shutdown_timeout = d;
+                }
+            }
+        }
+        if let Some(timeout) = &g.header_read_timeout {
+            if self.global_once(at, "header_read_timeout", timeout.span()) {
+                if let Some(d) = self.positive_duration(at, timeout, "header_read_timeout") {
+                    self.global.header_read_timeout = d;
+                }
+            }
+        }
+        if let Some(resolver) = &g.resolver {
+            if self.global_once(at, "resolver", resolver.span()) {
+                match parse_resolver(resolver.get_ref()) {
+                    Ok(addr) => self.global.resolver = Some(addr),
+                    Err(message) => self.errors.push(at.error(resolver.span(), message)),
+                }
+            }
+        }
+        if let Some(min) = &g.resolve_min {
+            if self.global_once(at, "resolve_min", min.span()) {
+                match self.positive_duration(at, min, "resolve_min") {
+                    Some(d) => {
+                        self.global.resolve_min = d;
+                        self.resolve_min_at = Some((at.loc(min.span().start), min.get_ref().0.clone()));
+                    }
+                    None => self.resolve_invalid = true,
+                }
+            }
+        }
+        if let Some(max) = &g.resolve_max {
+            if self.global_once(at, "resolve_max", max.span()) {
+                match self.positive_duration(at, max, "resolve_max") {
+                    Some(d) => {
+                        self.global.resolve_max = d;
+                        self.resolve_max_at = Some((at.loc(max.span().start), max.get_ref().0.clone()));
+                    }
+                    None => self.resolve_invalid = true,
+                }
+            }
+        }
+    }
+
+    /// `access_log = true | false | { path, format }`.
+    fn access_log(&mut self, at: At<'_>, value: &raw::AccessLog) -> Option<AccessLog> {
+        let (path, format) = match value {
+            raw::AccessLog::Switch(false) => return None,
+            raw::AccessLog::Switch(true) => {
+                return Some(AccessLog {
+                    path: None,
+                    format: AccessLogFormat::Text,
+                })
+            }
+            raw::AccessLog::Table { path, format } => (path, format),
+        };
+        let format = match format {
+            None => AccessLogFormat::Combined,
+            Some(f) => {
+                let options = [
+                    ("combined", AccessLogFormat::Combined),
+                    ("json", AccessLogFormat::Json),
+                    ("text", AccessLogFormat::Text),
+                ];
+                self.choice(at, f, "access_log format", &options)
+                    .unwrap_or(AccessLogFormat::Combined)
+            }
+        };
+        let path = match path {
+            None => None,
+            Some(p) if p.get_ref().is_empty() => {
+                self.errors.push(at.error(
+                    p.span(),
+                    "empty access_log path: remove `path` to log to stdout, or name a file like \"access.log\""
+                        .to_owned(),
+                ));
+                None
+            }
+            Some(p) => {
+                let file = at.relative(p.get_ref());
+                let dir = match file.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                    _ => PathBuf::from("."),
+                };
+                if !self.fs.exists(&dir) {
+                    self.errors.push(at.error(
+                        p.span(),
+                        format!(
+                            "the directory {} of access_log path `{}` does not exist: create it or log somewhere else (the path is relative to this file)",
+                            dir.display(),
+                            p.get_ref()
+                        ),
+                    ));
+                }
+                Some(file)
+            }
+        };
+        Some(AccessLog { path, format })
+    }
+
+    /// `[admin]`: at most one over all files.
+    pub(super) fn admin(&mut self, at: At<'_>, a: &raw::Admin) {
+        let table = at.key_span("", "admin");
+        let here = at.loc(table.start);
+        if let Some((first, _)) = &self.admin_at {
+            self.errors.push(Error::located(
+                here,
+                u32::try_from(table.len()).unwrap_or(0),
+                format!("[admin] is already set at {first}: keep only one"),
+            ));
+            return;
+        }
+        let mut bind_at = None;
+        let bind = match &a.bind {
+            None => Some(ADMIN_DEFAULT_BIND),
+            Some(b) => {
+                bind_at = Some((at.loc(b.span().start), u32::try_from(b.span().len()).unwrap_or(0)));
+                match parse_bind(b.get_ref()) {
+                    Some(addr) => {
+                        if !addr.ip().is_loopback() {
+                            self.warnings.push(at.error(
+                                b.span(),
+                                format!(
+                                    "the admin endpoint is bound to {addr}, which is not a loopback address: anyone who can reach it can read the configuration; bind it to 127.0.0.1 unless a firewall protects it"
+                                ),
+                            ));
+                        }
+                        Some(addr)
+                    }
+                    None => {
+                        self.errors.push(at.error(
+                            b.span(),
+                            format!("invalid admin bind address `{}`: {BIND_HINT}", b.get_ref()),
+                        ));
+                        None
+                    }
+                }
+            }
+        };
+        self.admin_at = Some((here, bind_at));
+        // Invalid: reported; `admin` stays `None` but the load fails anyway.
+        self.admin = bind.map(|bind| Admin { bind });
+    }
+
+    /// The admin endpoint needs an address of its own.
+    pub(super) fn check_admin_bind(&mut self) {
+        let (Some(admin), Some((table_at, bind_at))) = (&self.admin, &self.admin_at) else {
+            return;
+        };
+        if admin.bind.port() == 0 {
+            return;
+        }
+        if let Some((listener, there)) = self.binds.get(&admin.bind) {
+            let (location, width) = bind_at.clone().unwrap_or((table_at.clone(), 0));
+            self.errors.push(Error::located(
+                location,
+                width,
+                format!(
+                    "admin bind address {} is already used by listener `{listener}` at {there}: give the admin endpoint its own address",
+                    admin.bind
+                ),
+            ));
+        }
+    }
+
+    /// `resolve_max` must not be shorter than `resolve_min`. The error is at
+    /// `resolve_max` when it is set, else at `resolve_min`. With a file
+    /// missing, a key set only there might fix it: then only checked when
+    /// both are set.
+    pub(super) fn check_resolve_range(&mut self, complete: bool) {
+        let (min, max) = (self.global.resolve_min, self.global.resolve_max);
+        if self.resolve_invalid || max >= min {
+            return;
+        }
+        let error = match (&self.resolve_min_at, &self.resolve_max_at) {
+            (Some((_, min_text)), Some((max_at, max_text))) => (
+                max_at.clone(),
+                format!(
+                    "resolve_max `{max_text}` is shorter than resolve_min `{min_text}`: make resolve_max at least resolve_min"
+                ),
+            ),
+            (None, Some((max_at, max_text))) if complete => (
+                max_at.clone(),
+                format!(
+                    "resolve_max `{max_text}` is shorter than resolve_min (default `{}`): make resolve_max at least resolve_min",
+                    humantime::format_duration(min)
+                ),
+            ),
+            (Some((min_at, min_text)), None) if complete => (
+                min_at.clone(),
+                format!(
+                    "resolve_min `{min_text}` is longer than resolve_max (default `{}`): shorten resolve_min or set a longer resolve_max",
+                    humantime::format_duration(max)
+                ),
+            ),
+            _ => return,
+        };
+        self.errors.push(Error::located(error.0, 0, error.1));
+    }
+}

@@ -1,0 +1,242 @@
+//! The TLS keys of listeners (`tls`, `certificates`, `client_ca`) and
+//! upstreams (`tls_ca`, `tls_server_name`, `tls_verify`), and reading the PEM
+//! files they name.
+//!
+//! This module owns which PEM files a configuration needs and that each is
+//! readable and holds what its key says (through [`super::super::pem`]); a
+//! PEM file read here becomes one of the configuration's sources, so that
+//! editing it reloads. Building rustls configurations is [`crate::tls`]'s
+//! job, never validation's.
+
+use std::sync::Arc;
+
+use toml::Spanned;
+
+use super::super::pem;
+use super::super::raw;
+use super::super::{CertificateFiles, ListenerTls, PemFile, Source, SourceKind, UpstreamTls};
+use super::{At, Validator};
+
+impl Validator<'_> {
+    /// `tls_ca`, `tls_server_name` and `tls_verify` of an upstream; `has_https`
+    /// tells whether any server uses them.
+    pub(super) fn upstream_tls(
+        &mut self,
+        at: At<'_>,
+        name: &str,
+        u: &raw::Upstream,
+        has_https: bool,
+    ) -> UpstreamTls {
+        let mut tls = UpstreamTls::default();
+        let any_server = u.servers.as_ref().is_some_and(|l| !l.get_ref().is_empty());
+        if !has_https && any_server {
+            let keys = [
+                ("tls_ca", u.tls_ca.as_ref().map(Spanned::span)),
+                ("tls_server_name", u.tls_server_name.as_ref().map(Spanned::span)),
+                ("tls_verify", u.tls_verify.as_ref().map(Spanned::span)),
+            ];
+            for (key, span) in keys {
+                if let Some(span) = span {
+                    self.warnings.push(at.error(
+                        span,
+                        format!(
+                            "`{key}` has no effect: upstream `{name}` has no https:// server; remove it or write the servers as \"https://HOST:PORT\""
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(ca) = &u.tls_ca {
+            if let Some(file) = self.pem(at, ca, "tls_ca") {
+                match pem::parse_certificates(&file.pem) {
+                    Ok(_) => tls.ca = Some(file),
+                    Err(m) => self
+                        .errors
+                        .push(at.error(ca.span(), format!("tls_ca `{}`: {m}", file.path.display()))),
+                }
+            }
+        }
+        if let Some(server_name) = &u.tls_server_name {
+            let text = server_name.get_ref();
+            match rustls_pki_types::ServerName::try_from(text.as_str()) {
+                Ok(_) => tls.server_name = Some(text.clone()),
+                Err(_) => self.errors.push(at.error(
+                    server_name.span(),
+                    format!(
+                        "invalid tls_server_name `{text}`: use the DNS name the servers' certificates are for, like \"api.internal\", or an IP address"
+                    ),
+                )),
+            }
+        }
+        if let Some(verify) = &u.tls_verify {
+            tls.verify = *verify.get_ref();
+            if !tls.verify && has_https {
+                self.warnings.push(at.error(
+                    verify.span(),
+                    format!(
+                        "tls_verify = false: any certificate is accepted from the servers of upstream `{name}`, so anyone on the network path can impersonate them; trust a private CA with tls_ca = \"ca.pem\" instead"
+                    ),
+                ));
+            }
+        }
+        tls
+    }
+
+    /// A listener's `tls`: one `cert` and `key`, or `certificates` entries,
+    /// every pair read and checked to belong together; `None` (and errors)
+    /// otherwise.
+    pub(super) fn listener_tls(
+        &mut self,
+        at: At<'_>,
+        name: &str,
+        header: usize,
+        t: &raw::ListenerTls,
+    ) -> Option<ListenerTls> {
+        let pairs: Vec<(&Spanned<String>, &Spanned<String>)> = match (&t.cert, &t.key, &t.certificates) {
+            (Some(cert), Some(key), None) => vec![(cert, key)],
+            (None, None, Some(list)) if !list.is_empty() => list
+                .iter()
+                .map(|p| (&p.get_ref().cert, &p.get_ref().key))
+                .collect(),
+            (None, None, Some(_)) => {
+                self.errors.push(at.error(
+                    at.line_span(header),
+                    format!(
+                        "listener `{name}` has an empty tls.certificates: add [[listener.{name}.tls.certificates]] tables with cert and key"
+                    ),
+                ));
+                return None;
+            }
+            (cert, key, Some(_)) => {
+                let span = cert
+                    .as_ref()
+                    .or(key.as_ref())
+                    .map_or(header..header, Spanned::span);
+                self.errors.push(at.error(
+                    span,
+                    format!(
+                        "the tls of listener `{name}` has both `cert`/`key` and `certificates`: use cert and key for one certificate, or only [[listener.{name}.tls.certificates]] tables for several"
+                    ),
+                ));
+                return None;
+            }
+            (Some(cert), None, None) => {
+                self.errors.push(at.error(
+                    cert.span(),
+                    "`cert` needs its private key: add key = \"PATH\" next to it".to_owned(),
+                ));
+                return None;
+            }
+            (None, Some(key), None) => {
+                self.errors.push(at.error(
+                    key.span(),
+                    "`key` needs its certificate: add cert = \"PATH\" next to it".to_owned(),
+                ));
+                return None;
+            }
+            (None, None, None) => {
+                self.errors.push(at.error(
+                    at.line_span(header),
+                    format!(
+                        "listener `{name}` has `tls` without a certificate: add cert = \"cert.pem\" and key = \"key.pem\" to it"
+                    ),
+                ));
+                return None;
+            }
+        };
+        let mut ok = true;
+        let mut certificates = Vec::new();
+        for (cert, key) in pairs {
+            let cert_file = self.pem(at, cert, "certificate");
+            let key_file = self.pem(at, key, "key");
+            let (Some(cert_file), Some(key_file)) = (cert_file, key_file) else {
+                ok = false;
+                continue;
+            };
+            match pem::certified_key(&cert_file.pem, &key_file.pem) {
+                Ok(_) => certificates.push(CertificateFiles {
+                    cert: cert_file,
+                    key: key_file,
+                }),
+                Err(pem::CertError::Cert(m)) => {
+                    ok = false;
+                    self.errors.push(at.error(
+                        cert.span(),
+                        format!("certificate `{}`: {m}", cert_file.path.display()),
+                    ));
+                }
+                Err(pem::CertError::Key(m)) => {
+                    ok = false;
+                    self.errors
+                        .push(at.error(key.span(), format!("key `{}`: {m}", key_file.path.display())));
+                }
+            }
+        }
+        let client_ca = match &t.client_ca {
+            None => None,
+            Some(ca) => match self.pem(at, ca, "client_ca") {
+                None => {
+                    ok = false;
+                    None
+                }
+                Some(file) => match pem::parse_certificates(&file.pem) {
+                    Ok(_) => Some(file),
+                    Err(m) => {
+                        ok = false;
+                        self.errors
+                            .push(at.error(ca.span(), format!("client_ca `{}`: {m}", file.path.display())));
+                        None
+                    }
+                },
+            },
+        };
+        ok.then_some(ListenerTls {
+            certificates,
+            client_ca,
+        })
+    }
+
+    /// The PEM file `value` names (relative to this file), read once per
+    /// path through the loader's file system and kept as a source.
+    fn pem(&mut self, at: At<'_>, value: &Spanned<String>, key: &str) -> Option<PemFile> {
+        let text = value.get_ref();
+        if text.is_empty() {
+            self.errors.push(at.error(
+                value.span(),
+                format!("empty `{key}` path: give the path of a PEM file, relative to this file or absolute"),
+            ));
+            return None;
+        }
+        let path = at.relative(text);
+        let read = match self.pem_reads.get(&path) {
+            Some(read) => read.clone(),
+            None => {
+                let read = self
+                    .fs
+                    .read(&path)
+                    .map(Arc::<str>::from)
+                    .map_err(|e| e.to_string());
+                if let Ok(pem) = &read {
+                    self.pem_sources.push(Source {
+                        path: path.clone(),
+                        text: pem.to_string(),
+                        kind: SourceKind::Pem,
+                    });
+                }
+                self.pem_paths.push(path.clone());
+                self.pem_reads.insert(path.clone(), read.clone());
+                read
+            }
+        };
+        match read {
+            Ok(pem) => Some(PemFile { path, pem }),
+            Err(e) => {
+                self.errors.push(at.error(
+                    value.span(),
+                    format!("cannot read {key} file {}: {e}", path.display()),
+                ));
+                None
+            }
+        }
+    }
+}
