@@ -70,7 +70,7 @@ pub(crate) fn load_with(fs: &dyn Fs, path: &Path) -> Result<Config, Errors> {
     };
     loader.visit(path.to_path_buf());
     let parse_errors = loader.errors.len();
-    let mut parts = validate::validate(fs, &loader.parsed, path, loader.complete, &mut loader.errors);
+    let mut config = validate::validate(fs, &loader.parsed, path, loader.complete, &mut loader.errors);
     // What validation reports at the header of a table an unknown key was
     // skipped in is most likely about that key: a missing `bind` that is
     // really the misspelt `bnd`, a route shadowed for want of its `hots`.
@@ -85,9 +85,11 @@ pub(crate) fn load_with(fs: &dyn Fs, path: &Path) -> Result<Config, Errors> {
             i += 1;
         }
     }
-    super::error::sort(&mut parts.warnings, &loader.order);
-    for path in &parts.pem_paths {
-        loader.watch(parent_dir(path));
+    super::error::sort(&mut config.warnings, &loader.order);
+    // Validation knows the PEM files and their directories: the
+    // configuration files come first.
+    for dir in std::mem::take(&mut config.watch_dirs) {
+        loader.watch(dir);
     }
     let mut sources: Vec<Source> = loader
         .parsed
@@ -99,22 +101,15 @@ pub(crate) fn load_with(fs: &dyn Fs, path: &Path) -> Result<Config, Errors> {
             kind: crate::config::SourceKind::Config,
         })
         .collect();
-    sources.append(&mut parts.pem_sources);
+    sources.append(&mut config.sources);
     if !loader.errors.is_empty() {
         let mut errors = Errors::new(loader.errors, sources, &loader.order);
-        errors.warnings = parts.warnings;
+        errors.warnings = config.warnings;
         return Err(errors);
     }
-    Ok(Config {
-        global: parts.global,
-        listeners: parts.listeners,
-        upstreams: parts.upstreams,
-        sources,
-        watch_dirs: loader.watch_dirs,
-        admin: parts.admin,
-        warnings: parts.warnings,
-        defined_at: parts.defined_at,
-    })
+    config.sources = sources;
+    config.watch_dirs = loader.watch_dirs;
+    Ok(config)
 }
 
 struct Loader<'f> {

@@ -20,6 +20,7 @@ mod diff;
 mod error;
 mod fs;
 mod load;
+mod names;
 pub(crate) mod pem;
 mod raw;
 mod recover;
@@ -201,6 +202,24 @@ pub(crate) struct Global {
     /// a request head, counted from when the connection starts waiting for
     /// it (so it also closes idle keep-alive connections). Default 30s.
     pub(crate) header_read_timeout: Duration,
+}
+
+impl Default for Global {
+    /// Every key left out: the defaults documented on each field.
+    fn default() -> Self {
+        Global {
+            log_level: "info".to_owned(),
+            log_format: LogFormat::Text,
+            access_log: None,
+            shutdown_delay: Duration::ZERO,
+            watch: true,
+            resolver: None,
+            resolve_min: Duration::from_secs(1),
+            resolve_max: Duration::from_secs(300),
+            shutdown_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// `log_format`.

@@ -14,6 +14,8 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::names;
+
 /// One file.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -59,11 +61,11 @@ pub(crate) struct IncludesOnly {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Global {
     /// Level of ginx's own log. Default "info".
-    #[schemars(extend("enum" = ["trace", "debug", "info", "warn", "error"]))]
+    #[schemars(extend("enum" = names::LOG_LEVELS))]
     #[schemars(with = "Option<String>")]
     pub(crate) log_level: Option<Spanned<String>>,
     /// Format of ginx's own log (stderr). Default "text".
-    #[schemars(extend("enum" = ["text", "json"]))]
+    #[schemars(extend("enum" = names::LOG_FORMAT.all()))]
     #[schemars(with = "Option<String>")]
     pub(crate) log_format: Option<Spanned<String>>,
     /// One line per request: false (default), true (stdout, text) or { path, format }.
@@ -181,7 +183,7 @@ pub(crate) struct Respond {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Upstream {
     /// How a server is picked. Default "round_robin".
-    #[schemars(extend("enum" = ["round_robin", "weighted_round_robin", "least_conn", "random", "hash"]))]
+    #[schemars(extend("enum" = names::BALANCE.all()))]
     #[schemars(with = "Option<String>")]
     pub(crate) balance: Option<Spanned<String>>,
     /// With balance = "hash": "client_ip", "uri", "header:NAME" or "cookie:NAME".
@@ -206,7 +208,7 @@ pub(crate) struct Upstream {
     #[schemars(with = "Option<i64>")]
     pub(crate) eject_on_5xx: Option<Spanned<i64>>,
     /// When no server is available. Default "fail".
-    #[schemars(extend("enum" = ["fail", "try_all"]))]
+    #[schemars(extend("enum" = names::ON_ALL_DOWN.all()))]
     #[schemars(with = "Option<String>")]
     pub(crate) on_all_down: Option<Spanned<String>>,
     /// Extra attempts on other servers, 0 to 100. Default 1.
@@ -222,7 +224,7 @@ pub(crate) struct Upstream {
     // Not `Spanned`, as `[global]`.
     pub(crate) health_check: Option<HealthCheck>,
     /// Protocol towards the servers. Default "http1".
-    #[schemars(extend("enum" = ["http1", "h2", "h2c"]))]
+    #[schemars(extend("enum" = names::PROTOCOL.all()))]
     #[schemars(with = "Option<String>")]
     pub(crate) protocol: Option<Spanned<String>>,
     /// Trust these CAs (PEM file) for https:// servers instead of the system roots.
@@ -265,7 +267,7 @@ pub(crate) struct HealthCheck {
     #[schemars(with = "Option<i64>")]
     pub(crate) fall: Option<Spanned<i64>>,
     /// State of a new server until checked. Default "up".
-    #[schemars(extend("enum" = ["up", "down"]))]
+    #[schemars(extend("enum" = names::INITIAL_STATE.all()))]
     #[schemars(with = "Option<String>")]
     pub(crate) initial_state: Option<Spanned<String>>,
 }
@@ -355,7 +357,7 @@ struct AccessLogTable {
     #[schemars(with = "Option<String>")]
     path: Option<Spanned<String>>,
     /// Access log line format. Default "combined".
-    #[schemars(extend("enum" = ["combined", "json", "text"]))]
+    #[schemars(extend("enum" = names::ACCESS_LOG_FORMAT.all()))]
     #[schemars(with = "Option<String>")]
     format: Option<Spanned<String>>,
 }

@@ -6,27 +6,57 @@
 //! is not empty, and the admin endpoint does not share a listener's
 //! address. Applying them (log level, access log file) is the reload's job.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::path::PathBuf;
 
+use toml::Spanned;
+
+use super::super::names::{self, LOG_LEVELS};
 use super::super::raw;
-use super::super::{AccessLog, AccessLogFormat, Admin, Error, LogFormat};
+use super::super::{AccessLog, AccessLogFormat, Admin, Error, Location};
 use super::parse::{parse_bind, parse_resolver, BIND_HINT};
 use super::{hinted, At, Validator};
-
-const LOG_LEVELS: [&str; 5] = ["trace", "debug", "info", "warn", "error"];
 
 /// Where `[admin]` listens when the table has no `bind`: loopback only, as
 /// the endpoint shows the configuration.
 const ADMIN_DEFAULT_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9901);
 
+/// What `[global]` and `[admin]` noted, for the checks that come later: a
+/// key set twice, an empty resolve range, an admin address a listener has.
+#[derive(Default)]
+pub(super) struct GlobalSeen {
+    /// `[global]` key -> where it was first set.
+    set: HashMap<&'static str, Location>,
+    /// Where the first `[admin]` is, and where its `bind` is (if written).
+    admin_at: Option<(Location, Option<(Location, u32)>)>,
+    /// Where valid `resolve_min` / `resolve_max` values were set, and their
+    /// text, for the check that the range is not empty.
+    resolve_min_at: Option<(Location, String)>,
+    resolve_max_at: Option<(Location, String)>,
+    /// A `resolve_min` or `resolve_max` was invalid: skip the range check.
+    resolve_invalid: bool,
+}
+
 impl Validator<'_> {
+    /// `value` if it is written and no other file or table already set
+    /// `[global]` key `key` (that is an error, and `None`).
+    fn once<'v, T>(
+        &mut self,
+        at: At<'_>,
+        key: &'static str,
+        value: &'v Option<Spanned<T>>,
+    ) -> Option<&'v Spanned<T>> {
+        let value = value.as_ref()?;
+        self.global_once(at, key, value.span()).then_some(value)
+    }
+
     /// Record that `[global]` key `key` is set at `span`; false (and an
     /// error) if another file or table already set it.
     fn global_once(&mut self, at: At<'_>, key: &'static str, span: Range<usize>) -> bool {
         let here = at.loc(span.start);
-        if let Some(first) = self.global_set.get(key) {
+        if let Some(first) = self.global.set.get(key) {
             let width = u32::try_from(span.len()).unwrap_or(0);
             self.errors.push(Error::located(
                 here,
@@ -35,101 +65,101 @@ impl Validator<'_> {
             ));
             return false;
         }
-        self.global_set.insert(key, here);
+        self.global.set.insert(key, here);
         true
     }
 
+    /// `[global]`, in the order its keys are listed.
     pub(super) fn global(&mut self, at: At<'_>, g: &raw::Global) {
-        if let Some(level) = &g.log_level {
-            if self.global_once(at, "log_level", level.span()) {
-                let lower = level.get_ref().to_ascii_lowercase();
-                if LOG_LEVELS.contains(&lower.as_str()) {
-                    self.global.log_level = lower;
-                } else {
-                    self.errors.push(at.error(
-                        level.span(),
-                        hinted(
-                            format!("invalid log_level `{}`", level.get_ref()),
-                            &lower,
-                            LOG_LEVELS,
-                            &format!("use one of {}", LOG_LEVELS.join(", ")),
-                        ),
-                    ));
-                }
+        self.logging(at, g);
+        self.lifecycle(at, g);
+        self.resolver(at, g);
+    }
+
+    /// `log_level`, `log_format` and `access_log`.
+    fn logging(&mut self, at: At<'_>, g: &raw::Global) {
+        if let Some(level) = self.once(at, "log_level", &g.log_level) {
+            let lower = level.get_ref().to_ascii_lowercase();
+            if LOG_LEVELS.contains(&lower.as_str()) {
+                self.config.global.log_level = lower;
+            } else {
+                self.errors.push(at.error(
+                    level.span(),
+                    hinted(
+                        format!("invalid log_level `{}`", level.get_ref()),
+                        &lower,
+                        LOG_LEVELS,
+                        &format!("use one of {}", LOG_LEVELS.join(", ")),
+                    ),
+                ));
             }
         }
-        if let Some(format) = &g.log_format {
-            if self.global_once(at, "log_format", format.span()) {
-                let options = [("text", LogFormat::Text), ("json", LogFormat::Json)];
-                if let Some(f) = self.choice(at, format, "log_format", &options) {
-                    self.global.log_format = f;
-                }
+        if let Some(format) = self.once(at, "log_format", &g.log_format) {
+            if let Some(f) = self.choice(at, format, "log_format", &names::LOG_FORMAT) {
+                self.config.global.log_format = f;
             }
         }
         if let Some(access_log) = &g.access_log {
+            // Not `Spanned` (it may be a table): located at what is written.
             let span = match access_log {
                 raw::AccessLog::Table { path: Some(p), .. } => p.span(),
                 raw::AccessLog::Table { format: Some(f), .. } => f.span(),
                 _ => at.key_span("global", "access_log"),
             };
             if self.global_once(at, "access_log", span) {
-                self.global.access_log = self.access_log(at, access_log);
+                self.config.global.access_log = self.access_log(at, access_log);
             }
         }
-        if let Some(delay) = &g.shutdown_delay {
-            if self.global_once(at, "shutdown_delay", delay.span()) {
-                if let Some(d) = self.duration(at, delay, "shutdown_delay") {
-                    self.global.shutdown_delay = d;
+    }
+
+    /// `shutdown_delay`, `watch`, `shutdown_timeout` and
+    /// `header_read_timeout`: how the process runs and stops.
+    fn lifecycle(&mut self, at: At<'_>, g: &raw::Global) {
+        if let Some(delay) = self.once(at, "shutdown_delay", &g.shutdown_delay) {
+            if let Some(d) = self.duration(at, delay, "shutdown_delay") {
+                self.config.global.shutdown_delay = d;
+            }
+        }
+        if let Some(watch) = self.once(at, "watch", &g.watch) {
+            self.config.global.watch = *watch.get_ref();
+        }
+        if let Some(timeout) = self.once(at, "shutdown_timeout", &g.shutdown_timeout) {
+            if let Some(d) = self.duration(at, timeout, "shutdown_timeout") {
+                self.config.global.shutdown_timeout = d;
+            }
+        }
+        if let Some(timeout) = self.once(at, "header_read_timeout", &g.header_read_timeout) {
+            if let Some(d) = self.positive_duration(at, timeout, "header_read_timeout") {
+                self.config.global.header_read_timeout = d;
+            }
+        }
+    }
+
+    /// `resolver`, `resolve_min` and `resolve_max`: DNS for host names in
+    /// `servers`.
+    fn resolver(&mut self, at: At<'_>, g: &raw::Global) {
+        if let Some(resolver) = self.once(at, "resolver", &g.resolver) {
+            match parse_resolver(resolver.get_ref()) {
+                Ok(addr) => self.config.global.resolver = Some(addr),
+                Err(message) => self.errors.push(at.error(resolver.span(), message)),
+            }
+        }
+        if let Some(min) = self.once(at, "resolve_min", &g.resolve_min) {
+            match self.positive_duration(at, min, "resolve_min") {
+                Some(d) => {
+                    self.config.global.resolve_min = d;
+                    self.global.resolve_min_at = Some((at.loc(min.span().start), min.get_ref().0.clone()));
                 }
+                None => self.global.resolve_invalid = true,
             }
         }
-        if let Some(watch) = &g.watch {
-            if self.global_once(at, "watch", watch.span()) {
-                self.global.watch = *watch.get_ref();
-            }
-        }
-        if let Some(timeout) = &g.shutdown_timeout {
-            if self.global_once(at, "shutdown_timeout", timeout.span()) {
-                if let Some(d) = self.duration(at, timeout, "shutdown_timeout") {
-                    self.global.shutdown_timeout = d;
+        if let Some(max) = self.once(at, "resolve_max", &g.resolve_max) {
+            match self.positive_duration(at, max, "resolve_max") {
+                Some(d) => {
+                    self.config.global.resolve_max = d;
+                    self.global.resolve_max_at = Some((at.loc(max.span().start), max.get_ref().0.clone()));
                 }
-            }
-        }
-        if let Some(timeout) = &g.header_read_timeout {
-            if self.global_once(at, "header_read_timeout", timeout.span()) {
-                if let Some(d) = self.positive_duration(at, timeout, "header_read_timeout") {
-                    self.global.header_read_timeout = d;
-                }
-            }
-        }
-        if let Some(resolver) = &g.resolver {
-            if self.global_once(at, "resolver", resolver.span()) {
-                match parse_resolver(resolver.get_ref()) {
-                    Ok(addr) => self.global.resolver = Some(addr),
-                    Err(message) => self.errors.push(at.error(resolver.span(), message)),
-                }
-            }
-        }
-        if let Some(min) = &g.resolve_min {
-            if self.global_once(at, "resolve_min", min.span()) {
-                match self.positive_duration(at, min, "resolve_min") {
-                    Some(d) => {
-                        self.global.resolve_min = d;
-                        self.resolve_min_at = Some((at.loc(min.span().start), min.get_ref().0.clone()));
-                    }
-                    None => self.resolve_invalid = true,
-                }
-            }
-        }
-        if let Some(max) = &g.resolve_max {
-            if self.global_once(at, "resolve_max", max.span()) {
-                match self.positive_duration(at, max, "resolve_max") {
-                    Some(d) => {
-                        self.global.resolve_max = d;
-                        self.resolve_max_at = Some((at.loc(max.span().start), max.get_ref().0.clone()));
-                    }
-                    None => self.resolve_invalid = true,
-                }
+                None => self.global.resolve_invalid = true,
             }
         }
     }
@@ -148,15 +178,9 @@ impl Validator<'_> {
         };
         let format = match format {
             None => AccessLogFormat::Combined,
-            Some(f) => {
-                let options = [
-                    ("combined", AccessLogFormat::Combined),
-                    ("json", AccessLogFormat::Json),
-                    ("text", AccessLogFormat::Text),
-                ];
-                self.choice(at, f, "access_log format", &options)
-                    .unwrap_or(AccessLogFormat::Combined)
-            }
+            Some(f) => self
+                .choice(at, f, "access_log format", &names::ACCESS_LOG_FORMAT)
+                .unwrap_or(AccessLogFormat::Combined),
         };
         let path = match path {
             None => None,
@@ -194,7 +218,7 @@ impl Validator<'_> {
     pub(super) fn admin(&mut self, at: At<'_>, a: &raw::Admin) {
         let table = at.key_span("", "admin");
         let here = at.loc(table.start);
-        if let Some((first, _)) = &self.admin_at {
+        if let Some((first, _)) = &self.global.admin_at {
             self.errors.push(Error::located(
                 here,
                 u32::try_from(table.len()).unwrap_or(0),
@@ -210,7 +234,7 @@ impl Validator<'_> {
                 match parse_bind(b.get_ref()) {
                     Some(addr) => {
                         if !addr.ip().is_loopback() {
-                            self.warnings.push(at.error(
+                            self.config.warnings.push(at.error(
                                 b.span(),
                                 format!(
                                     "the admin endpoint is bound to {addr}, which is not a loopback address: anyone who can reach it can read the configuration; bind it to 127.0.0.1 unless a firewall protects it"
@@ -229,20 +253,20 @@ impl Validator<'_> {
                 }
             }
         };
-        self.admin_at = Some((here, bind_at));
+        self.global.admin_at = Some((here, bind_at));
         // Invalid: reported; `admin` stays `None` but the load fails anyway.
-        self.admin = bind.map(|bind| Admin { bind });
+        self.config.admin = bind.map(|bind| Admin { bind });
     }
 
     /// The admin endpoint needs an address of its own.
     pub(super) fn check_admin_bind(&mut self) {
-        let (Some(admin), Some((table_at, bind_at))) = (&self.admin, &self.admin_at) else {
+        let (Some(admin), Some((table_at, bind_at))) = (&self.config.admin, &self.global.admin_at) else {
             return;
         };
         if admin.bind.port() == 0 {
             return;
         }
-        if let Some((listener, there)) = self.binds.get(&admin.bind) {
+        if let Some((listener, there)) = self.listeners.binds.get(&admin.bind) {
             let (location, width) = bind_at.clone().unwrap_or((table_at.clone(), 0));
             self.errors.push(Error::located(
                 location,
@@ -260,11 +284,11 @@ impl Validator<'_> {
     /// missing, a key set only there might fix it: then only checked when
     /// both are set.
     pub(super) fn check_resolve_range(&mut self, complete: bool) {
-        let (min, max) = (self.global.resolve_min, self.global.resolve_max);
-        if self.resolve_invalid || max >= min {
+        let (min, max) = (self.config.global.resolve_min, self.config.global.resolve_max);
+        if self.global.resolve_invalid || max >= min {
             return;
         }
-        let error = match (&self.resolve_min_at, &self.resolve_max_at) {
+        let error = match (&self.global.resolve_min_at, &self.global.resolve_max_at) {
             (Some((_, min_text)), Some((max_at, max_text))) => (
                 max_at.clone(),
                 format!(

@@ -7,6 +7,9 @@
 //! judged by [`super::Validator::check_references`]; a listener's `tls` is
 //! [`super::tls`]'s.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
 use toml::Spanned;
 
 use super::super::raw;
@@ -14,54 +17,30 @@ use super::super::{HostPattern, Listener, Location, Route, RouteAction};
 use super::parse::{parse_bind, BIND_HINT};
 use super::{hinted, At, Validator};
 
+/// What the listener tables noted, for the checks that span files.
+#[derive(Default)]
+pub(super) struct ListenersSeen {
+    /// How many `[listener.NAME]` tables, valid or not.
+    pub(super) count: usize,
+    /// Bind address -> (listener, where): one listener per address.
+    pub(super) binds: HashMap<SocketAddr, (String, Location)>,
+}
+
 impl Validator<'_> {
+    /// One `[listener.NAME]`, kept when it and its first definition are
+    /// valid. Its routes are checked even when the listener is not kept.
     pub(super) fn listener(&mut self, at: At<'_>, name: &Spanned<String>, l: &raw::Listener) {
-        self.listener_count += 1;
+        self.listeners.count += 1;
         let header = at.header(name);
         let name = name.get_ref();
         let first = Self::define(
             self.errors,
-            &mut self.listener_defs,
+            &mut self.config.defined_at.listeners,
             "listener",
             at.loc(header),
             name,
         );
-
-        let bind = match &l.bind {
-            None => {
-                self.errors.push(at.error(
-                    header..header,
-                    format!("listener `{name}` has no `bind`: add bind = \"IP:PORT\""),
-                ));
-                None
-            }
-            Some(b) => match parse_bind(b.get_ref()) {
-                Some(addr) => Some(addr),
-                None => {
-                    self.errors.push(at.error(
-                        b.span(),
-                        format!("invalid bind address `{}`: {BIND_HINT}", b.get_ref()),
-                    ));
-                    None
-                }
-            },
-        };
-        if let (true, Some(addr), Some(b)) = (first, bind, &l.bind) {
-            if addr.port() != 0 {
-                let here = at.loc(b.span().start);
-                if let Some((other, there)) = self.binds.get(&addr) {
-                    self.errors.push(at.error(
-                        b.span(),
-                        format!(
-                            "bind address {addr} is already used by listener `{other}` at {there}: give each listener its own address"
-                        ),
-                    ));
-                } else {
-                    self.binds.insert(addr, (name.clone(), here));
-                }
-            }
-        }
-
+        let bind = self.bind(at, name, header, l.bind.as_ref(), first);
         if let Some(u) = &l.upstream {
             self.reference(at, u);
         }
@@ -73,14 +52,72 @@ impl Validator<'_> {
                 ),
             ));
         }
+        // `Some(None)`: errors reported, the listener is not kept.
+        let tls = match &l.tls {
+            None => Some(None),
+            Some(t) => self.listener_tls(at, name, header, t).map(Some),
+        };
+        let routes = self.routes(at, &l.route);
+        if let (true, Some(bind), Some(tls)) = (first, bind, tls) {
+            let listener = Listener {
+                name: name.clone(),
+                bind,
+                upstream: l.upstream.as_ref().map(|u| u.get_ref().clone()),
+                routes,
+                tls,
+            };
+            self.config.listeners.insert(name.clone(), listener);
+        }
+    }
 
-        // `None` inside: errors reported, the listener is not kept (but its
-        // routes are still checked).
-        let tls = l.tls.as_ref().map(|t| self.listener_tls(at, name, header, t));
+    /// A listener's `bind`: written, valid and, unless it is port 0 (a free
+    /// port each time), not another listener's.
+    fn bind(
+        &mut self,
+        at: At<'_>,
+        name: &str,
+        header: usize,
+        bind: Option<&Spanned<String>>,
+        first: bool,
+    ) -> Option<SocketAddr> {
+        let Some(b) = bind else {
+            self.errors.push(at.error(
+                header..header,
+                format!("listener `{name}` has no `bind`: add bind = \"IP:PORT\""),
+            ));
+            return None;
+        };
+        let Some(addr) = parse_bind(b.get_ref()) else {
+            self.errors.push(at.error(
+                b.span(),
+                format!("invalid bind address `{}`: {BIND_HINT}", b.get_ref()),
+            ));
+            return None;
+        };
+        if first && addr.port() != 0 {
+            if let Some((other, there)) = self.listeners.binds.get(&addr) {
+                self.errors.push(at.error(
+                    b.span(),
+                    format!(
+                        "bind address {addr} is already used by listener `{other}` at {there}: give each listener its own address"
+                    ),
+                ));
+            } else {
+                self.listeners
+                    .binds
+                    .insert(addr, (name.to_owned(), at.loc(b.span().start)));
+            }
+        }
+        Some(addr)
+    }
+
+    /// A listener's valid routes, in file order; a route that an earlier one
+    /// shadows is an error.
+    fn routes(&mut self, at: At<'_>, raw_routes: &[Spanned<raw::Route>]) -> Vec<Route> {
         let mut routes: Vec<Route> = Vec::new();
         // Where each valid route is, to name the one that shadows another.
         let mut route_at: Vec<Location> = Vec::new();
-        for raw_route in &l.route {
+        for raw_route in raw_routes {
             let Some(route) = self.route(at, raw_route) else {
                 continue;
             };
@@ -108,31 +145,15 @@ impl Validator<'_> {
             route_at.push(at.loc(start));
             routes.push(route);
         }
-
-        let tls = match tls {
-            None => Some(None),
-            Some(Some(t)) => Some(Some(t)),
-            Some(None) => None,
-        };
-        if let (true, Some(bind), Some(tls)) = (first, bind, tls) {
-            self.listeners.insert(
-                name.clone(),
-                Listener {
-                    name: name.clone(),
-                    bind,
-                    upstream: l.upstream.as_ref().map(|u| u.get_ref().clone()),
-                    routes,
-                    tls,
-                },
-            );
-        }
+        routes
     }
 
+    /// One `[[listener.NAME.route]]`: what it matches and what it does;
+    /// `None` (and errors) when any of it is invalid.
     fn route(&mut self, at: At<'_>, r: &Spanned<raw::Route>) -> Option<Route> {
         let start = r.span().start;
         let r = r.get_ref();
         let mut ok = true;
-
         let host = match &r.host {
             None => None,
             Some(h) => match parse_host(h.get_ref()) {
@@ -144,7 +165,6 @@ impl Validator<'_> {
                 }
             },
         };
-
         if let Some(p) = &r.path {
             if !p.get_ref().starts_with('/') {
                 self.errors.push(at.error(
@@ -157,8 +177,17 @@ impl Validator<'_> {
                 ok = false;
             }
         }
+        let action = self.route_action(at, start, r)?;
+        ok.then(|| Route {
+            host,
+            path: r.path.as_ref().map(|p| p.get_ref().clone()),
+            action,
+        })
+    }
 
-        let action = match (&r.upstream, &r.respond) {
+    /// What a route does: `upstream` or `respond`, exactly one of them.
+    fn route_action(&mut self, at: At<'_>, start: usize, r: &raw::Route) -> Option<RouteAction> {
+        match (&r.upstream, &r.respond) {
             (Some(_), Some(_)) => {
                 self.errors.push(at.error(
                     start..start,
@@ -182,7 +211,7 @@ impl Validator<'_> {
                         s..s,
                         "`strip_prefix = true` needs a `path` to strip: add path = \"/prefix/\"".to_owned(),
                     ));
-                    ok = false;
+                    return None;
                 }
                 Some(RouteAction::Proxy {
                     upstream: u.get_ref().clone(),
@@ -195,58 +224,57 @@ impl Validator<'_> {
                         s.span(),
                         "`strip_prefix` only applies to routes with `upstream`: remove it from this `respond` route".to_owned(),
                     ));
-                    ok = false;
                 }
-                let status = &respond.status;
-                let location = match &respond.location {
-                    None => Some(None),
-                    Some(l) => match check_location(l.get_ref()) {
-                        Ok(()) => Some(Some(l.get_ref().clone())),
-                        Err(message) => {
-                            self.errors.push(at.error(l.span(), message));
-                            None
-                        }
-                    },
-                };
-                match (u16::try_from(*status.get_ref()), location) {
-                    // 1xx are not final responses: hyper cannot send one as
-                    // the answer to a request.
-                    (Ok(code @ 200..=599), Some(location)) => {
-                        if let (Some(l), false) = (&respond.location, (300..400).contains(&code)) {
-                            self.warnings.push(at.error(
-                                l.span(),
-                                format!(
-                                    "`location` with status {code} does not redirect: clients follow it only with a 3xx status, like 301, 302, 307 or 308"
-                                ),
-                            ));
-                        }
-                        Some(RouteAction::Respond {
-                            status: code,
-                            body: respond.body.clone(),
-                            location,
-                        })
-                    }
-                    (Ok(200..=599), None) => None,
-                    _ => {
-                        self.errors.push(at.error(
-                            status.span(),
-                            format!(
-                                "invalid status {}: use an HTTP status code from 200 to 599",
-                                status.get_ref()
-                            ),
-                        ));
-                        None
-                    }
-                }
+                // The rest of `respond` is checked either way.
+                let action = self.respond(at, respond);
+                action.filter(|_| r.strip_prefix.is_none())
             }
-        };
+        }
+    }
 
-        let action = action?;
-        ok.then(|| Route {
-            host,
-            path: r.path.as_ref().map(|p| p.get_ref().clone()),
-            action,
-        })
+    /// `respond = { status, body, location }`.
+    fn respond(&mut self, at: At<'_>, respond: &raw::Respond) -> Option<RouteAction> {
+        let status = &respond.status;
+        let location = match &respond.location {
+            None => Some(None),
+            Some(l) => match check_location(l.get_ref()) {
+                Ok(()) => Some(Some(l.get_ref().clone())),
+                Err(message) => {
+                    self.errors.push(at.error(l.span(), message));
+                    None
+                }
+            },
+        };
+        match (u16::try_from(*status.get_ref()), location) {
+            // 1xx are not final responses: hyper cannot send one as the
+            // answer to a request.
+            (Ok(code @ 200..=599), Some(location)) => {
+                if let (Some(l), false) = (&respond.location, (300..400).contains(&code)) {
+                    self.config.warnings.push(at.error(
+                        l.span(),
+                        format!(
+                            "`location` with status {code} does not redirect: clients follow it only with a 3xx status, like 301, 302, 307 or 308"
+                        ),
+                    ));
+                }
+                Some(RouteAction::Respond {
+                    status: code,
+                    body: respond.body.clone(),
+                    location,
+                })
+            }
+            (Ok(200..=599), None) => None,
+            _ => {
+                self.errors.push(at.error(
+                    status.span(),
+                    format!(
+                        "invalid status {}: use an HTTP status code from 200 to 599",
+                        status.get_ref()
+                    ),
+                ));
+                None
+            }
+        }
     }
 }
 

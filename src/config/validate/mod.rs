@@ -1,4 +1,4 @@
-//! Semantic checks over all parsed files together: [raw::File] -> [`Config`].
+//! Semantic checks over all parsed files together: [`raw::File`]s -> [`Config`].
 //!
 //! Every problem is collected; nothing stops at the first one. Doubtful but
 //! valid choices become warnings, which never make a configuration invalid.
@@ -21,7 +21,6 @@ mod tls;
 mod upstream;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,9 +30,12 @@ use toml::Spanned;
 
 use super::error::{Error, Location};
 use super::fs::Fs;
+use super::names::Words;
 use super::raw;
 use super::suggest;
-use super::{Admin, DefinedAt, Global, Listener, LogFormat, Source, Upstream};
+use super::{Config, DefinedAt, Global};
+use global::GlobalSeen;
+use listener::ListenersSeen;
 
 const DURATION_HINT: &str = "use a number with a unit, like \"250ms\", \"5s\" or \"2m\"";
 
@@ -45,115 +47,36 @@ pub(crate) struct Parsed {
     pub(crate) file: Option<raw::File>,
 }
 
-/// The validated contents, ready to become a [`super::Config`].
-#[derive(Debug)]
-pub(crate) struct Parts {
-    pub(crate) global: Global,
-    pub(crate) listeners: BTreeMap<String, Listener>,
-    pub(crate) upstreams: BTreeMap<String, Upstream>,
-    pub(crate) admin: Option<Admin>,
-    /// Unsorted; the loader sorts them with the errors' file order.
-    pub(crate) warnings: Vec<Error>,
-    /// The PEM files read, in the order they are first named.
-    pub(crate) pem_sources: Vec<Source>,
-    /// Every PEM path named, read or not: their directories are watched so
-    /// that creating a missing file reloads.
-    pub(crate) pem_paths: Vec<PathBuf>,
-    pub(crate) defined_at: DefinedAt,
-}
-
 /// Check all files together, pushing every problem onto `errors`.
 ///
 /// `complete` is false when some file could not be read or parsed: checks
 /// that such a file might have satisfied (unknown upstream, no listener) are
 /// then skipped, to avoid false alarms.
+///
+/// Returns the configuration as far as it is valid (all of it when no error
+/// was pushed). Validation knows only the files the configuration *names*:
+/// the returned `sources` are the PEM files read, in the order they are
+/// first named, and `watch_dirs` the directory of every PEM path named (read
+/// or not: creating a missing file reloads). [`super::load`] puts the
+/// configuration files in front of both, and sorts the warnings.
 pub(crate) fn validate(
     fs: &dyn Fs,
     files: &[Parsed],
     main: &Path,
     complete: bool,
     errors: &mut Vec<Error>,
-) -> Parts {
-    let mut v = Validator {
-        fs,
-        errors,
-        warnings: Vec::new(),
-        admin: None,
-        admin_at: None,
-        pem_reads: HashMap::new(),
-        pem_sources: Vec::new(),
-        pem_paths: Vec::new(),
-        global: Global {
-            log_level: "info".to_owned(),
-            log_format: LogFormat::Text,
-            access_log: None,
-            shutdown_delay: Duration::ZERO,
-            watch: true,
-            shutdown_timeout: Duration::from_secs(30),
-            header_read_timeout: Duration::from_secs(30),
-            resolver: None,
-            resolve_min: Duration::from_secs(1),
-            resolve_max: Duration::from_secs(300),
-        },
-        global_set: HashMap::new(),
-        listeners: BTreeMap::new(),
-        listener_defs: HashMap::new(),
-        listener_count: 0,
-        binds: HashMap::new(),
-        upstreams: BTreeMap::new(),
-        upstream_defs: HashMap::new(),
-        upstream_at: HashMap::new(),
-        upstream_order: Vec::new(),
-        references: Vec::new(),
-        resolve_min_at: None,
-        resolve_max_at: None,
-        resolve_invalid: false,
-    };
+) -> Config {
+    let mut v = Validator::new(fs, errors);
     for f in files {
         if let Some(raw) = &f.file {
             let at = At {
                 path: &f.path,
                 text: &f.text,
             };
-            if let Some(g) = &raw.global {
-                v.global(at, g);
-            }
-            if let Some(a) = &raw.admin {
-                v.admin(at, a);
-            }
-            for (name, u) in &raw.upstream.0 {
-                v.upstream(at, name, u);
-            }
-            for (name, l) in &raw.listener.0 {
-                v.listener(at, name, l);
-            }
+            v.file(at, raw);
         }
     }
-    v.check_resolve_range(complete);
-    v.check_admin_bind();
-    if complete {
-        v.check_references();
-        v.check_unused_upstreams();
-        if v.listener_count == 0 {
-            v.errors.push(Error::file(
-                main,
-                "no listener defined: add a [listener.NAME] table with bind = \"IP:PORT\"".to_owned(),
-            ));
-        }
-    }
-    Parts {
-        global: v.global,
-        listeners: v.listeners,
-        upstreams: v.upstreams,
-        admin: v.admin,
-        warnings: v.warnings,
-        pem_sources: v.pem_sources,
-        pem_paths: v.pem_paths,
-        defined_at: DefinedAt {
-            listeners: v.listener_defs,
-            upstreams: v.upstream_defs,
-        },
-    }
+    v.finish(main, complete)
 }
 
 /// A file being checked: turns spans into located errors.
@@ -251,42 +174,84 @@ impl At<'_> {
     }
 }
 
+/// What validation has built and noted so far, over all files.
 struct Validator<'e> {
     fs: &'e dyn Fs,
     errors: &'e mut Vec<Error>,
-    warnings: Vec<Error>,
-    admin: Option<Admin>,
-    /// Where the first `[admin]` is, and where its `bind` is (if written).
-    admin_at: Option<(Location, Option<(Location, u32)>)>,
+    /// What passed, section by section, and what goes with it: the PEM files
+    /// read, their directories, the warnings, where each table is defined.
+    config: Config,
     /// Each PEM path read so far: its text or why it could not be read. A
     /// file named twice is read once.
     pem_reads: HashMap<PathBuf, Result<Arc<str>, String>>,
-    pem_sources: Vec<Source>,
-    pem_paths: Vec<PathBuf>,
-    global: Global,
-    /// `[global]` key -> where it was first set.
-    global_set: HashMap<&'static str, Location>,
-    listeners: BTreeMap<String, Listener>,
-    /// Listener name -> where it was first defined.
-    listener_defs: HashMap<String, Location>,
-    listener_count: usize,
-    /// Bind address -> (listener, where).
-    binds: HashMap<SocketAddr, (String, Location)>,
-    upstreams: BTreeMap<String, Upstream>,
-    upstream_defs: HashMap<String, Location>,
-    /// Upstream name -> its header and the header's width, for warnings.
-    upstream_at: HashMap<String, (Location, u32)>,
-    /// Upstream names in definition order, for messages.
-    upstream_order: Vec<String>,
+    /// Where `[global]` keys and `[admin]` are set.
+    global: GlobalSeen,
+    /// Listener tables and the addresses they bind.
+    listeners: ListenersSeen,
+    /// Every upstream defined, in definition order, with where its header
+    /// is and how wide: for messages and the unused-upstream warning.
+    upstreams: Vec<(String, Location, u32)>,
     /// Every `upstream = "NAME"` reference (where, how wide, the name),
     /// checked once all files are read.
     references: Vec<(Location, u32, String)>,
-    /// Where valid `resolve_min` / `resolve_max` values were set, and their
-    /// text, for the check that the range is not empty.
-    resolve_min_at: Option<(Location, String)>,
-    resolve_max_at: Option<(Location, String)>,
-    /// A `resolve_min` or `resolve_max` was invalid: skip the range check.
-    resolve_invalid: bool,
+}
+
+impl<'e> Validator<'e> {
+    fn new(fs: &'e dyn Fs, errors: &'e mut Vec<Error>) -> Self {
+        Validator {
+            fs,
+            errors,
+            config: Config {
+                global: Global::default(),
+                listeners: BTreeMap::new(),
+                upstreams: BTreeMap::new(),
+                sources: Vec::new(),
+                watch_dirs: Vec::new(),
+                admin: None,
+                warnings: Vec::new(),
+                defined_at: DefinedAt::default(),
+            },
+            pem_reads: HashMap::new(),
+            global: GlobalSeen::default(),
+            listeners: ListenersSeen::default(),
+            upstreams: Vec::new(),
+            references: Vec::new(),
+        }
+    }
+
+    /// Every section of one file, in the order their errors are listed.
+    fn file(&mut self, at: At<'_>, raw: &raw::File) {
+        if let Some(g) = &raw.global {
+            self.global(at, g);
+        }
+        if let Some(a) = &raw.admin {
+            self.admin(at, a);
+        }
+        for (name, u) in &raw.upstream.0 {
+            self.upstream(at, name, u);
+        }
+        for (name, l) in &raw.listener.0 {
+            self.listener(at, name, l);
+        }
+    }
+
+    /// The checks that need every file: what a missing file might satisfy
+    /// only when `complete`.
+    fn finish(mut self, main: &Path, complete: bool) -> Config {
+        self.check_resolve_range(complete);
+        self.check_admin_bind();
+        if complete {
+            self.check_references();
+            self.check_unused_upstreams();
+            if self.listeners.count == 0 {
+                self.errors.push(Error::file(
+                    main,
+                    "no listener defined: add a [listener.NAME] table with bind = \"IP:PORT\"".to_owned(),
+                ));
+            }
+        }
+        self.config
+    }
 }
 
 impl Validator<'_> {
@@ -318,18 +283,18 @@ impl Validator<'_> {
 
     /// One of a fixed set of strings; `None` (and an error listing the
     /// accepted values) otherwise.
-    fn choice<T: Copy>(
+    fn choice<T: Clone>(
         &mut self,
         at: At<'_>,
         value: &Spanned<String>,
         key: &str,
-        options: &[(&str, T)],
+        words: &Words<T>,
     ) -> Option<T> {
         let text = value.get_ref();
-        if let Some((_, v)) = options.iter().find(|(name, _)| name == text) {
-            return Some(*v);
+        if let Some(v) = words.value(text) {
+            return Some(v.clone());
         }
-        let names: Vec<&str> = options.iter().map(|(name, _)| *name).collect();
+        let names = words.all();
         self.errors.push(at.error(
             value.span(),
             hinted(
@@ -407,20 +372,20 @@ impl Validator<'_> {
     }
 
     fn check_references(&mut self) {
+        let defined = &self.config.defined_at.upstreams;
+        let names = || self.upstreams.iter().map(|(name, _, _)| name.as_str());
         for (location, width, name) in &self.references {
-            if self.upstream_defs.contains_key(name) {
+            if defined.contains_key(name) {
                 continue;
             }
-            let message = if self.upstream_order.is_empty() {
+            let message = if defined.is_empty() {
                 format!("unknown upstream `{name}` (no upstream is defined: add an [upstream.{name}] table)")
-            } else if let Some(hint) =
-                suggest::did_you_mean(name, self.upstream_order.iter().map(String::as_str))
-            {
+            } else if let Some(hint) = suggest::did_you_mean(name, names()) {
                 format!("unknown upstream `{name}`: {hint}")
             } else {
                 format!(
                     "unknown upstream `{name}` (defined upstreams: {})",
-                    self.upstream_order.join(", ")
+                    names().collect::<Vec<_>>().join(", ")
                 )
             };
             self.errors
@@ -434,17 +399,19 @@ impl Validator<'_> {
     /// the upstream it meant look unused, a second message for one mistake.
     fn check_unused_upstreams(&mut self) {
         let used: HashSet<&str> = self.references.iter().map(|(_, _, n)| n.as_str()).collect();
-        if used.iter().any(|n| !self.upstream_defs.contains_key(*n)) {
+        if used
+            .iter()
+            .any(|n| !self.config.defined_at.upstreams.contains_key(*n))
+        {
             return;
         }
-        for name in &self.upstream_order {
+        for (name, location, width) in &self.upstreams {
             if used.contains(name.as_str()) {
                 continue;
             }
-            let (location, width) = self.upstream_at[name].clone();
-            self.warnings.push(Error::located(
-                location,
-                width,
+            self.config.warnings.push(Error::located(
+                location.clone(),
+                *width,
                 format!(
                     "upstream `{name}` is not used by any listener or route: reference it with upstream = \"{name}\" or remove it"
                 ),

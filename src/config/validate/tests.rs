@@ -3,19 +3,19 @@
 use super::parse::{parse_resolver, BIND_HINT, RESOLVER_HINT, SERVER_HINT};
 use super::*;
 use crate::config::{
-    AccessLog, AccessLogFormat, Balance, CheckKind, Endpoint, HashKey, HealthCheck, HostPattern, OnAllDown,
-    RetryOn, Route, RouteAction, ServerSpec, SourceKind, UpstreamProtocol, UpstreamTls,
+    AccessLog, AccessLogFormat, Balance, CheckKind, Endpoint, HashKey, HealthCheck, HostPattern, LogFormat,
+    OnAllDown, RetryOn, Route, RouteAction, ServerSpec, SourceKind, UpstreamProtocol, UpstreamTls,
 };
 
 /// Parse and validate in-memory files (first is the main file); returns
 /// the parts and every error as a display string. A file toml rejects
 /// makes the set incomplete, as in a real load.
-fn check(files: &[(&str, &str)]) -> (Parts, Vec<String>) {
+fn check(files: &[(&str, &str)]) -> (Config, Vec<String>) {
     check_with(files, &[])
 }
 
 /// As [`check`], with `other` files (PEM) readable but not parsed.
-fn check_with(files: &[(&str, &str)], other: &[(&str, &str)]) -> (Parts, Vec<String>) {
+fn check_with(files: &[(&str, &str)], other: &[(&str, &str)]) -> (Config, Vec<String>) {
     let mut errors = Vec::new();
     let mut complete = true;
     let parsed: Vec<Parsed> = files
@@ -48,7 +48,7 @@ fn errors(files: &[(&str, &str)]) -> Vec<String> {
     check(files).1
 }
 
-fn ok(text: &str) -> Parts {
+fn ok(text: &str) -> Config {
     let (parts, errors) = check(&[("ginx.toml", text)]);
     assert!(errors.is_empty(), "{errors:#?}");
     parts
@@ -1126,12 +1126,12 @@ fn listener_tls_forms() {
     assert_eq!(&*tls.certificates[0].key.pem, a_key.as_str());
     assert_eq!(tls.client_ca, None);
     // Each file is read once and kept as a source, even when named twice.
-    let paths: Vec<&Path> = parts.pem_sources.iter().map(|s| s.path.as_path()).collect();
+    let paths: Vec<&Path> = parts.sources.iter().map(|s| s.path.as_path()).collect();
     assert_eq!(
         paths,
         [Path::new("conf.d/certs/a.pem"), Path::new("conf.d/certs/a.key")]
     );
-    assert!(parts.pem_sources.iter().all(|s| s.kind == SourceKind::Pem));
+    assert!(parts.sources.iter().all(|s| s.kind == SourceKind::Pem));
 
     let several = "[listener.web]\nbind = \"127.0.0.1:443\"\nupstream = \"app\"\n\
                    [listener.web.tls]\nclient_ca = \"certs/a.pem\"\n\
@@ -1146,7 +1146,7 @@ fn listener_tls_forms() {
         tls.client_ca.as_ref().unwrap().path,
         PathBuf::from("conf.d/certs/a.pem")
     );
-    assert_eq!(parts.pem_sources.len(), 4);
+    assert_eq!(parts.sources.len(), 4);
 }
 
 #[test]

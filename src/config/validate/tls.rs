@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use toml::Spanned;
 
+use super::super::fs::parent_dir;
 use super::super::pem;
 use super::super::raw;
 use super::super::{CertificateFiles, ListenerTls, PemFile, Source, SourceKind, UpstreamTls};
@@ -37,7 +38,7 @@ impl Validator<'_> {
             ];
             for (key, span) in keys {
                 if let Some(span) = span {
-                    self.warnings.push(at.error(
+                    self.config.warnings.push(at.error(
                         span,
                         format!(
                             "`{key}` has no effect: upstream `{name}` has no https:// server; remove it or write the servers as \"https://HOST:PORT\""
@@ -47,14 +48,7 @@ impl Validator<'_> {
             }
         }
         if let Some(ca) = &u.tls_ca {
-            if let Some(file) = self.pem(at, ca, "tls_ca") {
-                match pem::parse_certificates(&file.pem) {
-                    Ok(_) => tls.ca = Some(file),
-                    Err(m) => self
-                        .errors
-                        .push(at.error(ca.span(), format!("tls_ca `{}`: {m}", file.path.display()))),
-                }
-            }
+            tls.ca = self.ca(at, ca, "tls_ca");
         }
         if let Some(server_name) = &u.tls_server_name {
             let text = server_name.get_ref();
@@ -71,7 +65,7 @@ impl Validator<'_> {
         if let Some(verify) = &u.tls_verify {
             tls.verify = *verify.get_ref();
             if !tls.verify && has_https {
-                self.warnings.push(at.error(
+                self.config.warnings.push(at.error(
                     verify.span(),
                     format!(
                         "tls_verify = false: any certificate is accepted from the servers of upstream `{name}`, so anyone on the network path can impersonate them; trust a private CA with tls_ca = \"ca.pem\" instead"
@@ -83,8 +77,8 @@ impl Validator<'_> {
     }
 
     /// A listener's `tls`: one `cert` and `key`, or `certificates` entries,
-    /// every pair read and checked to belong together; `None` (and errors)
-    /// otherwise.
+    /// every pair read and checked to belong together, and `client_ca`;
+    /// `None` (and errors) otherwise.
     pub(super) fn listener_tls(
         &mut self,
         at: At<'_>,
@@ -92,58 +86,76 @@ impl Validator<'_> {
         header: usize,
         t: &raw::ListenerTls,
     ) -> Option<ListenerTls> {
-        let pairs: Vec<(&Spanned<String>, &Spanned<String>)> = match (&t.cert, &t.key, &t.certificates) {
-            (Some(cert), Some(key), None) => vec![(cert, key)],
-            (None, None, Some(list)) if !list.is_empty() => list
-                .iter()
-                .map(|p| (&p.get_ref().cert, &p.get_ref().key))
-                .collect(),
-            (None, None, Some(_)) => {
-                self.errors.push(at.error(
-                    at.line_span(header),
-                    format!(
-                        "listener `{name}` has an empty tls.certificates: add [[listener.{name}.tls.certificates]] tables with cert and key"
-                    ),
-                ));
-                return None;
-            }
-            (cert, key, Some(_)) => {
-                let span = cert
-                    .as_ref()
-                    .or(key.as_ref())
-                    .map_or(header..header, Spanned::span);
-                self.errors.push(at.error(
-                    span,
-                    format!(
-                        "the tls of listener `{name}` has both `cert`/`key` and `certificates`: use cert and key for one certificate, or only [[listener.{name}.tls.certificates]] tables for several"
-                    ),
-                ));
-                return None;
-            }
-            (Some(cert), None, None) => {
-                self.errors.push(at.error(
-                    cert.span(),
-                    "`cert` needs its private key: add key = \"PATH\" next to it".to_owned(),
-                ));
-                return None;
-            }
-            (None, Some(key), None) => {
-                self.errors.push(at.error(
-                    key.span(),
-                    "`key` needs its certificate: add cert = \"PATH\" next to it".to_owned(),
-                ));
-                return None;
-            }
-            (None, None, None) => {
-                self.errors.push(at.error(
-                    at.line_span(header),
-                    format!(
-                        "listener `{name}` has `tls` without a certificate: add cert = \"cert.pem\" and key = \"key.pem\" to it"
-                    ),
-                ));
-                return None;
-            }
+        let pairs = self.certificate_pairs(at, name, header, t)?;
+        let certificates = self.certificates(at, pairs);
+        let client_ca = match &t.client_ca {
+            None => Some(None),
+            Some(ca) => self.ca(at, ca, "client_ca").map(Some),
         };
+        Some(ListenerTls {
+            certificates: certificates?,
+            client_ca: client_ca?,
+        })
+    }
+
+    /// The (cert, key) paths of a listener's `tls`, in one of its two
+    /// forms; `None` (and an error) for anything in between.
+    fn certificate_pairs<'t>(
+        &mut self,
+        at: At<'_>,
+        name: &str,
+        header: usize,
+        t: &'t raw::ListenerTls,
+    ) -> Option<Vec<(&'t Spanned<String>, &'t Spanned<String>)>> {
+        let (span, message) = match (&t.cert, &t.key, &t.certificates) {
+            (Some(cert), Some(key), None) => return Some(vec![(cert, key)]),
+            (None, None, Some(list)) if !list.is_empty() => {
+                return Some(
+                    list.iter()
+                        .map(|p| (&p.get_ref().cert, &p.get_ref().key))
+                        .collect(),
+                )
+            }
+            (None, None, Some(_)) => (
+                at.line_span(header),
+                format!(
+                    "listener `{name}` has an empty tls.certificates: add [[listener.{name}.tls.certificates]] tables with cert and key"
+                ),
+            ),
+            (cert, key, Some(_)) => (
+                cert.as_ref()
+                    .or(key.as_ref())
+                    .map_or(header..header, Spanned::span),
+                format!(
+                    "the tls of listener `{name}` has both `cert`/`key` and `certificates`: use cert and key for one certificate, or only [[listener.{name}.tls.certificates]] tables for several"
+                ),
+            ),
+            (Some(cert), None, None) => (
+                cert.span(),
+                "`cert` needs its private key: add key = \"PATH\" next to it".to_owned(),
+            ),
+            (None, Some(key), None) => (
+                key.span(),
+                "`key` needs its certificate: add cert = \"PATH\" next to it".to_owned(),
+            ),
+            (None, None, None) => (
+                at.line_span(header),
+                format!(
+                    "listener `{name}` has `tls` without a certificate: add cert = \"cert.pem\" and key = \"key.pem\" to it"
+                ),
+            ),
+        };
+        self.errors.push(at.error(span, message));
+        None
+    }
+
+    /// Every certificate and its key, read and checked to belong together;
+    /// `None` when any pair is not (each problem reported at its file).
+    fn certificates(
+        &mut self,
+        at: At<'_>,
+        pairs: Vec<(&Spanned<String>, &Spanned<String>)>,
+    ) -> Option<Vec<CertificateFiles>> {
         let mut ok = true;
         let mut certificates = Vec::new();
         for (cert, key) in pairs {
@@ -172,28 +184,20 @@ impl Validator<'_> {
                 }
             }
         }
-        let client_ca = match &t.client_ca {
-            None => None,
-            Some(ca) => match self.pem(at, ca, "client_ca") {
-                None => {
-                    ok = false;
-                    None
-                }
-                Some(file) => match pem::parse_certificates(&file.pem) {
-                    Ok(_) => Some(file),
-                    Err(m) => {
-                        ok = false;
-                        self.errors
-                            .push(at.error(ca.span(), format!("client_ca `{}`: {m}", file.path.display())));
-                        None
-                    }
-                },
-            },
-        };
-        ok.then_some(ListenerTls {
-            certificates,
-            client_ca,
-        })
+        ok.then_some(certificates)
+    }
+
+    /// A file of CA certificates (`client_ca`, `tls_ca`), read and parsed.
+    fn ca(&mut self, at: At<'_>, value: &Spanned<String>, key: &str) -> Option<PemFile> {
+        let file = self.pem(at, value, key)?;
+        match pem::parse_certificates(&file.pem) {
+            Ok(_) => Some(file),
+            Err(m) => {
+                self.errors
+                    .push(at.error(value.span(), format!("{key} `{}`: {m}", file.path.display())));
+                None
+            }
+        }
     }
 
     /// The PEM file `value` names (relative to this file), read once per
@@ -217,13 +221,14 @@ impl Validator<'_> {
                     .map(Arc::<str>::from)
                     .map_err(|e| e.to_string());
                 if let Ok(pem) = &read {
-                    self.pem_sources.push(Source {
+                    self.config.sources.push(Source {
                         path: path.clone(),
                         text: pem.to_string(),
                         kind: SourceKind::Pem,
                     });
                 }
-                self.pem_paths.push(path.clone());
+                // Watched even when unreadable: creating the file reloads.
+                self.config.watch_dirs.push(parent_dir(&path));
                 self.pem_reads.insert(path.clone(), read.clone());
                 read
             }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
+use super::super::names;
 use super::super::raw;
 use super::super::{
     Balance, CheckKind, HashKey, HealthCheck, OnAllDown, RetryOn, ServerSpec, Upstream, UpstreamProtocol,
@@ -18,101 +19,45 @@ use super::parse::{parse_hash_key, parse_server, parse_status_range};
 use super::{hinted, quoted_list, At, Validator};
 
 impl Validator<'_> {
+    /// One `[upstream.NAME]`, kept when it is its name's first definition.
     pub(super) fn upstream(&mut self, at: At<'_>, name: &Spanned<String>, u: &raw::Upstream) {
         let header = at.header(name);
         let name = name.get_ref();
         let first = Self::define(
             self.errors,
-            &mut self.upstream_defs,
+            &mut self.config.defined_at.upstreams,
             "upstream",
             at.loc(header),
             name,
         );
         if first {
-            self.upstream_order.push(name.clone());
             let width = u32::try_from(at.line_span(header).len()).unwrap_or(0);
-            self.upstream_at.insert(name.clone(), (at.loc(header), width));
+            self.upstreams.push((name.clone(), at.loc(header), width));
         }
-
         let balance = self.balance(at, u);
         let protocol = u
             .protocol
             .as_ref()
-            .and_then(|p| {
-                let options = [
-                    ("http1", UpstreamProtocol::Http1),
-                    ("h2", UpstreamProtocol::H2),
-                    ("h2c", UpstreamProtocol::H2c),
-                ];
-                self.choice(at, p, "protocol", &options)
-            })
+            .and_then(|p| self.choice(at, p, "protocol", &names::PROTOCOL))
             .unwrap_or(UpstreamProtocol::Http1);
+        let servers = self.servers(at, name, header, u, protocol);
+        let upstream = self.upstream_settings(at, name, u, balance, protocol, servers);
+        if first {
+            self.config.upstreams.insert(name.clone(), upstream);
+        }
+    }
 
-        let mut servers = Vec::new();
-        let empty_at = match &u.servers {
-            None => Some(header),
-            Some(list) if list.get_ref().is_empty() => Some(list.span().start),
-            Some(_) => None,
-        };
-        if let Some(offset) = empty_at {
-            self.errors.push(at.error(
-                offset..offset,
-                format!("upstream `{name}` has no servers: add servers = [\"HOST:PORT\"]"),
-            ));
-        }
-        if let Some(list) = &u.servers {
-            let is_backup = |e: &Spanned<raw::Server>| match e.get_ref() {
-                raw::Server::Table { backup: Some(b), .. } => *b.get_ref(),
-                _ => false,
-            };
-            if !list.get_ref().is_empty() && list.get_ref().iter().all(is_backup) {
-                let start = list.span().start;
-                self.errors.push(at.error(
-                    start..start,
-                    format!(
-                        "upstream `{name}` has only backup servers: at least one server must not be a backup"
-                    ),
-                ));
-            }
-        }
-        for entry in u.servers.iter().flat_map(|l| l.get_ref()) {
-            if let Some(s) = self.server(at, entry) {
-                match (protocol, s.tls) {
-                    (UpstreamProtocol::H2, false) => self.errors.push(at.error(
-                        entry.span(),
-                        format!(
-                            "upstream `{name}` has protocol = \"h2\", which is HTTP/2 over TLS: write this server as \"https://{}\", or use protocol = \"h2c\" for HTTP/2 without TLS",
-                            s.name
-                        ),
-                    )),
-                    (UpstreamProtocol::H2c, true) => self.errors.push(at.error(
-                        entry.span(),
-                        format!(
-                            "upstream `{name}` has protocol = \"h2c\", which is HTTP/2 without TLS: write this server as \"{}\", or use protocol = \"h2\" for HTTP/2 over TLS",
-                            s.name
-                        ),
-                    )),
-                    _ => {}
-                }
-                // A server's state is keyed by its endpoint: listing it twice
-                // would make two entries share one state.
-                if servers
-                    .iter()
-                    .any(|seen: &ServerSpec| seen.endpoint == s.endpoint)
-                {
-                    self.errors.push(at.error(
-                        entry.span(),
-                        format!(
-                            "server `{}` is listed twice in upstream `{name}`: list it once and give it a weight instead",
-                            s.name
-                        ),
-                    ));
-                    continue;
-                }
-                servers.push(s);
-            }
-        }
-
+    /// The rest of an upstream around its policy, protocol and servers:
+    /// timeouts, passive health, retries, health checks and TLS.
+    fn upstream_settings(
+        &mut self,
+        at: At<'_>,
+        name: &str,
+        u: &raw::Upstream,
+        balance: Balance,
+        protocol: UpstreamProtocol,
+        servers: Vec<ServerSpec>,
+    ) -> Upstream {
         let connect_timeout = self.timeout(at, &u.connect_timeout, "connect_timeout", Duration::from_secs(5));
         let read_timeout = self.timeout(at, &u.read_timeout, "read_timeout", Duration::from_secs(60));
         let fail_timeout = self.timeout(at, &u.fail_timeout, "fail_timeout", Duration::from_secs(10));
@@ -133,14 +78,7 @@ impl Validator<'_> {
         let on_all_down = u
             .on_all_down
             .as_ref()
-            .and_then(|v| {
-                self.choice(
-                    at,
-                    v,
-                    "on_all_down",
-                    &[("fail", OnAllDown::Fail), ("try_all", OnAllDown::TryAll)],
-                )
-            })
+            .and_then(|v| self.choice(at, v, "on_all_down", &names::ON_ALL_DOWN))
             .unwrap_or(OnAllDown::Fail);
         let retries = u
             .retries
@@ -155,30 +93,108 @@ impl Validator<'_> {
         let health_check = u.health_check.as_ref().map(|h| self.health_check(at, h));
         let tls = self.upstream_tls(at, name, u, servers.iter().any(|s| s.tls));
         let tunnel_timeout = self.timeout(at, &u.tunnel_timeout, "tunnel_timeout", Duration::from_secs(3600));
-
-        if first {
-            self.upstreams.insert(
-                name.clone(),
-                Upstream {
-                    name: name.clone(),
-                    balance,
-                    servers,
-                    connect_timeout,
-                    read_timeout,
-                    max_fails,
-                    fail_timeout,
-                    eject_on_5xx,
-                    on_all_down,
-                    retries,
-                    retry_on,
-                    retry_non_idempotent,
-                    health_check,
-                    protocol,
-                    tls,
-                    tunnel_timeout,
-                },
-            );
+        Upstream {
+            name: name.to_owned(),
+            balance,
+            servers,
+            connect_timeout,
+            read_timeout,
+            max_fails,
+            fail_timeout,
+            eject_on_5xx,
+            on_all_down,
+            retries,
+            retry_on,
+            retry_non_idempotent,
+            health_check,
+            protocol,
+            tls,
+            tunnel_timeout,
         }
+    }
+
+    /// `servers`: at least one, not all backups, each valid, listed once and
+    /// speaking TLS exactly when `protocol` says so.
+    fn servers(
+        &mut self,
+        at: At<'_>,
+        name: &str,
+        header: usize,
+        u: &raw::Upstream,
+        protocol: UpstreamProtocol,
+    ) -> Vec<ServerSpec> {
+        let empty_at = match &u.servers {
+            None => Some(header),
+            Some(list) if list.get_ref().is_empty() => Some(list.span().start),
+            Some(_) => None,
+        };
+        if let Some(offset) = empty_at {
+            self.errors.push(at.error(
+                offset..offset,
+                format!("upstream `{name}` has no servers: add servers = [\"HOST:PORT\"]"),
+            ));
+        }
+        let entries = u.servers.as_ref().map_or(&[][..], |l| l.get_ref());
+        let is_backup = |e: &Spanned<raw::Server>| match e.get_ref() {
+            raw::Server::Table { backup: Some(b), .. } => *b.get_ref(),
+            _ => false,
+        };
+        if let (Some(list), false) = (&u.servers, entries.is_empty()) {
+            if entries.iter().all(is_backup) {
+                let start = list.span().start;
+                self.errors.push(at.error(
+                    start..start,
+                    format!(
+                        "upstream `{name}` has only backup servers: at least one server must not be a backup"
+                    ),
+                ));
+            }
+        }
+        let mut servers: Vec<ServerSpec> = Vec::new();
+        for entry in entries {
+            let Some(s) = self.server(at, entry) else {
+                continue;
+            };
+            self.check_server_protocol(at, name, protocol, entry, &s);
+            // A server's state is keyed by its endpoint: listing it twice
+            // would make two entries share one state.
+            if servers.iter().any(|seen| seen.endpoint == s.endpoint) {
+                self.errors.push(at.error(
+                    entry.span(),
+                    format!(
+                        "server `{}` is listed twice in upstream `{name}`: list it once and give it a weight instead",
+                        s.name
+                    ),
+                ));
+                continue;
+            }
+            servers.push(s);
+        }
+        servers
+    }
+
+    /// `h2` is HTTP/2 over TLS and `h2c` without: a server written the other
+    /// way is a mistake either way.
+    fn check_server_protocol(
+        &mut self,
+        at: At<'_>,
+        name: &str,
+        protocol: UpstreamProtocol,
+        entry: &Spanned<raw::Server>,
+        s: &ServerSpec,
+    ) {
+        let message = match (protocol, s.tls) {
+            (UpstreamProtocol::H2, false) => format!(
+                "upstream `{name}` has protocol = \"h2\", which is HTTP/2 over TLS: write this server as \"https://{}\", or use protocol = \"h2c\" for HTTP/2 without TLS",
+                s.name
+            ),
+            (UpstreamProtocol::H2c, true) => format!(
+                "upstream `{name}` has protocol = \"h2c\", which is HTTP/2 without TLS: write this server as \"{}\", or use protocol = \"h2\" for HTTP/2 over TLS",
+                s.name
+            ),
+            _ => return,
+        };
+        self.errors.push(at.error(entry.span(), message));
     }
 
     /// An optional duration that must be greater than zero, `default` when
@@ -198,27 +214,9 @@ impl Validator<'_> {
 
     /// `balance` and `hash` together.
     fn balance(&mut self, at: At<'_>, u: &raw::Upstream) -> Balance {
-        #[derive(Clone, Copy, PartialEq)]
-        enum Kind {
-            RoundRobin,
-            LeastConn,
-            Random,
-            Hash,
-        }
-        let kind = match &u.balance {
-            None => Some(Kind::RoundRobin),
-            Some(b) => self.choice(
-                at,
-                b,
-                "balance",
-                &[
-                    ("round_robin", Kind::RoundRobin),
-                    ("weighted_round_robin", Kind::RoundRobin),
-                    ("least_conn", Kind::LeastConn),
-                    ("random", Kind::Random),
-                    ("hash", Kind::Hash),
-                ],
-            ),
+        let policy = match &u.balance {
+            None => Some(Balance::RoundRobin),
+            Some(b) => self.choice(at, b, "balance", &names::BALANCE),
         };
         let key = u.hash.as_ref().and_then(|h| match parse_hash_key(h.get_ref()) {
             Ok(key) => Some(key),
@@ -227,114 +225,66 @@ impl Validator<'_> {
                 None
             }
         });
-        match (kind, &u.balance, &u.hash) {
-            (Some(Kind::Hash), Some(b), None) => self.errors.push(at.error(
+        let is_hash = matches!(policy, Some(Balance::Hash(_)));
+        match (&policy, &u.balance, &u.hash) {
+            (Some(_), Some(b), None) if is_hash => self.errors.push(at.error(
                 b.span(),
                 "balance = \"hash\" needs a `hash` key: add hash = \"client_ip\", \"uri\", \"header:NAME\" or \"cookie:NAME\""
                     .to_owned(),
             )),
             // An unknown `balance` has its own error; `hash` may be right.
-            (Some(k), _, Some(h)) if k != Kind::Hash => self.errors.push(at.error(
+            (Some(_), _, Some(h)) if !is_hash => self.errors.push(at.error(
                 h.span(),
                 "`hash` only applies with balance = \"hash\": add balance = \"hash\" or remove `hash`".to_owned(),
             )),
             _ => {}
         }
-        match kind {
-            None | Some(Kind::RoundRobin) => Balance::RoundRobin,
-            Some(Kind::LeastConn) => Balance::LeastConn,
-            Some(Kind::Random) => Balance::Random,
+        match policy {
+            None => Balance::RoundRobin,
             // Without a valid key an error has been reported.
-            Some(Kind::Hash) => Balance::Hash(key.unwrap_or(HashKey::ClientIp)),
+            Some(Balance::Hash(_)) => Balance::Hash(key.unwrap_or(HashKey::ClientIp)),
+            Some(policy) => policy,
         }
     }
 
     /// `retry_on = [...]`: each entry known and listed once.
     fn retry_on(&mut self, at: At<'_>, entries: &[Spanned<String>]) -> RetryOn {
-        let mut on = RetryOn {
-            connect: false,
-            reset: false,
-            timeout: false,
-            status_5xx: false,
-        };
+        let mut on = RetryOn::none();
         for entry in entries {
             let text = entry.get_ref();
-            let flag = match text.as_str() {
-                "connect" => &mut on.connect,
-                "reset" => &mut on.reset,
-                "timeout" => &mut on.timeout,
-                "5xx" => &mut on.status_5xx,
-                _ => {
-                    let known = ["connect", "reset", "timeout", "5xx"];
-                    self.errors.push(at.error(
-                        entry.span(),
-                        hinted(
-                            format!("unknown retry_on entry `{text}`"),
-                            text,
-                            known,
-                            &format!("use {}", quoted_list(&known)),
-                        ),
-                    ));
-                    continue;
-                }
+            let mut flags = on.flags_mut();
+            let Some((_, flag)) = flags.iter_mut().find(|(word, _)| word == text) else {
+                let known = RetryOn::none().flags().map(|(word, _)| word);
+                self.errors.push(at.error(
+                    entry.span(),
+                    hinted(
+                        format!("unknown retry_on entry `{text}`"),
+                        text,
+                        known,
+                        &format!("use {}", quoted_list(&known)),
+                    ),
+                ));
+                continue;
             };
-            if *flag {
+            if **flag {
                 self.errors.push(at.error(
                     entry.span(),
                     format!("`{text}` is listed twice in retry_on: list it once"),
                 ));
             }
-            *flag = true;
+            **flag = true;
         }
         on
     }
 
+    /// `[upstream.NAME.health_check]`.
     fn health_check(&mut self, at: At<'_>, h: &raw::HealthCheck) -> HealthCheck {
-        #[derive(Clone, Copy, PartialEq)]
-        enum Kind {
-            Http,
-            Tcp,
-        }
-        let kind = match &h.kind {
-            None => Some(Kind::Http),
-            Some(k) => self.choice(
-                at,
-                k,
-                "health_check type",
-                &[("http", Kind::Http), ("tcp", Kind::Tcp)],
-            ),
-        };
-        if let Some(p) = &h.path {
-            if kind == Some(Kind::Tcp) {
-                self.errors.push(at.error(
-                    p.span(),
-                    "`path` only applies to type = \"http\" health checks: remove it or use type = \"http\""
-                        .to_owned(),
-                ));
-            } else if !p.get_ref().starts_with('/') {
-                self.errors.push(at.error(
-                    p.span(),
-                    format!(
-                        "invalid health_check path `{}`: it must start with \"/\", like \"/health\"",
-                        p.get_ref()
-                    ),
-                ));
-            }
-        }
-        let kind = match kind {
-            Some(Kind::Tcp) => CheckKind::Tcp,
-            _ => CheckKind::Http {
-                path: h
-                    .path
-                    .as_ref()
-                    .map_or_else(|| "/".to_owned(), |p| p.get_ref().clone()),
-            },
-        };
+        let kind = self.check_kind(at, h);
         let interval = self.timeout(at, &h.interval, "interval", Duration::from_secs(5));
         let timeout = self.timeout(at, &h.timeout, "timeout", Duration::from_secs(1));
         if timeout >= interval {
             if let Some(span) = h.timeout.as_ref().or(h.interval.as_ref()).map(Spanned::span) {
-                self.warnings.push(at.error(
+                self.config.warnings.push(at.error(
                     span,
                     format!(
                         "health check timeout {} is not shorter than its interval {}: a slow check runs into the next one; make the timeout shorter",
@@ -367,7 +317,7 @@ impl Validator<'_> {
         let initial_up = h
             .initial_state
             .as_ref()
-            .and_then(|v| self.choice(at, v, "initial_state", &[("up", true), ("down", false)]))
+            .and_then(|v| self.choice(at, v, "initial_state", &names::INITIAL_STATE))
             .unwrap_or(true);
         HealthCheck {
             kind,
@@ -377,6 +327,42 @@ impl Validator<'_> {
             rise,
             fall,
             initial_up,
+        }
+    }
+
+    /// A health check's `type` and the `path` that goes with `http`.
+    fn check_kind(&mut self, at: At<'_>, h: &raw::HealthCheck) -> CheckKind {
+        let kind = match &h.kind {
+            None => Some(CheckKind::Http { path: String::new() }),
+            Some(k) => self.choice(at, k, "health_check type", &names::CHECK_KIND),
+        };
+        let is_tcp = matches!(kind, Some(CheckKind::Tcp));
+        if let Some(p) = &h.path {
+            if is_tcp {
+                self.errors.push(at.error(
+                    p.span(),
+                    "`path` only applies to type = \"http\" health checks: remove it or use type = \"http\""
+                        .to_owned(),
+                ));
+            } else if !p.get_ref().starts_with('/') {
+                self.errors.push(at.error(
+                    p.span(),
+                    format!(
+                        "invalid health_check path `{}`: it must start with \"/\", like \"/health\"",
+                        p.get_ref()
+                    ),
+                ));
+            }
+        }
+        if is_tcp {
+            return CheckKind::Tcp;
+        }
+        // An unknown `type` has its own error.
+        CheckKind::Http {
+            path: h
+                .path
+                .as_ref()
+                .map_or_else(|| "/".to_owned(), |p| p.get_ref().clone()),
         }
     }
 
