@@ -135,42 +135,45 @@ fn parse_server_address(text: &str) -> Result<(String, Endpoint, Option<u16>), S
     if name.is_empty() {
         return Err(invalid("it is empty"));
     }
-    if let Ok(addr) = name.parse::<SocketAddr>() {
-        return Ok((name.to_owned(), Endpoint::Ip(addr), default_port));
+    let endpoint = match (name.parse::<SocketAddr>(), name.strip_prefix('[')) {
+        (Ok(addr), _) => Endpoint::Ip(addr),
+        (Err(_), Some(bracketed)) => ipv6_endpoint(bracketed, default_port).map_err(|why| invalid(&why))?,
+        (Err(_), None) => host_endpoint(name, default_port).map_err(|why| invalid(&why))?,
+    };
+    Ok((name.to_owned(), endpoint, default_port))
+}
+
+/// What follows the `[` of a server address that is not `[IPv6]:PORT`:
+/// `IPv6]` with a scheme's default port, or why not (the port is missing or
+/// bad, or the address).
+fn ipv6_endpoint(bracketed: &str, default_port: Option<u16>) -> Result<Endpoint, String> {
+    let Some((ip, after)) = bracketed.split_once(']') else {
+        return Err("missing `]` after the IPv6 address".to_owned());
+    };
+    let Ok(ip) = ip.parse::<Ipv6Addr>() else {
+        return Err(format!("bad IPv6 address `{ip}`"));
+    };
+    match (after.strip_prefix(':'), default_port) {
+        (None, Some(port)) if after.is_empty() => Ok(Endpoint::Ip(SocketAddr::new(IpAddr::V6(ip), port))),
+        (None, None) if after.is_empty() => Err("missing port".to_owned()),
+        (None, _) => Err(format!("unexpected `{after}` after the IPv6 address")),
+        (Some(port), _) => Err(format!("bad port `{port}`")),
     }
-    // `[IPv6]` or `[IPv6]:PORT`: the port is missing or bad, or the address.
-    if let Some(bracketed) = name.strip_prefix('[') {
-        let Some((ip, after)) = bracketed.split_once(']') else {
-            return Err(invalid("missing `]` after the IPv6 address"));
-        };
-        let Ok(ip) = ip.parse::<Ipv6Addr>() else {
-            return Err(invalid(&format!("bad IPv6 address `{ip}`")));
-        };
-        return match after.strip_prefix(':') {
-            None if after.is_empty() => match default_port {
-                Some(port) => Ok((
-                    name.to_owned(),
-                    Endpoint::Ip(SocketAddr::new(IpAddr::V6(ip), port)),
-                    default_port,
-                )),
-                None => Err(invalid("missing port")),
-            },
-            None => Err(invalid(&format!("unexpected `{after}` after the IPv6 address"))),
-            Some(port) => Err(invalid(&format!("bad port `{port}`"))),
-        };
-    }
+}
+
+/// `HOST:PORT` with an IPv4 address or a host name as `HOST`; the port may
+/// be left out when there is a scheme (`default_port`).
+fn host_endpoint(name: &str, default_port: Option<u16>) -> Result<Endpoint, String> {
     let (host, port) = match (name.rsplit_once(':'), default_port) {
         (Some(parts), _) => parts,
         (None, Some(_)) => (name, ""),
-        (None, None) => return Err(invalid("missing port")),
+        (None, None) => return Err("missing port".to_owned()),
     };
     if host.is_empty() {
-        return Err(invalid("missing host"));
+        return Err("missing host".to_owned());
     }
     if host.contains(':') {
-        return Err(invalid(
-            "an IPv6 address must be in brackets, like \"[::1]:9001\"",
-        ));
+        return Err("an IPv6 address must be in brackets, like \"[::1]:9001\"".to_owned());
     }
     enum Host {
         Ip(Ipv4Addr),
@@ -178,19 +181,18 @@ fn parse_server_address(text: &str) -> Result<(String, Endpoint, Option<u16>), S
     }
     let host = match host.parse::<Ipv4Addr>() {
         Ok(ip) => Host::Ip(ip),
-        Err(_) => Host::Name(check_host_name(host).map_err(|why| invalid(&why))?),
+        Err(_) => Host::Name(check_host_name(host)?),
     };
     // Digits only: `u16::from_str` would take a leading `+`.
     let port = match (port.parse::<u16>(), default_port) {
         (Ok(p), _) if port.bytes().all(|b| b.is_ascii_digit()) => p,
         (_, Some(p)) if port.is_empty() && !name.contains(':') => p,
-        _ => return Err(invalid(&format!("bad port `{port}`"))),
+        _ => return Err(format!("bad port `{port}`")),
     };
-    let endpoint = match host {
+    Ok(match host {
         Host::Ip(ip) => Endpoint::Ip(SocketAddr::new(IpAddr::V4(ip), port)),
         Host::Name(host) => Endpoint::Dns { host, port },
-    };
-    Ok((name.to_owned(), endpoint, default_port))
+    })
 }
 
 /// A DNS name: letters, digits, `-`, `_` and `.` (underscores are not valid
