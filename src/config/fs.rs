@@ -2,7 +2,7 @@
 //! its implementations (the real disk, and texts held in memory).
 //!
 //! This module owns how a path is read, tested, globbed and identified;
-//! which files to read (includes) is [`super::load`]'s job, and what their
+//! which files to read (includes) is [`super::load`](mod@super::load)'s job, and what their
 //! contents mean is [`super::validate`]'s. Both see files only through
 //! [`Fs`], so that tests keep everything in memory.
 

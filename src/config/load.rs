@@ -3,8 +3,9 @@
 //! Files are read depth first: a file, then each file its `include` entries
 //! name (glob results sorted), each file at most once. Every file is parsed on
 //! its own so that one broken file does not hide the problems of the others;
-//! within a file, unknown keys are reported and skipped so that they do not
-//! hide the file's other problems either.
+//! within a file, unknown keys are reported and skipped ([`super::recover`])
+//! so that they do not hide the file's other problems either. Files are read
+//! through [`super::fs::Fs`]; what they mean is [`super::validate`]'s job.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};

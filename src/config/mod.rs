@@ -15,6 +15,18 @@
 //! Every error carries the file, line and column where the problem is, and
 //! loading reports *every* error it finds: each file is parsed on its own, so
 //! a syntax error in one file does not hide the semantic errors of another.
+//!
+//! In pipeline order:
+//!
+//! - [`fs`]: the file system as loading sees it (real, or texts in memory);
+//! - [`load`](mod@load): includes, depth first, each file parsed on its own;
+//! - [`raw`]: the shape of one file (serde, JSON Schema); [`recover`] skips
+//!   unknown keys so that they hide nothing else;
+//! - [`validate`]: every semantic check, one file per section; [`pem`]
+//!   reads certificates and keys for it, [`names`] holds the words of every
+//!   choice;
+//! - here: the validated types, plain data; [`diff`] compares two of them;
+//!   [`error`] locates and orders problems, [`suggest`] finds the word meant.
 
 mod diff;
 mod error;
@@ -55,7 +67,7 @@ pub(crate) fn load(path: &Path) -> Result<Config, Errors> {
 ///
 /// # Errors
 ///
-/// As [`load`].
+/// As [`load()`].
 pub(crate) fn load_from_texts(main: &Path, texts: BTreeMap<PathBuf, String>) -> Result<Config, Errors> {
     load::load_with(&fs::TextsFs::new(texts), main)
 }
@@ -122,7 +134,6 @@ pub(crate) struct Config {
     /// them (and still exits 0); a reload logs them.
     pub(crate) warnings: Vec<Error>,
     /// Where each listener and upstream is defined.
-    #[allow(dead_code)] // Read by the TLS plan of a reload, which lands next.
     pub(crate) defined_at: DefinedAt,
 }
 
@@ -131,7 +142,6 @@ pub(crate) struct Config {
 /// located as validation's errors are. Kept beside the settings, not in
 /// them: moving a table to another line changes no setting.
 #[derive(Debug, Clone, Default)]
-#[allow(dead_code)] // Read by the TLS plan of a reload, which lands next.
 pub(crate) struct DefinedAt {
     /// Listener name -> its table header.
     pub(crate) listeners: HashMap<String, Location>,

@@ -4,6 +4,11 @@
 //! structure, types and unknown keys. Everything that can be reported in bulk
 //! (addresses, durations, ranges, references) is kept as written, with its
 //! span, for [`super::validate`].
+//!
+//! The JSON Schema (`ginx schema`) is derived from the same types, so it
+//! cannot drift from what is parsed; the words it offers for each choice
+//! come from [`super::names`], as validation's do. Skipping an unknown key
+//! to parse the rest is [`super::recover`]'s job.
 
 use std::borrow::Cow;
 use std::fmt;

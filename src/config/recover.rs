@@ -9,7 +9,7 @@
 //! refuses whatever it does not understand: then the error stands as toml
 //! reported it. What a key means is [`super::raw`]'s (the shapes) and
 //! [`super::validate`]'s (the checks); reporting the error is
-//! [`super::load`]'s.
+//! [`super::load`](mod@super::load)'s.
 
 use serde::de;
 

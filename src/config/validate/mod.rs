@@ -57,7 +57,7 @@ pub(crate) struct Parsed {
 /// was pushed). Validation knows only the files the configuration *names*:
 /// the returned `sources` are the PEM files read, in the order they are
 /// first named, and `watch_dirs` the directory of every PEM path named (read
-/// or not: creating a missing file reloads). [`super::load`] puts the
+/// or not: creating a missing file reloads). [`super::load`](mod@super::load) puts the
 /// configuration files in front of both, and sorts the warnings.
 pub(crate) fn validate(
     fs: &dyn Fs,
