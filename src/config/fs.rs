@@ -52,46 +52,67 @@ impl Fs for RealFs {
     }
 }
 
+/// Files held in memory, by normalized path; the directories they are in
+/// are implied by their paths.
+struct Texts(BTreeMap<PathBuf, String>);
+
+impl Texts {
+    fn new(texts: impl IntoIterator<Item = (PathBuf, String)>) -> Texts {
+        Texts(texts.into_iter().map(|(p, t)| (normalize(&p), t)).collect())
+    }
+
+    fn read(&self, path: &Path) -> Option<String> {
+        self.0.get(&normalize(path)).cloned()
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        let path = normalize(path);
+        self.0.keys().any(|p| p.starts_with(&path))
+    }
+
+    fn glob(&self, pattern: &str) -> Result<Vec<PathBuf>, String> {
+        let pattern = glob::Pattern::new(pattern).map_err(|e| e.msg.to_owned())?;
+        let pattern = glob::Pattern::new(&normalize(Path::new(pattern.as_str())).to_string_lossy())
+            .map_err(|e| e.msg.to_owned())?;
+        Ok(self
+            .0
+            .keys()
+            .filter(|p| pattern.matches_path_with(p, match_options()))
+            .cloned()
+            .collect())
+    }
+}
+
 /// Configuration files from memory (the texts a running ginx reports),
 /// everything else from the real file system.
 pub(crate) struct TextsFs {
-    /// By normalized path.
-    texts: BTreeMap<PathBuf, String>,
+    texts: Texts,
 }
 
 impl TextsFs {
     pub(crate) fn new(texts: BTreeMap<PathBuf, String>) -> TextsFs {
         TextsFs {
-            texts: texts.into_iter().map(|(p, t)| (normalize(&p), t)).collect(),
+            texts: Texts::new(texts),
         }
     }
 }
 
 impl Fs for TextsFs {
     fn read(&self, path: &Path) -> io::Result<String> {
-        match self.texts.get(&normalize(path)) {
-            Some(text) => Ok(text.clone()),
+        match self.texts.read(path) {
+            Some(text) => Ok(text),
             None => RealFs.read(path),
         }
     }
 
     fn exists(&self, path: &Path) -> bool {
-        let path = normalize(path);
-        self.texts.keys().any(|p| p.starts_with(&path)) || RealFs.exists(&path)
+        self.texts.exists(path) || RealFs.exists(&normalize(path))
     }
 
     /// Only the texts: a local file the running configuration did not
     /// include must not appear in it.
     fn glob(&self, pattern: &str) -> Result<Vec<PathBuf>, String> {
-        let pattern = glob::Pattern::new(pattern).map_err(|e| e.msg.to_owned())?;
-        let pattern = glob::Pattern::new(&normalize(Path::new(pattern.as_str())).to_string_lossy())
-            .map_err(|e| e.msg.to_owned())?;
-        Ok(self
-            .texts
-            .keys()
-            .filter(|p| pattern.matches_path_with(p, match_options()))
-            .cloned()
-            .collect())
+        self.texts.glob(pattern)
     }
 
     fn identity(&self, path: &Path) -> PathBuf {
@@ -139,41 +160,30 @@ pub(crate) fn parent_dir(path: &Path) -> PathBuf {
 pub(crate) mod mem {
     use super::*;
 
-    /// Files in memory; directories are implied by the file paths.
-    pub(crate) struct MemFs(BTreeMap<PathBuf, String>);
+    /// Files in memory and nothing else: a path not given does not exist.
+    pub(crate) struct MemFs(Texts);
 
     impl MemFs {
         pub(crate) fn new(files: &[(&str, &str)]) -> MemFs {
-            MemFs(
-                files
-                    .iter()
-                    .map(|(p, t)| (PathBuf::from(p), (*t).to_owned()))
-                    .collect(),
-            )
+            MemFs(Texts::new(
+                files.iter().map(|(p, t)| (PathBuf::from(p), (*t).to_owned())),
+            ))
         }
     }
 
     impl Fs for MemFs {
         fn read(&self, path: &Path) -> io::Result<String> {
             self.0
-                .get(&normalize(path))
-                .cloned()
+                .read(path)
                 .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
         }
 
         fn exists(&self, path: &Path) -> bool {
-            let path = normalize(path);
-            self.0.keys().any(|p| p.starts_with(&path))
+            self.0.exists(path)
         }
 
         fn glob(&self, pattern: &str) -> Result<Vec<PathBuf>, String> {
-            let pattern = glob::Pattern::new(pattern).map_err(|e| e.msg.to_owned())?;
-            Ok(self
-                .0
-                .keys()
-                .filter(|p| pattern.matches_path_with(p, match_options()))
-                .cloned()
-                .collect())
+            self.0.glob(pattern)
         }
 
         fn identity(&self, path: &Path) -> PathBuf {
