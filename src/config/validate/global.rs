@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use toml::Spanned;
 
@@ -144,24 +145,31 @@ impl Validator<'_> {
                 Err(message) => self.errors.push(at.error(resolver.span(), message)),
             }
         }
-        if let Some(min) = self.once(at, "resolve_min", &g.resolve_min) {
-            match self.positive_duration(at, min, "resolve_min") {
-                Some(d) => {
-                    self.config.global.resolve_min = d;
-                    self.global.resolve_min_at = Some((at.loc(min.span().start), min.get_ref().0.clone()));
-                }
-                None => self.global.resolve_invalid = true,
-            }
+        if let Some((d, seen)) = self.resolve_bound(at, "resolve_min", &g.resolve_min) {
+            self.config.global.resolve_min = d;
+            self.global.resolve_min_at = Some(seen);
         }
-        if let Some(max) = self.once(at, "resolve_max", &g.resolve_max) {
-            match self.positive_duration(at, max, "resolve_max") {
-                Some(d) => {
-                    self.config.global.resolve_max = d;
-                    self.global.resolve_max_at = Some((at.loc(max.span().start), max.get_ref().0.clone()));
-                }
-                None => self.global.resolve_invalid = true,
-            }
+        if let Some((d, seen)) = self.resolve_bound(at, "resolve_max", &g.resolve_max) {
+            self.config.global.resolve_max = d;
+            self.global.resolve_max_at = Some(seen);
         }
+    }
+
+    /// `resolve_min` or `resolve_max`: the duration, and where and how it is
+    /// written for [`Validator::check_resolve_range`]'s message. An invalid
+    /// one turns that check off: it has its own error.
+    fn resolve_bound(
+        &mut self,
+        at: At<'_>,
+        key: &'static str,
+        value: &Option<Spanned<raw::DurationText>>,
+    ) -> Option<(Duration, (Location, String))> {
+        let value = self.once(at, key, value)?;
+        let Some(d) = self.positive_duration(at, value, key) else {
+            self.global.resolve_invalid = true;
+            return None;
+        };
+        Some((d, (at.loc(value.span().start), value.get_ref().0.clone())))
     }
 
     /// `access_log = true | false | { path, format }`.
