@@ -322,3 +322,271 @@ impl Validator<'_> {
         self.errors.push(Error::located(error.0, 0, error.1));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use super::super::parse::{parse_resolver, BIND_HINT, RESOLVER_HINT};
+    use super::super::tests::*;
+    use crate::config::{AccessLog, AccessLogFormat, Endpoint, LogFormat, OnAllDown, RetryOn, ServerSpec};
+
+    #[test]
+    fn global_problems() {
+        let main = format!(
+            "[global]\nlog_level = \"loud\"\nshutdown_timeout = \"soon\"\n\
+             [listener.web]\nbind = \"127.0.0.1:1\"\nupstream = \"app\"\n{UP}"
+        );
+        let other = "global.log_level = \"warn\"\nglobal.access_log = true\n";
+        let (config, errs) = check(&[("ginx.toml", &main), ("conf.d/g.toml", other)]);
+        assert_eq!(
+            errs,
+            [
+                "ginx.toml:2:13: invalid log_level `loud`: use one of trace, debug, info, warn, error",
+                "ginx.toml:3:20: invalid duration `soon` for `shutdown_timeout`: use a number with a unit, like \"250ms\", \"5s\" or \"2m\"",
+                "conf.d/g.toml:1:20: `log_level` in [global] is already set at ginx.toml:2:13: keep only one",
+            ]
+        );
+        // Keys not set elsewhere may come from any file.
+        assert!(config.global.access_log.is_some());
+    }
+
+    #[test]
+    fn new_keys_defaults() {
+        let config = ok(&format!("{WEB}{UP}"));
+        let g = &config.global;
+        assert_eq!(g.resolver, None);
+        assert_eq!(g.resolve_min, Duration::from_secs(1));
+        assert_eq!(g.resolve_max, Duration::from_secs(300));
+        let up = &config.upstreams["app"];
+        assert_eq!(up.read_timeout, Duration::from_secs(60));
+        assert_eq!(up.max_fails, 1);
+        assert_eq!(up.fail_timeout, Duration::from_secs(10));
+        assert_eq!(up.eject_on_5xx, None);
+        assert_eq!(up.on_all_down, OnAllDown::Fail);
+        assert_eq!(up.retries, 1);
+        assert_eq!(up.retry_on, RetryOn::default());
+        assert!(up.retry_on.connect && up.retry_on.reset && up.retry_on.timeout && !up.retry_on.status_5xx);
+        assert!(!up.retry_non_idempotent);
+        assert_eq!(up.health_check, None);
+        assert_eq!(
+            up.servers,
+            [ServerSpec {
+                name: "127.0.0.1:9001".into(),
+                endpoint: Endpoint::Ip("127.0.0.1:9001".parse().unwrap()),
+                weight: 1,
+                backup: false,
+                tls: false,
+            }]
+        );
+    }
+
+    #[test]
+    fn global_resolver_keys() {
+        let config = ok(&format!(
+            "[global]\nresolver = \"127.0.0.53:53\"\nresolve_min = \"2s\"\nresolve_max = \"1m\"\n{WEB}{UP}"
+        ));
+        assert_eq!(config.global.resolver, Some("127.0.0.53:53".parse().unwrap()));
+        assert_eq!(config.global.resolve_min, Duration::from_secs(2));
+        assert_eq!(config.global.resolve_max, Duration::from_secs(60));
+        let config = ok(&format!(
+            "[global]\nresolver = \"[::1]:5353\"\nresolve_min = \"1m\"\nresolve_max = \"1m\"\n{WEB}{UP}"
+        ));
+        assert_eq!(config.global.resolver, Some("[::1]:5353".parse().unwrap()));
+        assert_eq!(config.global.resolve_max, config.global.resolve_min);
+
+        assert_eq!(parse_resolver("1.1.1.1:53"), Ok("1.1.1.1:53".parse().unwrap()));
+        let cases = [
+            (
+                "1.1.1.1",
+                "invalid resolver `1.1.1.1`: add the port, like \"1.1.1.1:53\"".to_owned(),
+            ),
+            (
+                "::1",
+                "invalid resolver `::1`: add the port, like \"[::1]:53\"".to_owned(),
+            ),
+            (
+                "1.1.1.1:0",
+                format!("invalid resolver `1.1.1.1:0`: port 0 is not a DNS server's port; {RESOLVER_HINT}"),
+            ),
+            (
+                "dns.google:53",
+                format!("invalid resolver `dns.google:53`: {RESOLVER_HINT}"),
+            ),
+            ("", format!("invalid resolver ``: {RESOLVER_HINT}")),
+        ];
+        for (text, message) in cases {
+            assert_eq!(parse_resolver(text), Err(message), "{text}");
+        }
+    }
+
+    #[test]
+    fn global_resolver_problems() {
+        let main = format!(
+            "[global]\nresolver = \"localhost:53\"\nresolve_min = \"0s\"\nresolve_max = \"forever\"\n{WEB}{UP}"
+        );
+        let other = "global.resolver = \"127.0.0.1:53\"\n";
+        assert_eq!(
+            errors(&[("ginx.toml", &main), ("conf.d/g.toml", other)]),
+            [
+                "ginx.toml:2:12: invalid resolver `localhost:53`: use the IP:PORT of a DNS server, like \"127.0.0.53:53\" or \"[::1]:53\"",
+                "ginx.toml:3:15: invalid duration `0s` for `resolve_min`: it must be greater than zero, like \"5s\"",
+                "ginx.toml:4:15: invalid duration `forever` for `resolve_max`: use a number with a unit, like \"250ms\", \"5s\" or \"2m\"",
+                "conf.d/g.toml:1:19: `resolver` in [global] is already set at ginx.toml:2:12: keep only one",
+            ]
+        );
+    }
+
+    #[test]
+    fn resolve_range() {
+        let with = |global: &str| format!("[global]\n{global}{WEB}{UP}");
+        assert_eq!(
+            errors(&[("ginx.toml", &with("resolve_min = \"10s\"\nresolve_max = \"5s\"\n"))]),
+            ["ginx.toml:3:15: resolve_max `5s` is shorter than resolve_min `10s`: make resolve_max at least resolve_min"]
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &with("resolve_max = \"500ms\"\n"))]),
+            ["ginx.toml:2:15: resolve_max `500ms` is shorter than resolve_min (default `1s`): make resolve_max at least resolve_min"]
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &with("resolve_min = \"10m\"\n"))]),
+            ["ginx.toml:2:15: resolve_min `10m` is longer than resolve_max (default `5m`): shorten resolve_min or set a longer resolve_max"]
+        );
+        // Across files.
+        let main = with("resolve_min = \"10m\"\n");
+        assert!(errors(&[("ginx.toml", &main), ("g.toml", "global.resolve_max = \"1h\"\n")]).is_empty());
+        assert_eq!(
+            errors(&[("ginx.toml", &main), ("g.toml", "global.resolve_max = \"2m\"\n")]),
+            ["g.toml:1:22: resolve_max `2m` is shorter than resolve_min `10m`: make resolve_max at least resolve_min"]
+        );
+        // A broken file might set the other one: no false alarm.
+        assert_eq!(
+            errors(&[("ginx.toml", &main), ("g.toml", "[global\n")]),
+            ["g.toml:1:8: invalid table header: expected `.`, `]`"]
+        );
+    }
+
+    #[test]
+    fn admin_forms() {
+        assert_eq!(ok(&format!("{WEB}{UP}")).admin, None);
+        let config = ok(&format!("{WEB}{UP}[admin]\n"));
+        assert_eq!(config.admin.unwrap().bind, "127.0.0.1:9901".parse().unwrap());
+        let config = ok(&format!("admin.bind = \"localhost:9000\"\n{WEB}{UP}"));
+        assert_eq!(config.admin.unwrap().bind, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(
+            warnings(&[("ginx.toml", &format!("{WEB}{UP}[admin]\nbind = \"0.0.0.0:9901\"\n"))]),
+            ["ginx.toml:7:8: the admin endpoint is bound to 0.0.0.0:9901, which is not a loopback address: anyone who can reach it can read the configuration; bind it to 127.0.0.1 unless a firewall protects it"]
+        );
+    }
+
+    #[test]
+    fn admin_problems() {
+        assert_eq!(
+            errors(&[
+                ("ginx.toml", &format!("{WEB}{UP}\n[admin]\n")),
+                ("conf.d/a.toml", "# admin\n  [ admin ]\nbind = \"127.0.0.1:2\"\n"),
+            ]),
+            ["conf.d/a.toml:2:5: [admin] is already set at ginx.toml:7:2: keep only one"]
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &format!("{WEB}{UP}[admin]\nbind = \"127.0.0.1:1\"\n"))]),
+            ["ginx.toml:7:8: admin bind address 127.0.0.1:1 is already used by listener `web` at ginx.toml:2:8: give the admin endpoint its own address"]
+        );
+        assert_eq!(
+            errors(&[(
+                "ginx.toml",
+                &format!("{WEB}{UP}[admin]\nbind = \"9901\"\nport = 1\n")
+            )]),
+            ["ginx.toml:8:1: unknown field `port`, expected `bind`"]
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &format!("{WEB}{UP}[admin]\nbind = \"9901\"\n"))]),
+            [format!(
+                "ginx.toml:7:8: invalid admin bind address `9901`: {BIND_HINT}"
+            )]
+        );
+    }
+
+    #[test]
+    fn operations_keys_in_global() {
+        let g = ok(&format!(
+            "[global]\nlog_format = \"json\"\naccess_log = true\nshutdown_delay = \"5s\"\n{WEB}{UP}"
+        ))
+        .global;
+        assert_eq!(g.log_format, LogFormat::Json);
+        assert_eq!(
+            g.access_log,
+            Some(AccessLog {
+                path: None,
+                format: AccessLogFormat::Text
+            })
+        );
+        assert_eq!(g.shutdown_delay, Duration::from_secs(5));
+        let g = ok(&format!(
+            "[global]\naccess_log = false\nshutdown_delay = \"0s\"\n{WEB}{UP}"
+        ))
+        .global;
+        assert_eq!(g.access_log, None);
+        assert_eq!(g.shutdown_delay, Duration::ZERO);
+        assert_eq!(g.log_format, LogFormat::Text);
+        let g = ok(&format!("[global]\naccess_log = {{}}\n{WEB}{UP}")).global;
+        assert_eq!(
+            g.access_log,
+            Some(AccessLog {
+                path: None,
+                format: AccessLogFormat::Combined
+            })
+        );
+        // A path is relative to the file that names it; its directory must exist.
+        let (config, errs) = check(&[
+            ("ginx.toml", &format!("include = [\"conf.d/*.toml\"]\n{WEB}{UP}")),
+            (
+                "conf.d/log.toml",
+                "[global.access_log]\npath = \"access.log\"\nformat = \"json\"\n",
+            ),
+        ]);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(
+            config.global.access_log,
+            Some(AccessLog {
+                path: Some(PathBuf::from("conf.d/access.log")),
+                format: AccessLogFormat::Json
+            })
+        );
+    }
+
+    #[test]
+    fn operations_key_problems() {
+        let main = format!(
+            "[global]\nlog_format = \"jsn\"\naccess_log = {{ path = \"logs/a.log\", format = \"common\" }}\nshutdown_delay = \"soon\"\n{WEB}{UP}"
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &main)]),
+            [
+                "ginx.toml:2:14: unknown log_format `jsn`: did you mean `json`? (use \"text\" or \"json\")",
+                "ginx.toml:3:23: the directory logs of access_log path `logs/a.log` does not exist: create it or log somewhere else (the path is relative to this file)",
+                "ginx.toml:3:46: unknown access_log format `common`: use \"combined\", \"json\" or \"text\"",
+                "ginx.toml:4:18: invalid duration `soon` for `shutdown_delay`: use a number with a unit, like \"250ms\", \"5s\" or \"2m\"",
+            ]
+        );
+        assert_eq!(
+            errors(&[
+                ("ginx.toml", &format!("[global]\naccess_log = true\n{WEB}{UP}")),
+                ("b.toml", "global.access_log = false\n"),
+            ]),
+            ["b.toml:1:8: `access_log` in [global] is already set at ginx.toml:2:1: keep only one"]
+        );
+        assert_eq!(
+            errors(&[(
+                "ginx.toml",
+                &format!("[global]\naccess_log = {{ file = \"x\" }}\n{WEB}{UP}")
+            )]),
+            ["ginx.toml:2:16: unknown field `file`, expected `path` or `format`"]
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &format!("[global]\naccess_log = {{ path = \"\" }}\n{WEB}{UP}"))]),
+            ["ginx.toml:2:23: empty access_log path: remove `path` to log to stdout, or name a file like \"access.log\""]
+        );
+    }
+}

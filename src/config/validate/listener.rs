@@ -343,6 +343,7 @@ fn check_location(text: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::*;
     use super::*;
 
     #[test]
@@ -368,6 +369,128 @@ mod tests {
         assert_eq!(
             parse_host("a.com:80").unwrap_err(),
             "invalid host `a.com:80`: remove the port, a route matches the host name on any port"
+        );
+    }
+
+    #[test]
+    fn duplicate_bind() {
+        let text = format!(
+            "[listener.a]\nbind = \"127.0.0.1:80\"\nupstream = \"app\"\n\
+             [listener.b]\nbind = \"127.0.0.1:80\"\nupstream = \"app\"\n\
+             [listener.c]\nbind = \"localhost:0\"\nupstream = \"app\"\n\
+             [listener.d]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n{UP}"
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &text)]),
+            ["ginx.toml:5:8: bind address 127.0.0.1:80 is already used by listener `a` at ginx.toml:2:8: give each listener its own address"]
+        );
+    }
+
+    #[test]
+    fn listener_problems() {
+        let text = format!(
+            "[listener.a]\nbind = \"127.0.0.1:1\"\n\
+             [listener.b]\nupstream = \"app\"\n\
+             [listener.c]\nbind = \"127.0.0.1\"\nupstream = \"app\"\n{UP}"
+        );
+        let hint = BIND_HINT;
+        assert_eq!(
+            errors(&[("ginx.toml", &text)]),
+            [
+                "ginx.toml:1:1: listener `a` has no upstream and no route: add upstream = \"NAME\" or a [[listener.a.route]]".to_owned(),
+                "ginx.toml:3:1: listener `b` has no `bind`: add bind = \"IP:PORT\"".to_owned(),
+                format!("ginx.toml:6:8: invalid bind address `127.0.0.1`: {hint}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn route_problems() {
+        let text = format!(
+            "[listener.a]\nbind = \"127.0.0.1:1\"\n\
+             [[listener.a.route]]\nupstream = \"app\"\nrespond = {{ status = 200 }}\n\
+             [[listener.a.route]]\npath = \"/x\"\n\
+             [[listener.a.route]]\nrespond = {{ status = 200 }}\nstrip_prefix = false\n\
+             [[listener.a.route]]\nupstream = \"app\"\nstrip_prefix = true\n\
+             [[listener.a.route]]\nrespond = {{ status = 600 }}\npath = \"x\"\n\
+             [[listener.a.route]]\nhost = \"\"\nupstream = \"app\"\n\
+             [[listener.a.route]]\nhost = \"*.a.com:8080\"\nupstream = \"app\"\n{UP}"
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &text)]),
+            [
+                "ginx.toml:3:1: route has both `upstream` and `respond`: keep only one",
+                "ginx.toml:6:1: route has neither `upstream` nor `respond`: add upstream = \"NAME\" or respond = { status = 200 }",
+                "ginx.toml:10:16: `strip_prefix` only applies to routes with `upstream`: remove it from this `respond` route",
+                "ginx.toml:13:16: `strip_prefix = true` needs a `path` to strip: add path = \"/prefix/\"",
+                "ginx.toml:15:22: invalid status 600: use an HTTP status code from 200 to 599",
+                "ginx.toml:16:8: invalid path `x`: a route path must start with \"/\", like \"/api/\"",
+                "ginx.toml:18:8: empty host: remove `host` to match any host, or give a name like \"api.example.com\"",
+                "ginx.toml:21:8: invalid host `*.a.com:8080`: remove the port, a route matches the host name on any port",
+            ]
+        );
+    }
+
+    #[test]
+    fn final_statuses_only() {
+        let text =
+            "[listener.web]\nbind = \"127.0.0.1:1\"\n[[listener.web.route]]\nrespond = { status = 101 }\n";
+        assert_eq!(
+            errors(&[("ginx.toml", text)]),
+            ["ginx.toml:4:22: invalid status 101: use an HTTP status code from 200 to 599"]
+        );
+    }
+
+    #[test]
+    fn respond_status_is_required() {
+        assert_eq!(
+            errors(&[("ginx.toml", "[[listener.a.route]]\nrespond = { body = \"x\" }\n")]),
+            ["ginx.toml:2:11: missing field `status`"]
+        );
+    }
+
+    #[test]
+    fn a_route_equal_to_an_earlier_one_is_dead() {
+        let text = format!(
+            "{WEB}{UP}\
+             [[listener.web.route]]\nhost = \"api.example.com\"\npath = \"/api/\"\nupstream = \"app\"\n\
+             [[listener.web.route]]\npath = \"/api/\"\nupstream = \"app\"\n\
+             [[listener.web.route]]\nhost = \"API.example.com\"\npath = \"/api/\"\nrespond = {{ status = 404 }}\n\
+             [[listener.web.route]]\nhost = \"api.example.com\"\npath = \"/api\"\nupstream = \"app\"\n"
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &text)]),
+            ["ginx.toml:13:1: this route can never match: the route at ginx.toml:6:1 matches the same host `API.example.com` and path `/api/` and comes first; remove one of them or change its host or path"]
+        );
+    }
+
+    #[test]
+    fn respond_location() {
+        let route = |location: &str| {
+            format!(
+                "[listener.web]\nbind = \"127.0.0.1:1\"\n[[listener.web.route]]\nrespond = {{ status = 301, location = \"{location}\" }}\n"
+            )
+        };
+        let config = ok(&route("https://{host}{uri}"));
+        assert_eq!(
+            config.listeners["web"].routes[0].action,
+            RouteAction::Respond {
+                status: 301,
+                body: String::new(),
+                location: Some("https://{host}{uri}".into())
+            }
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &route("https://{hots}{uri}"))]),
+            ["ginx.toml:4:38: unknown placeholder `{hots}` in location: did you mean `host`? (use {host} for the request's host and {uri} for its path and query)"]
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &route("https://{host"))]),
+            ["ginx.toml:4:38: unclosed `{` in location `https://{host`: placeholders are written {host} and {uri}"]
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &route("https://host}"))]),
+            ["ginx.toml:4:38: unmatched `}` in location `https://host}`: placeholders are written {host} and {uri}"]
         );
     }
 }

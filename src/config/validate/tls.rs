@@ -245,3 +245,129 @@ impl Validator<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::super::tests::*;
+    use crate::config::SourceKind;
+
+    /// A self-signed certificate for `name` and its key, as PEM.
+
+    #[test]
+    fn listener_tls_forms() {
+        let (a_cert, a_key) = pair("a.example.com");
+        let (b_cert, b_key) = pair("b.example.com");
+        let pems = [
+            ("conf.d/certs/a.pem", a_cert.as_str()),
+            ("conf.d/certs/a.key", a_key.as_str()),
+            ("/etc/b.pem", b_cert.as_str()),
+            ("/etc/b.key", b_key.as_str()),
+        ];
+        let one = "[listener.web]\nbind = \"127.0.0.1:443\"\nupstream = \"app\"\ntls = { cert = \"certs/a.pem\", key = \"certs/a.key\" }\n";
+        let (config, errs) = check_with(&[("ginx.toml", UP), ("conf.d/web.toml", one)], &pems);
+        assert!(errs.is_empty(), "{errs:?}");
+        let tls = config.listeners["web"].tls.as_ref().unwrap();
+        assert_eq!(tls.certificates.len(), 1);
+        assert_eq!(tls.certificates[0].cert.path, PathBuf::from("conf.d/certs/a.pem"));
+        assert_eq!(&*tls.certificates[0].key.pem, a_key.as_str());
+        assert_eq!(tls.client_ca, None);
+        // Each file is read once and kept as a source, even when named twice.
+        let paths: Vec<&Path> = config.sources.iter().map(|s| s.path.as_path()).collect();
+        assert_eq!(
+            paths,
+            [Path::new("conf.d/certs/a.pem"), Path::new("conf.d/certs/a.key")]
+        );
+        assert!(config.sources.iter().all(|s| s.kind == SourceKind::Pem));
+
+        let several = "[listener.web]\nbind = \"127.0.0.1:443\"\nupstream = \"app\"\n\
+                       [listener.web.tls]\nclient_ca = \"certs/a.pem\"\n\
+                       [[listener.web.tls.certificates]]\ncert = \"certs/a.pem\"\nkey = \"certs/a.key\"\n\
+                       [[listener.web.tls.certificates]]\ncert = \"/etc/b.pem\"\nkey = \"/etc/b.key\"\n";
+        let (config, errs) = check_with(&[("ginx.toml", UP), ("conf.d/web.toml", several)], &pems);
+        assert!(errs.is_empty(), "{errs:?}");
+        let tls = config.listeners["web"].tls.as_ref().unwrap();
+        assert_eq!(tls.certificates.len(), 2);
+        assert_eq!(tls.certificates[1].key.path, PathBuf::from("/etc/b.key"));
+        assert_eq!(
+            tls.client_ca.as_ref().unwrap().path,
+            PathBuf::from("conf.d/certs/a.pem")
+        );
+        assert_eq!(config.sources.len(), 4);
+    }
+
+    #[test]
+    fn listener_tls_problems() {
+        let (a_cert, a_key) = pair("a.example.com");
+        let (_, b_key) = pair("b.example.com");
+        let pems = [
+            ("a.pem", a_cert.as_str()),
+            ("a.key", a_key.as_str()),
+            ("b.key", b_key.as_str()),
+            ("junk.pem", "hello"),
+        ];
+        let web = |tls: &str| {
+            format!("[listener.web]\nbind = \"127.0.0.1:443\"\nupstream = \"app\"\ntls = {tls}\n{UP}")
+        };
+        let cases = [
+            (
+                "{ cert = \"a.pem\", key = \"b.key\" }",
+                "ginx.toml:4:31: key `b.key`: the private key does not match the certificate".to_owned(),
+            ),
+            (
+                "{ cert = \"junk.pem\", key = \"a.key\" }",
+                format!(
+                    "ginx.toml:4:16: certificate `junk.pem`: {}",
+                    crate::config::pem::parse_certificates("hello").unwrap_err()
+                ),
+            ),
+            (
+                "{ cert = \"none.pem\", key = \"a.key\" }",
+                format!(
+                    "ginx.toml:4:16: cannot read certificate file none.pem: {}",
+                    std::io::Error::from(std::io::ErrorKind::NotFound)
+                ),
+            ),
+            (
+                "{ cert = \"a.pem\", key = \"a.key\", client_ca = \"junk.pem\" }",
+                format!(
+                    "ginx.toml:4:52: client_ca `junk.pem`: {}",
+                    crate::config::pem::parse_certificates("hello").unwrap_err()
+                ),
+            ),
+            (
+                "{ cert = \"a.pem\" }",
+                "ginx.toml:4:16: `cert` needs its private key: add key = \"PATH\" next to it".to_owned(),
+            ),
+            (
+                "{ key = \"a.key\" }",
+                "ginx.toml:4:15: `key` needs its certificate: add cert = \"PATH\" next to it".to_owned(),
+            ),
+            (
+                "{ client_ca = \"a.pem\" }",
+                "ginx.toml:1:1: listener `web` has `tls` without a certificate: add cert = \"cert.pem\" and key = \"key.pem\" to it".to_owned(),
+            ),
+            (
+                "{ cert = \"a.pem\", key = \"a.key\", certificates = [{ cert = \"a.pem\", key = \"a.key\" }] }",
+                "ginx.toml:4:16: the tls of listener `web` has both `cert`/`key` and `certificates`: use cert and key for one certificate, or only [[listener.web.tls.certificates]] tables for several".to_owned(),
+            ),
+            (
+                "{ certificates = [] }",
+                "ginx.toml:1:1: listener `web` has an empty tls.certificates: add [[listener.web.tls.certificates]] tables with cert and key".to_owned(),
+            ),
+            (
+                "{ cert = \"\", key = \"a.key\" }",
+                "ginx.toml:4:16: empty `certificate` path: give the path of a PEM file, relative to this file or absolute".to_owned(),
+            ),
+            (
+                "{ cert = \"a.pem\", key = \"a.key\", ca = \"a.pem\" }",
+                "ginx.toml:4:40: unknown field `ca`, expected one of `cert`, `key`, `certificates`, `client_ca`".to_owned(),
+            ),
+        ];
+        for (tls, expected) in cases {
+            let (_, errs) = check_with(&[("ginx.toml", &web(tls))], &pems);
+            assert_eq!(errs, [expected], "{tls}");
+        }
+    }
+}

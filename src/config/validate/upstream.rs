@@ -409,3 +409,443 @@ impl Validator<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use super::super::parse::SERVER_HINT;
+    use super::super::tests::*;
+    use crate::config::{
+        Balance, CheckKind, Endpoint, HashKey, HealthCheck, OnAllDown, RetryOn, UpstreamProtocol, UpstreamTls,
+    };
+
+    #[test]
+    fn a_server_is_listed_once_per_upstream() {
+        let text = "[listener.web]\nbind = \"127.0.0.1:1\"\nupstream = \"a\"\n\
+                    [upstream.a]\nservers = [\"127.0.0.1:2\", { addr = \"http://127.0.0.1:2\", weight = 2 }]\n";
+        assert_eq!(
+            errors(&[("ginx.toml", text)]),
+            ["ginx.toml:5:27: server `127.0.0.1:2` is listed twice in upstream `a`: list it once and give it a weight instead"]
+        );
+    }
+
+    #[test]
+    fn upstream_problems() {
+        let text = "[listener.web]\nbind = \"127.0.0.1:1\"\nupstream = \"a\"\n\
+                    [upstream.a]\nservers = []\n\
+                    [upstream.b]\nbalance = \"fastest\"\n\
+                    [upstream.c]\nservers = [{ addr = \"127.0.0.1:1\", weight = 0 }, { addr = \"127.0.0.1:2\", weight = 1001 }, \"127.0.0.1\"]\nconnect_timeout = \"0s\"\n\
+                    [upstream.d]\nservers = [\"127.0.0.1:1\"]\nconnect_timeout = \"5 parsecs\"\n\
+                    [upstream.e]\nservers = [\"127.0.0.1:1\"]\nconnect_timeout = 5\n";
+        let hint = SERVER_HINT;
+        assert_eq!(
+            errors(&[("ginx.toml", text)]),
+            [
+                "ginx.toml:5:11: upstream `a` has no servers: add servers = [\"HOST:PORT\"]".to_owned(),
+                "ginx.toml:6:1: upstream `b` has no servers: add servers = [\"HOST:PORT\"]".to_owned(),
+                "ginx.toml:7:11: unknown balance `fastest`: use \"round_robin\", \"weighted_round_robin\", \"least_conn\", \"random\" or \"hash\"".to_owned(),
+                "ginx.toml:9:45: invalid weight 0 for server `127.0.0.1:1`: use a number from 1 to 1000".to_owned(),
+                "ginx.toml:9:83: invalid weight 1001 for server `127.0.0.1:2`: use a number from 1 to 1000".to_owned(),
+                format!("ginx.toml:9:91: invalid server address `127.0.0.1`: missing port; {hint}"),
+                "ginx.toml:10:19: invalid duration `0s` for `connect_timeout`: it must be greater than zero, like \"5s\"".to_owned(),
+                "ginx.toml:13:19: invalid duration `5 parsecs` for `connect_timeout`: use a number with a unit, like \"250ms\", \"5s\" or \"2m\"".to_owned(),
+                "ginx.toml:16:19: invalid duration `5` for `connect_timeout`: use a number with a unit, like \"250ms\", \"5s\" or \"2m\"".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn new_upstream_keys() {
+        let config = ok(&format!(
+            "{WEB}[upstream.app]\nservers = [\"127.0.0.1:1\"]\nread_timeout = \"90s\"\nmax_fails = 0\n\
+             fail_timeout = \"30s\"\neject_on_5xx = 5\non_all_down = \"try_all\"\nretries = 100\n\
+             retry_on = [\"5xx\", \"timeout\"]\nretry_non_idempotent = true\n\
+             [upstream.b]\nservers = [\"127.0.0.1:1\"]\nretries = 0\nretry_on = []\non_all_down = \"fail\"\n\
+             max_fails = 4294967295\neject_on_5xx = 1\n"
+        ));
+        let up = &config.upstreams["app"];
+        assert_eq!(up.read_timeout, Duration::from_secs(90));
+        assert_eq!(up.max_fails, 0);
+        assert_eq!(up.fail_timeout, Duration::from_secs(30));
+        assert_eq!(up.eject_on_5xx, Some(5));
+        assert_eq!(up.on_all_down, OnAllDown::TryAll);
+        assert_eq!(up.retries, 100);
+        assert_eq!(
+            up.retry_on,
+            RetryOn {
+                connect: false,
+                reset: false,
+                timeout: true,
+                status_5xx: true,
+            }
+        );
+        assert!(up.retry_non_idempotent);
+        let b = &config.upstreams["b"];
+        assert_eq!(b.retries, 0);
+        assert_eq!(
+            b.retry_on,
+            RetryOn {
+                connect: false,
+                reset: false,
+                timeout: false,
+                status_5xx: false,
+            }
+        );
+        assert_eq!(b.on_all_down, OnAllDown::Fail);
+        assert_eq!(b.max_fails, u32::MAX);
+        assert_eq!(b.eject_on_5xx, Some(1));
+    }
+
+    #[test]
+    fn balance_forms() {
+        let cases = [
+            ("", Balance::RoundRobin),
+            ("balance = \"round_robin\"\n", Balance::RoundRobin),
+            ("balance = \"weighted_round_robin\"\n", Balance::RoundRobin),
+            ("balance = \"least_conn\"\n", Balance::LeastConn),
+            ("balance = \"random\"\n", Balance::Random),
+            (
+                "balance = \"hash\"\nhash = \"client_ip\"\n",
+                Balance::Hash(HashKey::ClientIp),
+            ),
+            (
+                "balance = \"hash\"\nhash = \"uri\"\n",
+                Balance::Hash(HashKey::Uri),
+            ),
+            (
+                "balance = \"hash\"\nhash = \"header:X-User_ID\"\n",
+                Balance::Hash(HashKey::Header("x-user_id".into())),
+            ),
+            (
+                "balance = \"hash\"\nhash = \"cookie:SessionID\"\n",
+                Balance::Hash(HashKey::Cookie("SessionID".into())),
+            ),
+        ];
+        for (keys, balance) in cases {
+            let config = ok(&format!(
+                "{WEB}[upstream.app]\nservers = [\"127.0.0.1:1\"]\n{keys}"
+            ));
+            assert_eq!(config.upstreams["app"].balance, balance, "{keys}");
+        }
+    }
+
+    #[test]
+    fn balance_and_hash_problems() {
+        let text = format!(
+            "{WEB}[upstream.a]\nservers = [\"127.0.0.1:1\"]\nhash = \"client_ip\"\n\
+             [upstream.b]\nservers = [\"127.0.0.1:1\"]\nbalance = \"hash\"\n\
+             [upstream.c]\nservers = [\"127.0.0.1:1\"]\nbalance = \"hash\"\nhash = \"ip\"\n\
+             [upstream.d]\nservers = [\"127.0.0.1:1\"]\nbalance = \"hash\"\nhash = \"header:\"\n\
+             [upstream.e]\nservers = [\"127.0.0.1:1\"]\nbalance = \"hash\"\nhash = \"header:x user\"\n\
+             [upstream.f]\nservers = [\"127.0.0.1:1\"]\nbalance = \"hash\"\nhash = \"cookie:\"\n\
+             [upstream.g]\nservers = [\"127.0.0.1:1\"]\nbalance = \"least_conn\"\nhash = \"uri\"\n\
+             [upstream.h]\nservers = [\"127.0.0.1:1\"]\nbalance = \"fastest\"\nhash = \"uri\"\n\
+             [upstream.app]\nservers = [\"127.0.0.1:1\"]\nhash = \"url\"\n"
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &text)]),
+            [
+                "ginx.toml:6:8: `hash` only applies with balance = \"hash\": add balance = \"hash\" or remove `hash`",
+                "ginx.toml:9:11: balance = \"hash\" needs a `hash` key: add hash = \"client_ip\", \"uri\", \"header:NAME\" or \"cookie:NAME\"",
+                "ginx.toml:13:8: invalid hash `ip`: use \"client_ip\", \"uri\", \"header:NAME\" or \"cookie:NAME\"",
+                "ginx.toml:17:8: invalid hash `header:`: the header name is missing, like \"header:x-user-id\"",
+                "ginx.toml:21:8: invalid hash `header:x user`: `x user` is not a valid header name, use letters, digits and `-`, like \"header:x-user-id\"",
+                "ginx.toml:25:8: invalid hash `cookie:`: the cookie name is missing, like \"cookie:session\"",
+                "ginx.toml:29:8: `hash` only applies with balance = \"hash\": add balance = \"hash\" or remove `hash`",
+                // An unknown balance: no second error about `hash`.
+                "ginx.toml:32:11: unknown balance `fastest`: use \"round_robin\", \"weighted_round_robin\", \"least_conn\", \"random\" or \"hash\"",
+                // Both problems of a bad `hash` without balance = "hash".
+                "ginx.toml:36:8: invalid hash `url`: use \"client_ip\", \"uri\", \"header:NAME\" or \"cookie:NAME\"",
+                "ginx.toml:36:8: `hash` only applies with balance = \"hash\": add balance = \"hash\" or remove `hash`",
+            ]
+        );
+    }
+
+    #[test]
+    fn number_and_choice_problems() {
+        let text = format!(
+            "{WEB}[upstream.app]\nservers = [\"127.0.0.1:1\"]\nmax_fails = -1\nretries = 101\neject_on_5xx = 0\n\
+             read_timeout = \"0s\"\nfail_timeout = \"ten seconds\"\non_all_down = \"retry\"\n\
+             [upstream.b]\nservers = [\"127.0.0.1:1\"]\nmax_fails = 4294967296\nretries = -1\neject_on_5xx = 4294967296\n\
+             fail_timeout = \"0ms\"\nread_timeout = 60\n"
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &text)]),
+            [
+                "ginx.toml:6:13: invalid max_fails -1: use a number from 0 to 4294967295",
+                "ginx.toml:7:11: invalid retries 101: use a number from 0 to 100",
+                "ginx.toml:8:16: invalid eject_on_5xx 0: use a number from 1 to 4294967295 (remove `eject_on_5xx` to never eject on 5xx)",
+                "ginx.toml:9:16: invalid duration `0s` for `read_timeout`: it must be greater than zero, like \"5s\"",
+                "ginx.toml:10:16: invalid duration `ten seconds` for `fail_timeout`: use a number with a unit, like \"250ms\", \"5s\" or \"2m\"",
+                "ginx.toml:11:15: unknown on_all_down `retry`: use \"fail\" or \"try_all\"",
+                "ginx.toml:14:13: invalid max_fails 4294967296: use a number from 0 to 4294967295",
+                "ginx.toml:15:11: invalid retries -1: use a number from 0 to 100",
+                "ginx.toml:16:16: invalid eject_on_5xx 4294967296: use a number from 1 to 4294967295 (remove `eject_on_5xx` to never eject on 5xx)",
+                "ginx.toml:17:16: invalid duration `0ms` for `fail_timeout`: it must be greater than zero, like \"5s\"",
+                "ginx.toml:18:16: invalid duration `60` for `read_timeout`: use a number with a unit, like \"250ms\", \"5s\" or \"2m\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn retry_on_problems() {
+        let text = format!(
+            "{WEB}[upstream.app]\nservers = [\"127.0.0.1:1\"]\nretry_on = [\"connect\", \"5XX\", \"connect\", \"reset\"]\n"
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &text)]),
+            [
+                "ginx.toml:6:24: unknown retry_on entry `5XX`: did you mean `5xx`? (use \"connect\", \"reset\", \"timeout\" or \"5xx\")",
+                "ginx.toml:6:31: `connect` is listed twice in retry_on: list it once",
+            ]
+        );
+    }
+
+    #[test]
+    fn backup_servers() {
+        let config = ok(&format!(
+            "{WEB}[upstream.app]\nservers = [\"127.0.0.1:1\", {{ addr = \"spare.internal:80\", backup = true, weight = 3 }}, \
+             {{ addr = \"127.0.0.1:3\", backup = false }}]\n"
+        ));
+        let servers = &config.upstreams["app"].servers;
+        let backups: Vec<bool> = servers.iter().map(|s| s.backup).collect();
+        assert_eq!(backups, [false, true, false]);
+        assert_eq!(servers[1].weight, 3);
+        assert_eq!(
+            servers[1].endpoint,
+            Endpoint::Dns {
+                host: "spare.internal".into(),
+                port: 80
+            }
+        );
+
+        let text = format!(
+            "{WEB}[upstream.app]\nservers = [{{ addr = \"127.0.0.1:1\", backup = true }}, {{ addr = \"127.0.0.1:2\", backup = true }}]\n\
+             [upstream.b]\nservers = [{{ addr = \"127.0.0.1:x\", backup = true }}]\n"
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &text)]),
+            [
+                "ginx.toml:5:11: upstream `app` has only backup servers: at least one server must not be a backup".to_owned(),
+                // Reported even when an address is wrong: `backup` is as written.
+                "ginx.toml:7:11: upstream `b` has only backup servers: at least one server must not be a backup".to_owned(),
+                format!("ginx.toml:7:21: invalid server address `127.0.0.1:x`: bad port `x`; {SERVER_HINT}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn host_names_are_not_resolved() {
+        let config = ok(&format!(
+            "{WEB}[upstream.app]\nservers = [\"no-such-host.invalid:80\", \"http://LocalHost:8080/\"]\n"
+        ));
+        let servers = &config.upstreams["app"].servers;
+        assert_eq!(servers[0].name, "no-such-host.invalid:80");
+        assert_eq!(
+            servers[0].endpoint,
+            Endpoint::Dns {
+                host: "no-such-host.invalid".into(),
+                port: 80
+            }
+        );
+        assert_eq!(servers[1].name, "LocalHost:8080");
+        assert_eq!(
+            servers[1].endpoint,
+            Endpoint::Dns {
+                host: "localhost".into(),
+                port: 8080
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_host_names_are_located() {
+        let text = format!(
+            "{WEB}[upstream.app]\nservers = [\"127.0.0.1:1\", {{ addr = \"my+app:80\" }}, \"a..b:1\"]\n"
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &text)]),
+            [
+                format!("ginx.toml:5:36: invalid server address `my+app:80`: host name `my+app` may only contain letters, digits, `-`, `_` and `.`; {SERVER_HINT}"),
+                format!("ginx.toml:5:51: invalid server address `a..b:1`: host name `a..b` has an empty part between dots; {SERVER_HINT}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_servers_compare_endpoints() {
+        let text = format!(
+            "{WEB}[upstream.app]\nservers = [\"Backend.local:80\", \"backend.local:80\", \"localhost:80\", \"127.0.0.1:80\"]\n"
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &text)]),
+            ["ginx.toml:5:32: server `backend.local:80` is listed twice in upstream `app`: list it once and give it a weight instead"]
+        );
+        // A name and an address are different servers, even if the name
+        // resolves to that address.
+        let config = ok(&format!(
+            "{WEB}[upstream.app]\nservers = [\"localhost:80\", \"127.0.0.1:80\"]\n"
+        ));
+        assert_eq!(config.upstreams["app"].servers.len(), 2);
+    }
+
+    #[test]
+    fn health_check_forms() {
+        let config = ok(&format!(
+            "{WEB}{UP}[upstream.app.health_check]\n\
+             [upstream.full]\nservers = [\"127.0.0.1:1\"]\n\
+             [upstream.full.health_check]\ntype = \"http\"\npath = \"/healthz?deep=1\"\ninterval = \"2s\"\n\
+             timeout = \"500ms\"\nexpect_status = \"204\"\nrise = 1\nfall = 5\ninitial_state = \"down\"\n\
+             [upstream.tcp]\nservers = [\"127.0.0.1:1\"]\nhealth_check = {{ type = \"tcp\", initial_state = \"up\" }}\n"
+        ));
+        assert_eq!(
+            config.upstreams["app"].health_check,
+            Some(HealthCheck {
+                kind: CheckKind::Http { path: "/".into() },
+                interval: Duration::from_secs(5),
+                timeout: Duration::from_secs(1),
+                expect_status: (200, 399),
+                rise: 2,
+                fall: 3,
+                initial_up: true,
+            })
+        );
+        assert_eq!(
+            config.upstreams["full"].health_check,
+            Some(HealthCheck {
+                kind: CheckKind::Http {
+                    path: "/healthz?deep=1".into()
+                },
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_millis(500),
+                expect_status: (204, 204),
+                rise: 1,
+                fall: 5,
+                initial_up: false,
+            })
+        );
+        let tcp = config.upstreams["tcp"].health_check.as_ref().unwrap();
+        assert_eq!(tcp.kind, CheckKind::Tcp);
+        assert!(tcp.initial_up);
+    }
+
+    #[test]
+    fn health_check_problems() {
+        let text = format!(
+            "{WEB}{UP}[upstream.app.health_check]\ntype = \"tcp\"\npath = \"/health\"\ninterval = \"0s\"\n\
+             timeout = \"soon\"\nexpect_status = \"200-99\"\nrise = 0\nfall = -3\ninitial_state = \"sick\"\n\
+             [upstream.b]\nservers = [\"127.0.0.1:2\"]\nhealth_check = {{ type = \"udp\", path = \"health\" }}\n\
+             [upstream.c]\nservers = [\"127.0.0.1:3\"]\nhealth_check = {{ path = \"health\", expect_status = 204 }}\n"
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &text)]),
+            [
+                "ginx.toml:8:8: `path` only applies to type = \"http\" health checks: remove it or use type = \"http\"",
+                "ginx.toml:9:12: invalid duration `0s` for `interval`: it must be greater than zero, like \"5s\"",
+                "ginx.toml:10:11: invalid duration `soon` for `timeout`: use a number with a unit, like \"250ms\", \"5s\" or \"2m\"",
+                "ginx.toml:11:17: invalid expect_status `200-99`: use a status code or an inclusive range as a string, like \"204\" or \"200-399\", each from 100 to 599, low end first",
+                "ginx.toml:12:8: invalid rise 0: use a number from 1 to 4294967295",
+                "ginx.toml:13:8: invalid fall -3: use a number from 1 to 4294967295",
+                "ginx.toml:14:17: unknown initial_state `sick`: use \"up\" or \"down\"",
+                "ginx.toml:17:25: unknown health_check type `udp`: use \"http\" or \"tcp\"",
+                "ginx.toml:17:39: invalid health_check path `health`: it must start with \"/\", like \"/health\"",
+                "ginx.toml:20:25: invalid health_check path `health`: it must start with \"/\", like \"/health\"",
+                "ginx.toml:20:51: invalid expect_status 204: write it as a string, like \"204\" or \"200-399\"",
+            ]
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", "[upstream.a.health_check]\nintervall = \"1s\"\n")]),
+            ["ginx.toml:2:1: unknown field `intervall`: did you mean `interval`? (expected one of `type`, `path`, `interval`, `timeout`, `expect_status`, `rise`, `fall`, `initial_state`)"]
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", "[upstream.a.health_check]\nexpect_status = 2.5\n")]),
+            ["ginx.toml:2:17: invalid type: floating point `2.5`, expected a status code or range as a string, like \"200\" or \"200-399\""]
+        );
+    }
+
+    #[test]
+    fn upstream_protocol_keys() {
+        let (ca, _) = pair("ca.internal");
+        let main = format!(
+            "{WEB}[upstream.app]\nprotocol = \"h2\"\nservers = [\"https://127.0.0.1:8443\", {{ addr = \"https://10.0.0.2\", weight = 2 }}]\n\
+             tls_ca = \"ca.pem\"\ntls_server_name = \"api.internal\"\ntunnel_timeout = \"10m\"\n"
+        );
+        let (config, errs) = check_with(&[("ginx.toml", &main)], &[("ca.pem", &ca)]);
+        assert!(errs.is_empty(), "{errs:?}");
+        let up = &config.upstreams["app"];
+        assert_eq!(up.protocol, UpstreamProtocol::H2);
+        assert!(up.servers.iter().all(|s| s.tls));
+        assert_eq!(up.tls.ca.as_ref().unwrap().path, PathBuf::from("ca.pem"));
+        assert_eq!(up.tls.server_name.as_deref(), Some("api.internal"));
+        assert!(up.tls.verify);
+        assert_eq!(up.tunnel_timeout, Duration::from_secs(600));
+        assert!(config.warnings.is_empty());
+
+        let defaults = ok(&format!("{WEB}{UP}"));
+        let up = &defaults.upstreams["app"];
+        assert_eq!(up.protocol, UpstreamProtocol::Http1);
+        assert_eq!(up.tls, UpstreamTls::default());
+        assert_eq!(up.tunnel_timeout, Duration::from_secs(3600));
+        assert!(ok(&format!(
+            "{WEB}[upstream.app]\nprotocol = \"h2c\"\nservers = [\"127.0.0.1:1\"]\n"
+        ))
+        .upstreams["app"]
+            .servers
+            .iter()
+            .all(|s| !s.tls));
+    }
+
+    #[test]
+    fn upstream_protocol_problems() {
+        let up = |keys: &str| format!("{WEB}[upstream.app]\n{keys}\n");
+        let cases = [
+            (
+                "protocol = \"h2\"\nservers = [\"127.0.0.1:1\"]",
+                "ginx.toml:6:12: upstream `app` has protocol = \"h2\", which is HTTP/2 over TLS: write this server as \"https://127.0.0.1:1\", or use protocol = \"h2c\" for HTTP/2 without TLS",
+            ),
+            (
+                "protocol = \"h2c\"\nservers = [\"https://127.0.0.1:1\"]",
+                "ginx.toml:6:12: upstream `app` has protocol = \"h2c\", which is HTTP/2 without TLS: write this server as \"127.0.0.1:1\", or use protocol = \"h2\" for HTTP/2 over TLS",
+            ),
+            (
+                "protocol = \"http2\"\nservers = [\"127.0.0.1:1\"]",
+                "ginx.toml:5:12: unknown protocol `http2`: did you mean `http1`? (use \"http1\", \"h2\" or \"h2c\")",
+            ),
+            (
+                "servers = [\"https://127.0.0.1:1\"]\ntls_ca = \"junk.pem\"",
+                "ginx.toml:6:10: tls_ca `junk.pem`: no certificate found: expected one or more `-----BEGIN CERTIFICATE-----` blocks",
+            ),
+            (
+                "servers = [\"https://127.0.0.1:1\"]\ntls_server_name = \"not a name\"",
+                "ginx.toml:6:19: invalid tls_server_name `not a name`: use the DNS name the servers' certificates are for, like \"api.internal\", or an IP address",
+            ),
+            (
+                "servers = [\"127.0.0.1:1\"]\ntunnel_timeout = \"0s\"",
+                "ginx.toml:6:18: invalid duration `0s` for `tunnel_timeout`: it must be greater than zero, like \"5s\"",
+            ),
+        ];
+        for (keys, expected) in cases {
+            let (_, errs) = check_with(&[("ginx.toml", &up(keys))], &[("junk.pem", "hello")]);
+            assert_eq!(errs, [expected], "{keys}");
+        }
+        let (config, errs) = check(&[(
+            "ginx.toml",
+            &up("servers = [\"127.0.0.1:1\"]\ntls_server_name = \"a\"\ntls_verify = false"),
+        )]);
+        assert!(errs.is_empty());
+        let warnings: Vec<String> = config.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            warnings,
+            [
+                "ginx.toml:6:19: `tls_server_name` has no effect: upstream `app` has no https:// server; remove it or write the servers as \"https://HOST:PORT\"",
+                "ginx.toml:7:14: `tls_verify` has no effect: upstream `app` has no https:// server; remove it or write the servers as \"https://HOST:PORT\"",
+            ]
+        );
+        assert_eq!(
+            warnings_of(&up("servers = [\"https://127.0.0.1:1\"]\ntls_verify = false")),
+            ["ginx.toml:6:14: tls_verify = false: any certificate is accepted from the servers of upstream `app`, so anyone on the network path can impersonate them; trust a private CA with tls_ca = \"ca.pem\" instead"]
+        );
+    }
+}
