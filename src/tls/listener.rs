@@ -14,7 +14,7 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
-use super::{root_store, VERSIONS};
+use super::{provider, root_store, VERSIONS};
 use crate::config::pem::{self, CertError};
 use crate::config::{CertificateFiles, ListenerTls};
 
@@ -32,7 +32,7 @@ const LISTENER_ALPN: [&[u8]; 3] = [b"h2", b"http/1.1", b"http/1.0"];
 /// No certificate, or one that does not load (validation has normally
 /// caught that already); a `client_ca` with no usable CA certificate.
 pub(crate) fn server_config(tls: &ListenerTls) -> Result<Arc<ServerConfig>, String> {
-    let provider = pem::provider();
+    let provider = provider();
     let resolver = CertificateBySni::new(&tls.certificates)?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(VERSIONS)
@@ -220,11 +220,11 @@ mod tests {
         }
 
         let (cert, key) = signed(&ca, &["client.example.com"]);
-        let with_cert = ClientConfig::builder_with_provider(pem::provider())
+        let with_cert = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .unwrap()
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoCertificateVerification::new(&pem::provider())))
+            .with_custom_certificate_verifier(Arc::new(NoCertificateVerification::new(&provider())))
             .with_client_auth_cert(
                 pem::parse_certificates(&cert).unwrap(),
                 PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),

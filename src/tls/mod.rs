@@ -1,7 +1,7 @@
 //! TLS: the server side of TLS listeners and the client side towards
 //! `https://` upstream servers, built from validated configuration.
 //!
-//! One crypto provider for all of it, [`pem::provider`]: it is chosen in
+//! One crypto provider for all of it, [`provider`]: it is chosen in
 //! [`crate::config::pem`], where validation checks keys with it.
 //!
 //! This module turns configuration into rustls configurations and runs the
@@ -26,6 +26,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+/// The crypto provider of every TLS configuration: chosen in
+/// [`crate::config::pem`], which checks keys with it.
+pub(crate) use crate::config::pem::provider;
 use crate::config::{pem, PemFile};
 pub(crate) use listener::server_config;
 pub(crate) use upstream::{client_config, server_name};

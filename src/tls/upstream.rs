@@ -14,8 +14,7 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use super::{root_store, VERSIONS};
-use crate::config::pem;
+use super::{provider, root_store, VERSIONS};
 use crate::config::UpstreamTls;
 
 /// The rustls configuration for connections to an upstream's `https://`
@@ -29,7 +28,7 @@ use crate::config::UpstreamTls;
 ///
 /// A `tls_ca` with no usable CA certificate, or no system roots at all.
 pub(crate) fn client_config(tls: &UpstreamTls, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, String> {
-    let provider = pem::provider();
+    let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(VERSIONS)
         .map_err(|e| format!("TLS protocol versions: {e}"))?;
@@ -170,11 +169,11 @@ mod tests {
     #[tokio::test]
     async fn tls12_with_verification_off_still_checks_signatures() {
         let server = listener(vec![pair(&["a.example.com"])]);
-        let tls12_only = ClientConfig::builder_with_provider(pem::provider())
+        let tls12_only = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&TLS12])
             .unwrap()
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoCertificateVerification::new(&pem::provider())))
+            .with_custom_certificate_verifier(Arc::new(NoCertificateVerification::new(&provider())))
             .with_no_client_auth();
         let done = handshake(server, Arc::new(tls12_only), "a.example.com").await;
         let client = done.client.unwrap();
