@@ -407,6 +407,18 @@ pub(crate) struct RetryOn {
     pub(crate) status_5xx: bool,
 }
 
+impl RetryOn {
+    /// No failure is retried: what `retry_on = []` means.
+    pub(crate) fn none() -> RetryOn {
+        RetryOn {
+            connect: false,
+            reset: false,
+            timeout: false,
+            status_5xx: false,
+        }
+    }
+}
+
 impl Default for RetryOn {
     /// `["connect", "reset", "timeout"]`.
     fn default() -> Self {

@@ -131,16 +131,6 @@ impl CheckKind {
 }
 
 impl RetryOn {
-    /// No failure is retried: what `retry_on = []` means.
-    pub(crate) fn none() -> RetryOn {
-        RetryOn {
-            connect: false,
-            reset: false,
-            timeout: false,
-            status_5xx: false,
-        }
-    }
-
     /// Every `retry_on` entry with the flag it sets, in the order messages
     /// list them: the one table of these words.
     pub(crate) fn flags_mut(&mut self) -> [(&'static str, &mut bool); 4] {
