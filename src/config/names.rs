@@ -3,8 +3,9 @@
 //! This module owns the words an operator writes for a choice (`balance =
 //! "least_conn"`) and the value each stands for. Validation accepts them
 //! (and lists them in its messages), the JSON Schema offers them, and
-//! `--check --diff`, reload logs and the admin endpoint print them back, all
-//! from the tables here, so that no two places can disagree on a spelling.
+//! `--check --diff` and reload logs print them back (each enum's `name()`,
+//! which the admin endpoint can use too), all from the tables here, so that
+//! no two places can disagree on a spelling.
 //! What a value does is the data plane's business.
 
 use std::fmt;
