@@ -19,10 +19,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use super::names;
 use super::{
-    AccessLog, AccessLogFormat, Balance, CheckKind, Config, HashKey, HealthCheck, HostPattern, Listener,
-    ListenerTls, LogFormat, OnAllDown, PemFile, RetryOn, Route, RouteAction, ServerSpec, Upstream,
-    UpstreamProtocol, UpstreamTls,
+    AccessLog, Balance, CheckKind, Config, HealthCheck, HostPattern, Listener, ListenerTls, PemFile, RetryOn,
+    Route, RouteAction, ServerSpec, Upstream, UpstreamTls,
 };
 
 /// The changes from one configuration to another, in a stable order:
@@ -132,69 +132,8 @@ impl Diff {
                 continue;
             };
             let p = format!("~upstream {name}");
-            self.setting(&p, "balance", &before.balance, &u.balance, balance_text);
-            self.setting(&p, "protocol", &before.protocol, &u.protocol, |p| {
-                match p {
-                    UpstreamProtocol::Http1 => "http1",
-                    UpstreamProtocol::H2 => "h2",
-                    UpstreamProtocol::H2c => "h2c",
-                }
-                .to_owned()
-            });
-            self.setting(
-                &p,
-                "connect_timeout",
-                &before.connect_timeout,
-                &u.connect_timeout,
-                duration,
-            );
-            self.setting(
-                &p,
-                "read_timeout",
-                &before.read_timeout,
-                &u.read_timeout,
-                duration,
-            );
-            self.setting(
-                &p,
-                "max_fails",
-                &before.max_fails,
-                &u.max_fails,
-                ToString::to_string,
-            );
-            self.setting(
-                &p,
-                "fail_timeout",
-                &before.fail_timeout,
-                &u.fail_timeout,
-                duration,
-            );
-            self.setting(&p, "eject_on_5xx", &before.eject_on_5xx, &u.eject_on_5xx, |e| {
-                e.map_or_else(|| "off".to_owned(), |n| n.to_string())
-            });
-            self.setting(&p, "on_all_down", &before.on_all_down, &u.on_all_down, |o| {
-                match o {
-                    OnAllDown::Fail => "fail",
-                    OnAllDown::TryAll => "try_all",
-                }
-                .to_owned()
-            });
-            self.setting(&p, "retries", &before.retries, &u.retries, ToString::to_string);
-            self.setting(&p, "retry_on", &before.retry_on, &u.retry_on, retry_on_text);
-            self.setting(
-                &p,
-                "retry_non_idempotent",
-                &before.retry_non_idempotent,
-                &u.retry_non_idempotent,
-                ToString::to_string,
-            );
-            self.setting(
-                &p,
-                "health_check",
-                &before.health_check,
-                &u.health_check,
-                health_text,
-            );
+            self.upstream_requests(&p, before, u);
+            self.upstream_failures(&p, before, u);
             self.upstream_tls(&p, &before.tls, &u.tls);
             self.setting(
                 &p,
@@ -208,6 +147,56 @@ impl Diff {
         for name in old.keys().filter(|n| !new.contains_key(*n)) {
             self.lines.push(format!("-upstream {name}"));
         }
+    }
+
+    /// How requests reach a server: the policy, the protocol, the timeouts.
+    fn upstream_requests(&mut self, p: &str, before: &Upstream, u: &Upstream) {
+        self.setting(p, "balance", &before.balance, &u.balance, balance_text);
+        self.setting(p, "protocol", &before.protocol, &u.protocol, |p| {
+            p.name().to_owned()
+        });
+        self.setting(
+            p,
+            "connect_timeout",
+            &before.connect_timeout,
+            &u.connect_timeout,
+            duration,
+        );
+        self.setting(p, "read_timeout", &before.read_timeout, &u.read_timeout, duration);
+    }
+
+    /// What failures do: hold servers out, retry, check.
+    fn upstream_failures(&mut self, p: &str, before: &Upstream, u: &Upstream) {
+        self.setting(
+            p,
+            "max_fails",
+            &before.max_fails,
+            &u.max_fails,
+            ToString::to_string,
+        );
+        self.setting(p, "fail_timeout", &before.fail_timeout, &u.fail_timeout, duration);
+        self.setting(p, "eject_on_5xx", &before.eject_on_5xx, &u.eject_on_5xx, |e| {
+            e.map_or_else(|| "off".to_owned(), |n| n.to_string())
+        });
+        self.setting(p, "on_all_down", &before.on_all_down, &u.on_all_down, |o| {
+            o.name().to_owned()
+        });
+        self.setting(p, "retries", &before.retries, &u.retries, ToString::to_string);
+        self.setting(p, "retry_on", &before.retry_on, &u.retry_on, retry_on_text);
+        self.setting(
+            p,
+            "retry_non_idempotent",
+            &before.retry_non_idempotent,
+            &u.retry_non_idempotent,
+            ToString::to_string,
+        );
+        self.setting(
+            p,
+            "health_check",
+            &before.health_check,
+            &u.health_check,
+            health_text,
+        );
     }
 
     fn upstream_tls(&mut self, prefix: &str, old: &UpstreamTls, new: &UpstreamTls) {
@@ -258,11 +247,7 @@ impl Diff {
         let p = "~global";
         self.setting(p, "log_level", &a.log_level, &b.log_level, Clone::clone);
         self.setting(p, "log_format", &a.log_format, &b.log_format, |f| {
-            match f {
-                LogFormat::Text => "text",
-                LogFormat::Json => "json",
-            }
-            .to_owned()
+            f.name().to_owned()
         });
         self.setting(p, "access_log", &a.access_log, &b.access_log, access_log_text);
         self.setting(
@@ -369,26 +354,21 @@ fn pem_path(file: &Option<PemFile>) -> String {
         .map_or_else(|| "(none)".to_owned(), |f| f.path.display().to_string())
 }
 
+/// `round_robin`, ..., `hash(header:x-user)`.
 fn balance_text(b: &Balance) -> String {
     match b {
-        Balance::RoundRobin => "round_robin".to_owned(),
-        Balance::LeastConn => "least_conn".to_owned(),
-        Balance::Random => "random".to_owned(),
-        Balance::Hash(HashKey::ClientIp) => "hash(client_ip)".to_owned(),
-        Balance::Hash(HashKey::Uri) => "hash(uri)".to_owned(),
-        Balance::Hash(HashKey::Header(h)) => format!("hash(header:{h})"),
-        Balance::Hash(HashKey::Cookie(c)) => format!("hash(cookie:{c})"),
+        Balance::Hash(key) => format!("{}({key})", b.name()),
+        other => other.name().to_owned(),
     }
 }
 
 fn retry_on_text(r: &RetryOn) -> String {
-    let flags = [
-        (r.connect, "connect"),
-        (r.reset, "reset"),
-        (r.timeout, "timeout"),
-        (r.status_5xx, "5xx"),
-    ];
-    let on: Vec<&str> = flags.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
+    let on: Vec<&str> = r
+        .flags()
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(word, _)| *word)
+        .collect();
     format!("[{}]", on.join(", "))
 }
 
@@ -397,8 +377,8 @@ fn health_text(h: &Option<HealthCheck>) -> String {
         return "off".to_owned();
     };
     let kind = match &h.kind {
-        CheckKind::Http { path } => format!("http {path}"),
-        CheckKind::Tcp => "tcp".to_owned(),
+        CheckKind::Http { path } => format!("{} {path}", h.kind.name()),
+        CheckKind::Tcp => h.kind.name().to_owned(),
     };
     format!(
         "{kind} every {} (timeout {}, expect {}-{}, rise {}, fall {}, initially {})",
@@ -408,7 +388,7 @@ fn health_text(h: &Option<HealthCheck>) -> String {
         h.expect_status.1,
         h.rise,
         h.fall,
-        if h.initial_up { "up" } else { "down" }
+        names::initial_state(h.initial_up)
     )
 }
 
@@ -416,11 +396,7 @@ fn access_log_text(a: &Option<AccessLog>) -> String {
     let Some(a) = a else {
         return "off".to_owned();
     };
-    let format = match a.format {
-        AccessLogFormat::Text => "text",
-        AccessLogFormat::Combined => "combined",
-        AccessLogFormat::Json => "json",
-    };
+    let format = a.format.name();
     let path = a
         .path
         .as_ref()
@@ -431,8 +407,8 @@ fn access_log_text(a: &Option<AccessLog>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::fs::mem::MemFs;
     use crate::config::load::load_with;
-    use crate::config::load::mem::MemFs;
     use std::path::Path;
 
     fn config(text: &str) -> Config {

@@ -3,144 +3,22 @@
 //! Files are read depth first: a file, then each file its `include` entries
 //! name (glob results sorted), each file at most once. Every file is parsed on
 //! its own so that one broken file does not hide the problems of the others;
-//! within a file, unknown keys are reported and skipped so that they do not
-//! hide the file's other problems either.
+//! within a file, unknown keys are reported and skipped ([`super::recover`])
+//! so that they do not hide the file's other problems either. Files are read
+//! through [`super::fs::Fs`]; what they mean is [`super::validate`]'s job.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io;
+use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
 use super::error::{Error, Errors, Location};
+use super::fs::{parent_dir, Fs, RealFs};
 use super::raw;
+use super::recover;
 use super::validate::{self, Parsed};
 use super::{Config, Source};
 
 /// Characters that make an include entry a glob pattern.
 const GLOB_META: [char; 3] = ['*', '?', '['];
-
-/// The file system as the loader sees it; a trait so tests can use memory.
-pub(crate) trait Fs {
-    /// The whole text of a file.
-    fn read(&self, path: &Path) -> io::Result<String>;
-    /// Whether something exists at `path`.
-    fn exists(&self, path: &Path) -> bool;
-    /// The files (not directories) matching a glob `pattern`, sorted.
-    fn glob(&self, pattern: &str) -> Result<Vec<PathBuf>, String>;
-    /// What identifies a file, so that each is loaded once.
-    fn identity(&self, path: &Path) -> PathBuf;
-}
-
-/// The real file system.
-struct RealFs;
-
-impl Fs for RealFs {
-    fn read(&self, path: &Path) -> io::Result<String> {
-        std::fs::read_to_string(path)
-    }
-
-    fn exists(&self, path: &Path) -> bool {
-        path.exists()
-    }
-
-    fn glob(&self, pattern: &str) -> Result<Vec<PathBuf>, String> {
-        let paths = glob::glob_with(pattern, match_options()).map_err(|e| e.msg.to_owned())?;
-        let mut files = Vec::new();
-        for entry in paths {
-            let path = entry.map_err(|e| format!("cannot read {}: {}", e.path().display(), e.error()))?;
-            if !path.is_dir() {
-                files.push(path);
-            }
-        }
-        files.sort();
-        Ok(files)
-    }
-
-    fn identity(&self, path: &Path) -> PathBuf {
-        std::fs::canonicalize(path).unwrap_or_else(|_| normalize(path))
-    }
-}
-
-/// Configuration files from memory (the texts a running ginx reports),
-/// everything else from the real file system.
-pub(crate) struct TextsFs {
-    /// By normalized path.
-    texts: BTreeMap<PathBuf, String>,
-}
-
-impl TextsFs {
-    pub(crate) fn new(texts: BTreeMap<PathBuf, String>) -> TextsFs {
-        TextsFs {
-            texts: texts.into_iter().map(|(p, t)| (normalize(&p), t)).collect(),
-        }
-    }
-}
-
-impl Fs for TextsFs {
-    fn read(&self, path: &Path) -> io::Result<String> {
-        match self.texts.get(&normalize(path)) {
-            Some(text) => Ok(text.clone()),
-            None => RealFs.read(path),
-        }
-    }
-
-    fn exists(&self, path: &Path) -> bool {
-        let path = normalize(path);
-        self.texts.keys().any(|p| p.starts_with(&path)) || RealFs.exists(&path)
-    }
-
-    /// Only the texts: a local file the running configuration did not
-    /// include must not appear in it.
-    fn glob(&self, pattern: &str) -> Result<Vec<PathBuf>, String> {
-        let pattern = glob::Pattern::new(pattern).map_err(|e| e.msg.to_owned())?;
-        let pattern = glob::Pattern::new(&normalize(Path::new(pattern.as_str())).to_string_lossy())
-            .map_err(|e| e.msg.to_owned())?;
-        Ok(self
-            .texts
-            .keys()
-            .filter(|p| pattern.matches_path_with(p, match_options()))
-            .cloned()
-            .collect())
-    }
-
-    fn identity(&self, path: &Path) -> PathBuf {
-        normalize(path)
-    }
-}
-
-/// How include globs match: `*` stays within one directory and does not
-/// match a leading `.` (editor backups, lock files), as in a shell.
-fn match_options() -> glob::MatchOptions {
-    glob::MatchOptions {
-        case_sensitive: true,
-        require_literal_separator: true,
-        require_literal_leading_dot: true,
-    }
-}
-
-/// `path` with `.` removed and `..` applied where possible, without touching
-/// the file system.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
-}
-
-/// The directory a path is in, `.` for a bare file name.
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        Some(_) => PathBuf::from("."),
-        None => path.to_path_buf(),
-    }
-}
 
 /// A toml error (syntax, type, unknown key) as a located error, its message
 /// on one line.
@@ -173,64 +51,6 @@ fn suggest_field(message: &str) -> Option<String> {
     Some(format!("unknown field `{field}`: {hint} ({expected})"))
 }
 
-/// At most this many unknown keys are skipped in one file; the next one is
-/// reported and the file left unparsed.
-const MAX_SKIPPED_KEYS: usize = 50;
-
-/// Parse one file's text, skipping unknown keys so that they do not hide the
-/// file's other problems: each unknown key error is passed to `unknown`, its
-/// whole `key = value` entry blanked out (same offsets, see
-/// [`raw::blank_entry`]) and the text parsed again. Returns the text finally
-/// parsed and the result: the file, or the error that stopped (another kind
-/// of error, or an unknown key that cannot be delimited safely, e.g. a table
-/// header).
-fn parse_skipping_unknown_keys(
-    text: &str,
-    mut unknown: impl FnMut(&toml::de::Error),
-) -> (String, Result<raw::File, toml::de::Error>) {
-    let mut text = text.to_owned();
-    for _ in 0..MAX_SKIPPED_KEYS {
-        let e = match raw::parse(&text) {
-            Ok(file) => return (text, Ok(file)),
-            Err(e) => e,
-        };
-        let blanked = match e.span() {
-            Some(span) if raw::is_unknown_field(&e) => raw::blank_entry(&text, span.start),
-            _ => None,
-        };
-        match blanked {
-            Some(blanked) => {
-                unknown(&e);
-                text = blanked;
-            }
-            None => return (text, Err(e)),
-        }
-    }
-    let result = raw::parse(&text);
-    (text, result)
-}
-
-/// The offset of the `[` of the last table header (`[name]`, `[[name]]`)
-/// on a line before the one of byte `offset` of `text`: the table a key
-/// written there belongs to. `None` before any header.
-fn table_header(text: &str, offset: usize) -> Option<usize> {
-    let before = text.get(..offset)?;
-    let before = &before[..before.rfind('\n').map_or(0, |i| i + 1)];
-    let mut header = None;
-    let mut at = 0;
-    for line in before.split_inclusive('\n') {
-        let trimmed = line.trim_start();
-        let body = trimmed.split('#').next().unwrap_or("").trim_end();
-        // Not a line of a multi-line array: no `,`, no `=`, no quoted value.
-        let is_header = body.starts_with('[') && body.ends_with(']') && !body.contains([',', '=']);
-        if is_header {
-            header = Some(at + line.len() - trimmed.len());
-        }
-        at += line.len();
-    }
-    header
-}
-
 /// Load the configuration rooted at `path` from the real file system.
 pub(crate) fn load(path: &Path) -> Result<Config, Errors> {
     load_with(&RealFs, path)
@@ -251,7 +71,7 @@ pub(crate) fn load_with(fs: &dyn Fs, path: &Path) -> Result<Config, Errors> {
     };
     loader.visit(path.to_path_buf());
     let parse_errors = loader.errors.len();
-    let mut parts = validate::validate(fs, &loader.parsed, path, loader.complete, &mut loader.errors);
+    let mut config = validate::validate(fs, &loader.parsed, path, loader.complete, &mut loader.errors);
     // What validation reports at the header of a table an unknown key was
     // skipped in is most likely about that key: a missing `bind` that is
     // really the misspelt `bnd`, a route shadowed for want of its `hots`.
@@ -266,9 +86,11 @@ pub(crate) fn load_with(fs: &dyn Fs, path: &Path) -> Result<Config, Errors> {
             i += 1;
         }
     }
-    super::error::sort(&mut parts.warnings, &loader.order);
-    for path in &parts.pem_paths {
-        loader.watch(parent_dir(path));
+    super::error::sort(&mut config.warnings, &loader.order);
+    // Validation knows the PEM files and their directories: the
+    // configuration files come first.
+    for dir in std::mem::take(&mut config.watch_dirs) {
+        loader.watch(dir);
     }
     let mut sources: Vec<Source> = loader
         .parsed
@@ -280,22 +102,15 @@ pub(crate) fn load_with(fs: &dyn Fs, path: &Path) -> Result<Config, Errors> {
             kind: crate::config::SourceKind::Config,
         })
         .collect();
-    sources.append(&mut parts.pem_sources);
+    sources.append(&mut config.sources);
     if !loader.errors.is_empty() {
         let mut errors = Errors::new(loader.errors, sources, &loader.order);
-        errors.warnings = parts.warnings;
+        errors.warnings = config.warnings;
         return Err(errors);
     }
-    Ok(Config {
-        global: parts.global,
-        listeners: parts.listeners,
-        upstreams: parts.upstreams,
-        sources,
-        watch_dirs: loader.watch_dirs,
-        admin: parts.admin,
-        warnings: parts.warnings,
-        defined_at: parts.defined_at,
-    })
+    config.sources = sources;
+    config.watch_dirs = loader.watch_dirs;
+    Ok(config)
 }
 
 struct Loader<'f> {
@@ -345,9 +160,9 @@ impl Loader<'_> {
                 return;
             }
         };
-        let (parsed_text, result) = parse_skipping_unknown_keys(&text, |e| {
+        let (parsed_text, result) = recover::parse_skipping_unknown_keys(&text, |e| {
             self.errors.push(toml_error(&path, &text, e));
-            let header = e.span().and_then(|span| table_header(&text, span.start));
+            let header = e.span().and_then(|span| recover::table_header(&text, span.start));
             if let Some(header) = header {
                 self.skipped_in.push(Location::at(&path, &text, header));
             }
@@ -430,60 +245,12 @@ impl Loader<'_> {
     }
 }
 
-/// An in-memory [`Fs`] for tests here and in [`super::validate`].
-#[cfg(test)]
-pub(crate) mod mem {
-    use super::*;
-    use std::collections::BTreeMap;
-
-    /// Files in memory; directories are implied by the file paths.
-    pub(crate) struct MemFs(BTreeMap<PathBuf, String>);
-
-    impl MemFs {
-        pub(crate) fn new(files: &[(&str, &str)]) -> MemFs {
-            MemFs(
-                files
-                    .iter()
-                    .map(|(p, t)| (PathBuf::from(p), (*t).to_owned()))
-                    .collect(),
-            )
-        }
-    }
-
-    impl Fs for MemFs {
-        fn read(&self, path: &Path) -> io::Result<String> {
-            self.0
-                .get(&normalize(path))
-                .cloned()
-                .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
-        }
-
-        fn exists(&self, path: &Path) -> bool {
-            let path = normalize(path);
-            self.0.keys().any(|p| p.starts_with(&path))
-        }
-
-        fn glob(&self, pattern: &str) -> Result<Vec<PathBuf>, String> {
-            let pattern = glob::Pattern::new(pattern).map_err(|e| e.msg.to_owned())?;
-            Ok(self
-                .0
-                .keys()
-                .filter(|p| pattern.matches_path_with(p, match_options()))
-                .cloned()
-                .collect())
-        }
-
-        fn identity(&self, path: &Path) -> PathBuf {
-            normalize(path)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::mem::MemFs;
     use super::*;
+    use crate::config::fs::mem::MemFs;
     use crate::config::SourceKind;
+    use std::io;
     use std::time::Duration;
 
     fn load_mem(files: &[(&str, &str)]) -> Result<Config, Errors> {

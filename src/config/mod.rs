@@ -15,11 +15,27 @@
 //! Every error carries the file, line and column where the problem is, and
 //! loading reports *every* error it finds: each file is parsed on its own, so
 //! a syntax error in one file does not hide the semantic errors of another.
+//!
+//! In pipeline order:
+//!
+//! - [`fs`]: the file system as loading sees it (real, or texts in memory);
+//! - [`load`](mod@load): includes, depth first, each file parsed on its own;
+//! - [`raw`]: the shape of one file (serde, JSON Schema); [`recover`] skips
+//!   unknown keys so that they hide nothing else;
+//! - [`validate`]: every semantic check, one file per section; [`pem`]
+//!   reads certificates and keys for it, [`names`] holds the words of every
+//!   choice;
+//! - here: the validated types, plain data; [`diff`] compares two of them;
+//!   [`error`] locates and orders problems, [`suggest`] finds the word meant.
 
 mod diff;
 mod error;
+mod fs;
 mod load;
+mod names;
+pub(crate) mod pem;
 mod raw;
+mod recover;
 mod suggest;
 mod validate;
 
@@ -51,9 +67,9 @@ pub(crate) fn load(path: &Path) -> Result<Config, Errors> {
 ///
 /// # Errors
 ///
-/// As [`load`].
+/// As [`load()`].
 pub(crate) fn load_from_texts(main: &Path, texts: BTreeMap<PathBuf, String>) -> Result<Config, Errors> {
-    load::load_with(&load::TextsFs::new(texts), main)
+    load::load_with(&fs::TextsFs::new(texts), main)
 }
 
 /// The JSON Schema of a configuration file (`ginx schema`), generated from
@@ -196,6 +212,24 @@ pub(crate) struct Global {
     /// a request head, counted from when the connection starts waiting for
     /// it (so it also closes idle keep-alive connections). Default 30s.
     pub(crate) header_read_timeout: Duration,
+}
+
+impl Default for Global {
+    /// Every key left out: the defaults documented on each field.
+    fn default() -> Self {
+        Global {
+            log_level: "info".to_owned(),
+            log_format: LogFormat::Text,
+            access_log: None,
+            shutdown_delay: Duration::ZERO,
+            watch: true,
+            resolver: None,
+            resolve_min: Duration::from_secs(1),
+            resolve_max: Duration::from_secs(300),
+            shutdown_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// `log_format`.
@@ -371,6 +405,18 @@ pub(crate) struct RetryOn {
     pub(crate) timeout: bool,
     /// `5xx`: the server answered with a 5xx status.
     pub(crate) status_5xx: bool,
+}
+
+impl RetryOn {
+    /// No failure is retried: what `retry_on = []` means.
+    pub(crate) fn none() -> RetryOn {
+        RetryOn {
+            connect: false,
+            reset: false,
+            timeout: false,
+            status_5xx: false,
+        }
+    }
 }
 
 impl Default for RetryOn {

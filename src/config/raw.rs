@@ -4,6 +4,11 @@
 //! structure, types and unknown keys. Everything that can be reported in bulk
 //! (addresses, durations, ranges, references) is kept as written, with its
 //! span, for [`super::validate`].
+//!
+//! The JSON Schema (`ginx schema`) is derived from the same types, so it
+//! cannot drift from what is parsed; the words it offers for each choice
+//! come from [`super::names`], as validation's do. Skipping an unknown key
+//! to parse the rest is [`super::recover`]'s job.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -13,6 +18,8 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
+
+use super::names;
 
 /// One file.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -59,11 +66,11 @@ pub(crate) struct IncludesOnly {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Global {
     /// Level of ginx's own log. Default "info".
-    #[schemars(extend("enum" = ["trace", "debug", "info", "warn", "error"]))]
+    #[schemars(extend("enum" = names::LOG_LEVELS))]
     #[schemars(with = "Option<String>")]
     pub(crate) log_level: Option<Spanned<String>>,
     /// Format of ginx's own log (stderr). Default "text".
-    #[schemars(extend("enum" = ["text", "json"]))]
+    #[schemars(extend("enum" = names::LOG_FORMAT.all()))]
     #[schemars(with = "Option<String>")]
     pub(crate) log_format: Option<Spanned<String>>,
     /// One line per request: false (default), true (stdout, text) or { path, format }.
@@ -181,7 +188,7 @@ pub(crate) struct Respond {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Upstream {
     /// How a server is picked. Default "round_robin".
-    #[schemars(extend("enum" = ["round_robin", "weighted_round_robin", "least_conn", "random", "hash"]))]
+    #[schemars(extend("enum" = names::BALANCE.all()))]
     #[schemars(with = "Option<String>")]
     pub(crate) balance: Option<Spanned<String>>,
     /// With balance = "hash": "client_ip", "uri", "header:NAME" or "cookie:NAME".
@@ -206,7 +213,7 @@ pub(crate) struct Upstream {
     #[schemars(with = "Option<i64>")]
     pub(crate) eject_on_5xx: Option<Spanned<i64>>,
     /// When no server is available. Default "fail".
-    #[schemars(extend("enum" = ["fail", "try_all"]))]
+    #[schemars(extend("enum" = names::ON_ALL_DOWN.all()))]
     #[schemars(with = "Option<String>")]
     pub(crate) on_all_down: Option<Spanned<String>>,
     /// Extra attempts on other servers, 0 to 100. Default 1.
@@ -222,7 +229,7 @@ pub(crate) struct Upstream {
     // Not `Spanned`, as `[global]`.
     pub(crate) health_check: Option<HealthCheck>,
     /// Protocol towards the servers. Default "http1".
-    #[schemars(extend("enum" = ["http1", "h2", "h2c"]))]
+    #[schemars(extend("enum" = names::PROTOCOL.all()))]
     #[schemars(with = "Option<String>")]
     pub(crate) protocol: Option<Spanned<String>>,
     /// Trust these CAs (PEM file) for https:// servers instead of the system roots.
@@ -265,7 +272,7 @@ pub(crate) struct HealthCheck {
     #[schemars(with = "Option<i64>")]
     pub(crate) fall: Option<Spanned<i64>>,
     /// State of a new server until checked. Default "up".
-    #[schemars(extend("enum" = ["up", "down"]))]
+    #[schemars(extend("enum" = names::INITIAL_STATE.all()))]
     #[schemars(with = "Option<String>")]
     pub(crate) initial_state: Option<Spanned<String>>,
 }
@@ -355,7 +362,7 @@ struct AccessLogTable {
     #[schemars(with = "Option<String>")]
     path: Option<Spanned<String>>,
     /// Access log line format. Default "combined".
-    #[schemars(extend("enum" = ["combined", "json", "text"]))]
+    #[schemars(extend("enum" = names::ACCESS_LOG_FORMAT.all()))]
     #[schemars(with = "Option<String>")]
     format: Option<Spanned<String>>,
 }
@@ -608,272 +615,6 @@ pub(crate) fn includes(text: &str) -> Vec<Spanned<String>> {
     toml::from_str::<IncludesOnly>(text).map_or_else(|_| Vec::new(), |f| f.include)
 }
 
-/// Whether `e` is an unknown key rejected by `deny_unknown_fields`, with
-/// the key's position: one that [`blank_entry`] may be able to skip.
-pub(crate) fn is_unknown_field(e: &toml::de::Error) -> bool {
-    e.message().starts_with("unknown field `") && e.span().is_some()
-}
-
-/// `text` with the whole `key = value` entry whose key starts at byte `key`
-/// replaced by spaces, line breaks kept: every other byte keeps its offset,
-/// so every other line and column stays the same. `key` may be any part of a
-/// dotted key (`global.log_levl = ...`); in an inline table the entry's comma
-/// goes too.
-///
-/// `None` when the entry cannot be delimited safely: a table header
-/// (`[global.foo]`, `[[listener.web.rout]]`), a shape not understood, or a
-/// result that toml does not accept as a document (`text` itself must be a
-/// valid document, as it is after any error other than a syntax error).
-pub(crate) fn blank_entry(text: &str, key: usize) -> Option<String> {
-    let b = text.as_bytes();
-    let (start, before) = entry_start(b, key)?;
-    // The key, dot by dot, then `=`.
-    let mut i = start;
-    loop {
-        i = skip_blank(b, key_end(b, i)?);
-        match b.get(i) {
-            Some(b'.') => i = skip_blank(b, i + 1),
-            Some(b'=') => break,
-            _ => return None,
-        }
-    }
-    let value_start = skip_blank(b, i + 1);
-    let value_end = value_end(b, value_start)?;
-    // The value on its own must be one, so that a scan stopping early is not
-    // taken for the end.
-    let value = text.get(value_start..value_end)?;
-    toml::from_str::<de::IgnoredAny>(&format!("v = {value}")).ok()?;
-    let range = match before {
-        Before::LineStart => start..value_end,
-        Before::Open | Before::Comma(_) => {
-            let after = skip_blank(b, value_end);
-            match (b.get(after), before) {
-                (Some(b','), _) => start..after + 1,
-                (Some(b'}'), Before::Comma(comma)) => comma..value_end,
-                (Some(b'}'), _) => start..value_end,
-                _ => return None,
-            }
-        }
-    };
-    let mut out = b.to_vec();
-    for byte in &mut out[range] {
-        if *byte != b'\n' && *byte != b'\r' {
-            *byte = b' ';
-        }
-    }
-    let out = String::from_utf8(out).ok()?;
-    toml::from_str::<de::IgnoredAny>(&out).ok()?;
-    Some(out)
-}
-
-/// What comes before an entry.
-#[derive(Clone, Copy)]
-enum Before {
-    /// The start of a line: an entry of a table.
-    LineStart,
-    /// The `{` of an inline table: its first entry.
-    Open,
-    /// The `,` at this offset: a later entry of an inline table.
-    Comma(usize),
-}
-
-/// Where the (possibly dotted) key that has a part starting at `key` starts,
-/// and what comes before it. `None` in a table header.
-fn entry_start(b: &[u8], key: usize) -> Option<(usize, Before)> {
-    let mut start = key;
-    loop {
-        let i = skip_blank_back(b, start);
-        if i > 0 && b[i - 1] == b'.' {
-            start = key_start_back(b, skip_blank_back(b, i - 1))?;
-            continue;
-        }
-        let before = match i.checked_sub(1).map(|j| b[j]) {
-            None | Some(b'\n') => Before::LineStart,
-            Some(b'{') => Before::Open,
-            Some(b',') => Before::Comma(i - 1),
-            _ => return None,
-        };
-        return Some((start, before));
-    }
-}
-
-fn is_bare_key_byte(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c == b'-'
-}
-
-/// Spaces and tabs from `i` on.
-fn skip_blank(b: &[u8], mut i: usize) -> usize {
-    while matches!(b.get(i), Some(b' ' | b'\t')) {
-        i += 1;
-    }
-    i
-}
-
-/// Spaces and tabs before `i`.
-fn skip_blank_back(b: &[u8], mut i: usize) -> usize {
-    while i > 0 && matches!(b[i - 1], b' ' | b'\t') {
-        i -= 1;
-    }
-    i
-}
-
-/// Spaces, tabs, line breaks and comments from `i` on (inside an array).
-fn skip_space(b: &[u8], mut i: usize) -> usize {
-    loop {
-        match b.get(i) {
-            Some(b' ' | b'\t' | b'\r' | b'\n') => i += 1,
-            Some(b'#') => {
-                while !matches!(b.get(i), None | Some(b'\n')) {
-                    i += 1;
-                }
-            }
-            _ => return i,
-        }
-    }
-}
-
-/// The end of one key part (bare or quoted) starting at `i`.
-fn key_end(b: &[u8], i: usize) -> Option<usize> {
-    match b.get(i)? {
-        b'"' | b'\'' => quoted_end(b, i),
-        _ => {
-            let mut j = i;
-            while b.get(j).is_some_and(|c| is_bare_key_byte(*c)) {
-                j += 1;
-            }
-            (j > i).then_some(j)
-        }
-    }
-}
-
-/// The start of the key part (bare or quoted) that ends at `end`.
-fn key_start_back(b: &[u8], end: usize) -> Option<usize> {
-    let last = *b.get(end.checked_sub(1)?)?;
-    if last == b'"' || last == b'\'' {
-        let mut j = end - 1;
-        loop {
-            j = j.checked_sub(1)?;
-            match b[j] {
-                b'\n' => return None,
-                c if c == last => {
-                    let escapes = b[..j].iter().rev().take_while(|c| **c == b'\\').count();
-                    if last == b'\'' || escapes % 2 == 0 {
-                        // `j` must open a string that ends at `end`.
-                        return (quoted_end(b, j) == Some(end)).then_some(j);
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    let mut j = end;
-    while j > 0 && is_bare_key_byte(b[j - 1]) {
-        j -= 1;
-    }
-    (j < end).then_some(j)
-}
-
-/// The end of the one-line string (basic or literal) opening at `i`.
-fn quoted_end(b: &[u8], i: usize) -> Option<usize> {
-    let quote = b[i];
-    let mut j = i + 1;
-    loop {
-        match *b.get(j)? {
-            b'\n' => return None,
-            b'\\' if quote == b'"' => j += 2,
-            c if c == quote => return Some(j + 1),
-            _ => j += 1,
-        }
-    }
-}
-
-/// The end of the multi-line string (`"""` or `'''`) opening at `i`.
-fn multiline_end(b: &[u8], i: usize) -> Option<usize> {
-    let quote = b[i];
-    let delimiter = [quote; 3];
-    let mut j = i + 3;
-    loop {
-        let rest = b.get(j..)?;
-        if quote == b'"' && rest.first() == Some(&b'\\') {
-            j += 2;
-        } else if rest.starts_with(&delimiter) {
-            // Up to two quotes just before the delimiter belong to the text.
-            let mut end = j + 3;
-            while end < j + 5 && b.get(end) == Some(&quote) {
-                end += 1;
-            }
-            return Some(end);
-        } else if rest.is_empty() {
-            return None;
-        } else {
-            j += 1;
-        }
-    }
-}
-
-/// The end of the value starting at `i`.
-fn value_end(b: &[u8], i: usize) -> Option<usize> {
-    match *b.get(i)? {
-        q @ (b'"' | b'\'') if b.get(i..i + 3) == Some(&[q; 3]) => multiline_end(b, i),
-        b'"' | b'\'' => quoted_end(b, i),
-        b'[' => {
-            let mut j = skip_space(b, i + 1);
-            loop {
-                if b.get(j) == Some(&b']') {
-                    return Some(j + 1);
-                }
-                j = skip_space(b, value_end(b, j)?);
-                match b.get(j)? {
-                    b',' => j = skip_space(b, j + 1),
-                    b']' => return Some(j + 1),
-                    _ => return None,
-                }
-            }
-        }
-        b'{' => {
-            let mut j = skip_blank(b, i + 1);
-            if b.get(j) == Some(&b'}') {
-                return Some(j + 1);
-            }
-            loop {
-                j = skip_blank(b, key_end(b, j)?);
-                match b.get(j)? {
-                    b'.' => {
-                        j = skip_blank(b, j + 1);
-                        continue;
-                    }
-                    b'=' => {}
-                    _ => return None,
-                }
-                j = skip_blank(b, value_end(b, skip_blank(b, j + 1))?);
-                match b.get(j)? {
-                    b',' => j = skip_blank(b, j + 1),
-                    b'}' => return Some(j + 1),
-                    _ => return None,
-                }
-            }
-        }
-        _ => {
-            let scalar = |mut j: usize| {
-                while b
-                    .get(j)
-                    .is_some_and(|c| !matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b',' | b']' | b'}' | b'#'))
-                {
-                    j += 1;
-                }
-                j
-            };
-            let mut j = scalar(i);
-            // A date and a time may be separated by a space.
-            let is_date = j == i + 10 && b[i..j].iter().filter(|c| **c == b'-').count() == 2;
-            if is_date && b.get(j) == Some(&b' ') && b.get(j + 1).is_some_and(u8::is_ascii_digit) {
-                j = scalar(j + 1);
-            }
-            (j > i).then_some(j)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -931,90 +672,5 @@ mod tests {
         let inc = includes(text);
         assert_eq!(inc.len(), 1);
         assert_eq!(inc[0].get_ref(), "x/*.toml");
-    }
-
-    /// `text` blanked at the key `key` (its first occurrence), spaces shown
-    /// as `.` except in `text` itself.
-    fn blanked(text: &str, key: &str) -> Option<String> {
-        let at = text.find(key).unwrap();
-        let out = blank_entry(text, at)?;
-        assert_eq!(out.len(), text.len());
-        assert_eq!(out.matches('\n').count(), text.matches('\n').count());
-        Some(out)
-    }
-
-    #[test]
-    fn blank_entry_shapes() {
-        // Simple, dotted (error on any part), trailing comment kept.
-        assert_eq!(
-            blanked("a = 1\nbad = \"x\" # c\nb = 2\n", "bad").unwrap(),
-            "a = 1\n          # c\nb = 2\n"
-        );
-        assert_eq!(
-            blanked("[g]\nx = 1\n\"q\" . bad = 'x'\n", "bad").unwrap(),
-            "[g]\nx = 1\n               \n"
-        );
-        assert_eq!(blanked("g.bad.c = 1\n", "bad").unwrap(), "           \n");
-        // Multi-line array with comments, brackets in strings and comments.
-        assert_eq!(
-            blanked("bad = [\n  \"]\", # ]\n  [1, 2],\n]\nok = 1\n", "bad").unwrap(),
-            "       \n          \n         \n \nok = 1\n"
-        );
-        // Multi-line strings.
-        assert_eq!(
-            blanked("bad = \"\"\"\na \\\"\"\" \"\"\"\"\nok = 1\n", "bad").unwrap(),
-            "         \n           \nok = 1\n"
-        );
-        assert_eq!(
-            blanked("bad = '''\n]''''\nok = 1\n", "bad").unwrap(),
-            "         \n     \nok = 1\n"
-        );
-        // A date-time with a space.
-        assert_eq!(
-            blanked("bad = 1979-05-27 07:32:00Z\nok = 1\n", "bad").unwrap(),
-            "                          \nok = 1\n"
-        );
-        // Inline tables: the comma goes with the entry.
-        assert_eq!(
-            blanked("t = { a = 1, bad = [2, 3], c = 3 }\n", "bad").unwrap(),
-            "t = { a = 1,               c = 3 }\n"
-        );
-        assert_eq!(
-            blanked("t = { bad = { x = 1 }, c = 3 }\n", "bad").unwrap(),
-            "t = {                  c = 3 }\n"
-        );
-        assert_eq!(
-            blanked("t = { a = 1, bad = 2 }\n", "bad").unwrap(),
-            "t = { a = 1          }\n"
-        );
-        assert_eq!(
-            blanked("t = [{ bad = 2 }]\n", "bad").unwrap(),
-            "t = [{         }]\n"
-        );
-    }
-
-    #[test]
-    fn blank_entry_refuses_headers() {
-        assert_eq!(blanked("[g.bad]\nx = 1\n", "bad"), None);
-        assert_eq!(blanked("[[g . bad]]\nx = 1\n", "bad"), None);
-        assert_eq!(blanked("[bad]\nx = 1\n", "bad"), None);
-    }
-
-    #[test]
-    fn unknown_keys_are_skipped_one_by_one() {
-        let text = "[listener.a]\nbnd = \"x\"\nroute = [{ pth = \"/\", upstream = \"u\" }]\n";
-        let e = parse(text).unwrap_err();
-        assert!(is_unknown_field(&e));
-        let text = blank_entry(text, e.span().unwrap().start).unwrap();
-        let e = parse(&text).unwrap_err();
-        assert!(is_unknown_field(&e));
-        assert_eq!(&text[e.span().unwrap()], "pth");
-        let text = blank_entry(&text, e.span().unwrap().start).unwrap();
-        let f = parse(&text).unwrap();
-        let route = f.listener.0[0].1.route[0].get_ref();
-        assert_eq!(route.upstream.as_ref().unwrap().get_ref(), "u");
-        // Other errors are not unknown keys.
-        let e = parse("[listener.a]\nbind = 1\n").unwrap_err();
-        assert!(!is_unknown_field(&e));
     }
 }
