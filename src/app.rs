@@ -52,16 +52,11 @@ pub async fn run(
     let live: Live = Arc::new(ArcSwap::from_pointee(RoutingTable::empty()));
     let admin_context = AdminContext {
         live: live.clone(),
-        published: Arc::new(ArcSwap::from_pointee(Published {
-            path: options.config.clone(),
-            config: Arc::new(config.clone()),
-            generation: 0,
-            applied_at: std::time::SystemTime::now(),
-            last_attempt: None,
-            reloads_applied: 0,
-            reloads_rejected: 0,
-            listeners: Vec::new(),
-        })),
+        published: Arc::new(ArcSwap::from_pointee(Published::initial(
+            &options.config,
+            Arc::new(config.clone()),
+            0,
+        ))),
         lifecycle: lifecycle.clone(),
     };
     // Up first, so probes get "starting" rather than a refused connection

@@ -13,7 +13,7 @@ mod prometheus;
 mod published;
 
 use prometheus::ControlFacts;
-pub(crate) use published::{Attempt, AttemptOutcome, Published, Trigger};
+pub(crate) use published::{Attempt, AttemptOutcome, ListenerBinding, Published, Trigger};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -236,7 +236,7 @@ async fn status(context: &AdminContext) -> Value {
     let listeners: Vec<Value> = published
         .listeners
         .iter()
-        .map(|(name, bind, addr)| json!({"name": name, "bind": bind, "address": addr}))
+        .map(|l| json!({"name": l.name, "bind": l.bind, "address": l.address}))
         .collect();
     let upstreams: Vec<Value> = published
         .config

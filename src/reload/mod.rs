@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use tokio::time::{sleep, sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{AdminContext, AdminServer, Attempt, AttemptOutcome, Published, Trigger};
+use crate::admin::{AdminContext, AdminServer, Attempt, AttemptOutcome, ListenerBinding, Published, Trigger};
 use crate::config::{self, Config, Errors, Source};
 use crate::dns::Discovery;
 use crate::observe::access_log::AccessLogger;
@@ -104,16 +104,7 @@ impl Reloader {
         for warning in &config.warnings {
             tracing::warn!("{warning}");
         }
-        let published = Published {
-            path: path.clone(),
-            config: config.clone(),
-            generation: 1,
-            applied_at: SystemTime::now(),
-            last_attempt: None,
-            reloads_applied: 0,
-            reloads_rejected: 0,
-            listeners: Vec::new(),
-        };
+        let published = Published::initial(&path, config.clone(), 1);
         let mut reloader = Reloader {
             path,
             live: admin_context.live.clone(),
@@ -142,7 +133,11 @@ impl Reloader {
             .active
             .listeners
             .values()
-            .map(|l| (l.name.clone(), l.bind, self.listeners.local_addr(&l.name)))
+            .map(|l| ListenerBinding {
+                name: l.name.clone(),
+                bind: l.bind,
+                address: self.listeners.local_addr(&l.name),
+            })
             .collect();
         if let Some((trigger, outcome)) = attempt {
             match outcome {
