@@ -8,6 +8,11 @@
 //! Bound only where `[admin] bind` says (loopback by default); the endpoint
 //! has no authentication, like nginx's `stub_status` and HAProxy's stats
 //! socket, so keep it off public interfaces.
+//!
+//! This file owns the socket, the accept loop and the paths; each document
+//! has its own module: [`prometheus`] (`/metrics`), [`status`] (`/status`
+//! and drift), and [`published`], the reloader's report that both read.
+//! Deciding what is served or when to reload is never this module's job.
 
 mod prometheus;
 mod published;
@@ -184,9 +189,9 @@ async fn handle(req: Request<Incoming>, context: &AdminContext) -> Response<Prox
             respond(StatusCode::OK, "application/json", body.to_string().into())
         }
         "/ready" => match context.lifecycle.stage() {
-            crate::admin::Stage::Serving => text(StatusCode::OK, "ready\n"),
-            crate::admin::Stage::Starting => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
-            crate::admin::Stage::Draining => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+            Stage::Serving => text(StatusCode::OK, "ready\n"),
+            Stage::Starting => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
+            Stage::Draining => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         },
         "/live" => text(StatusCode::OK, "live\n"),
         _ => text(
