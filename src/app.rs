@@ -68,7 +68,7 @@ pub async fn run(
     let mut discovery = crate::dns::Discovery::new(&config.global);
     let resolved = discovery.sync(&config).await;
     let mut table = RoutingTable::build(&config, &resolved, None, 1);
-    table.access_log = crate::reload::access_logger(&config, None)?;
+    table.access_log = crate::observe::access_log::AccessLogger::for_config(&config, None)?;
     live.store(Arc::new(table));
     let workers = Workers::start(options.workers, live.clone())?;
     let root = CancellationToken::new();

@@ -219,7 +219,7 @@ impl Reloader {
         }
         // Everything that can fail happens before anything changes.
         let planned = self.listeners.plan(&config).and_then(|plan| {
-            let access_log = access_logger(&config, self.live.load().access_log.as_ref())?;
+            let access_log = AccessLogger::for_config(&config, self.live.load().access_log.as_ref())?;
             Ok((plan, self.plan_admin(&config)?, access_log))
         });
         let (plan, admin, access_log) = match planned {
@@ -343,29 +343,6 @@ impl Reloader {
         // every listening socket.
         self.admin.take()
     }
-}
-
-/// The access logger `config` asks for: the running one when its settings
-/// are unchanged (a reload must not reopen the file), else a new one.
-///
-/// # Errors
-///
-/// The log file cannot be opened.
-pub(crate) fn access_logger(
-    config: &Config,
-    running: Option<&AccessLogger>,
-) -> anyhow::Result<Option<AccessLogger>> {
-    let Some(wanted) = &config.global.access_log else {
-        return Ok(None);
-    };
-    if let Some(running) = running.filter(|r| r.config() == wanted) {
-        return Ok(Some(running.clone()));
-    }
-    let logger = AccessLogger::start(wanted).map_err(|error| match &wanted.path {
-        Some(path) => anyhow::anyhow!("opening the access log {}: {error}", path.display()),
-        None => anyhow::anyhow!("starting the access log: {error}"),
-    })?;
-    Ok(Some(logger))
 }
 
 /// Wait until events stop for [`DEBOUNCE_QUIET`], at most [`DEBOUNCE_MAX`].
