@@ -15,6 +15,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -180,7 +181,7 @@ impl<'a> SourceFile<'a> {
 impl<'a> Upstream<'a> {
     /// `upstream` as configured, with the state of `pool`, its runtime
     /// counterpart in the snapshot (absent only if the two disagree).
-    fn new(upstream: &'a config::Upstream, pool: Option<&'a std::sync::Arc<UpstreamPool>>) -> Self {
+    fn new(upstream: &'a config::Upstream, pool: Option<&'a Arc<UpstreamPool>>) -> Self {
         let servers = pool
             .into_iter()
             .flat_map(|pool| pool.members())
@@ -275,7 +276,6 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::sync::Arc;
 
     use super::*;
     use crate::admin::{Attempt, ListenerBinding};
