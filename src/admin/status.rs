@@ -13,6 +13,7 @@
 //! docs/operations.md promises it; serde writes struct fields in declaration
 //! order.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -110,17 +111,10 @@ struct Server<'a> {
     weight: u32,
 }
 
-/// A server's attempts by outcome, named as `ginx_upstream_attempts_total`'s
-/// `outcome` label.
-#[derive(Debug, Serialize)]
-struct Attempts {
-    #[serde(rename = "5xx")]
-    status_5xx: u64,
-    connect_error: u64,
-    ok: u64,
-    reset: u64,
-    timeout: u64,
-}
+/// A server's attempts by outcome, keyed by the `outcome` label of
+/// `ginx_upstream_attempts_total` (one table of names for both); a
+/// `BTreeMap`, so in alphabetical order like every other object here.
+type Attempts = BTreeMap<&'static str, u64>;
 
 impl<'a> Status<'a> {
     /// The document for `published` and `table`, as the process is at
@@ -187,13 +181,10 @@ impl<'a> Upstream<'a> {
             .flat_map(|pool| pool.members())
             .map(|(server, weight, backup)| Server {
                 address: server.addr,
-                attempts: Attempts {
-                    status_5xx: server.stats.attempts(Outcome::Status5xx),
-                    connect_error: server.stats.attempts(Outcome::ConnectError),
-                    ok: server.stats.attempts(Outcome::Ok),
-                    reset: server.stats.attempts(Outcome::Reset),
-                    timeout: server.stats.attempts(Outcome::Timeout),
-                },
+                attempts: Outcome::ALL
+                    .into_iter()
+                    .map(|outcome| (outcome.label(), server.stats.attempts(outcome)))
+                    .collect(),
                 available: server.is_available(),
                 backup,
                 health_check_up: server.is_up(),
@@ -275,8 +266,6 @@ fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
     use crate::admin::{Attempt, ListenerBinding};
 
@@ -326,13 +315,7 @@ mod tests {
 
         let server = assert_sorted(&Server {
             address: "127.0.0.1:9001".parse().unwrap(),
-            attempts: Attempts {
-                status_5xx: 1,
-                connect_error: 2,
-                ok: 3,
-                reset: 4,
-                timeout: 5,
-            },
+            attempts: Outcome::ALL.map(|outcome| (outcome.label(), 1)).into(),
             available: true,
             backup: false,
             health_check_up: true,
@@ -341,6 +324,7 @@ mod tests {
             name: "127.0.0.1:9001",
             weight: 1,
         });
-        assert_eq!(server["attempts"]["5xx"], 1);
+        let outcomes: Vec<&String> = server["attempts"].as_object().unwrap().keys().collect();
+        assert_eq!(outcomes, ["5xx", "connect_error", "ok", "reset", "timeout"]);
     }
 }
