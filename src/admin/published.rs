@@ -30,7 +30,7 @@ pub(crate) struct Published {
     pub(crate) path: PathBuf,
     /// The active configuration.
     pub(crate) config: Arc<Config>,
-    /// Its generation.
+    /// Its generation: 0 while starting, 1 once serving, +1 per applied reload.
     pub(crate) generation: u64,
     /// When it was applied.
     pub(crate) applied_at: SystemTime,
