@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminContext, AdminServer, Lifecycle, Published, Stage};
 use crate::config;
+use crate::observe::access_log::AccessLogger;
 use crate::observe::LogControl;
 use crate::reload::Reloader;
 use crate::server::Workers;
@@ -52,16 +53,11 @@ pub async fn run(
     let live: Live = Arc::new(ArcSwap::from_pointee(RoutingTable::empty()));
     let admin_context = AdminContext {
         live: live.clone(),
-        published: Arc::new(ArcSwap::from_pointee(Published {
-            path: options.config.clone(),
-            config: Arc::new(config.clone()),
-            generation: 0,
-            applied_at: std::time::SystemTime::now(),
-            last_attempt: None,
-            reloads_applied: 0,
-            reloads_rejected: 0,
-            listeners: Vec::new(),
-        })),
+        published: Arc::new(ArcSwap::from_pointee(Published::initial(
+            &options.config,
+            Arc::new(config.clone()),
+            0,
+        ))),
         lifecycle: lifecycle.clone(),
     };
     // Up first, so probes get "starting" rather than a refused connection
@@ -73,7 +69,7 @@ pub async fn run(
     let mut discovery = crate::dns::Discovery::new(&config.global);
     let resolved = discovery.sync(&config).await;
     let prepared = crate::table::prepare(&config, None)?;
-    let access_log = crate::reload::access_logger(&config, None)?;
+    let access_log = AccessLogger::for_config(&config, None)?;
     let table = RoutingTable::build(&config, prepared, access_log, &resolved, None, 1);
     live.store(Arc::new(table));
     let workers = Workers::start(options.workers, live.clone())?;

@@ -15,14 +15,19 @@
 //! output is tested without spawning a process; [`run`] does the printing.
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs as _};
+use std::io::Write as _;
+use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Empty};
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::net::TcpStream;
 
 use crate::config::{self, Config, Diff, Error, Errors, Source};
 
@@ -329,11 +334,14 @@ fn fetch_running(addr: &str) -> Result<Running, String> {
 /// A blocking HTTP/1.1 `GET` of `path` at `addr` (`HOST:PORT`, optionally
 /// written `http://HOST:PORT`) returning the body of a 200 answer. Enough
 /// for the admin endpoint: no TLS, no redirects, one request per connection.
+/// hyper speaks the protocol, on a runtime of its own: `--check` runs before
+/// (and without) the proxy's runtimes.
 ///
 /// # Errors
 ///
-/// What went wrong, naming the address: resolving, connecting, a timeout, a
-/// status other than 200 or an unreadable answer.
+/// What went wrong, naming the address: resolving, connecting, a timeout
+/// (`timeout` to connect, then `timeout` for the whole exchange), a status
+/// other than 200 or an unreadable answer.
 pub(crate) fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<String, String> {
     let host = addr.strip_prefix("http://").unwrap_or(addr).trim_end_matches('/');
     let unreachable = |e: &dyn std::fmt::Display| format!("cannot reach the admin endpoint at {host}: {e}");
@@ -341,90 +349,88 @@ pub(crate) fn http_get(addr: &str, path: &str, timeout: Duration) -> Result<Stri
         .to_socket_addrs()
         .map_err(|e| unreachable(&format!("{e} (expected HOST:PORT, like 127.0.0.1:9901)")))?
         .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| unreachable(&e))?;
+    runtime.block_on(async {
+        let stream = connect(&targets, timeout).await.map_err(|e| unreachable(&e))?;
+        let exchange = tokio::time::timeout(timeout, get(stream, host, path));
+        match exchange.await {
+            Ok(Ok(body)) => Ok(body),
+            Ok(Err(Failure::Unreachable(e))) => Err(unreachable(&e)),
+            Ok(Err(Failure::Answer(e))) => Err(format!("admin endpoint at {host}: GET {path}: {e}")),
+            Err(_) => Err(unreachable(&format!("no answer within {timeout:?}"))),
+        }
+    })
+}
+
+/// Connect to the first of `targets` that accepts within `timeout`.
+async fn connect(targets: &[SocketAddr], timeout: Duration) -> std::io::Result<TcpStream> {
     let mut last_error = None;
-    let mut stream = None;
     for target in targets {
-        match TcpStream::connect_timeout(&target, timeout) {
-            Ok(s) => {
-                stream = Some(s);
-                break;
-            }
-            Err(e) => last_error = Some(e),
+        match tokio::time::timeout(timeout, TcpStream::connect(target)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) => last_error = Some(e),
+            Err(_) => last_error = Some(std::io::ErrorKind::TimedOut.into()),
         }
     }
-    let Some(mut stream) = stream else {
-        return Err(match last_error {
-            Some(e) => unreachable(&e),
-            None => unreachable(&"no address"),
-        });
+    Err(last_error.unwrap_or_else(|| std::io::Error::other("no address")))
+}
+
+/// Why [`get`] failed: the exchange itself, or what came back.
+enum Failure {
+    /// Sending the request or reading the answer failed.
+    Unreachable(String),
+    /// An answer came, but not a 200 with a text body.
+    Answer(String),
+}
+
+/// `GET path` on `stream`: the body of a 200 answer, as text.
+async fn get(stream: TcpStream, host: &str, path: &str) -> Result<String, Failure> {
+    let failure = |e: hyper::Error| match e.is_parse() || e.is_incomplete_message() {
+        true => Failure::Answer(e.to_string()),
+        false => Failure::Unreachable(e.to_string()),
     };
-    stream
-        .set_read_timeout(Some(timeout))
-        .and_then(|()| stream.set_write_timeout(Some(timeout)))
-        .map_err(|e| unreachable(&e))?;
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| unreachable(&e))?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).map_err(|e| unreachable(&e))?;
-    parse_response(&answer).map_err(|e| format!("admin endpoint at {host}: GET {path}: {e}"))
+    let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+        // `Host:` as curl writes it rather than hyper's `host:`: the request
+        // stays byte for byte what the hand-written client sent before.
+        .title_case_headers(true)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(failure)?;
+    tokio::spawn(connection);
+    let request = Request::get(path)
+        .header(header::HOST, host)
+        .header(header::ACCEPT, "application/json")
+        .header(header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| Failure::Unreachable(e.to_string()))?;
+    let response = sender.send_request(request).await.map_err(failure)?;
+    if response.status() != StatusCode::OK {
+        return Err(Failure::Answer(format!("answered `{}`", status_line(&response))));
+    }
+    let body = response.into_body().collect().await.map_err(failure)?.to_bytes();
+    String::from_utf8(body.into()).map_err(|_| Failure::Answer("the body is not UTF-8".to_owned()))
 }
 
-/// The body of a 200 HTTP/1.1 response read to its end (the connection was
-/// closed by the server); chunked bodies are decoded.
-fn parse_response(answer: &[u8]) -> Result<String, String> {
-    let split = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("incomplete answer (no end of headers)")?;
-    let head = std::str::from_utf8(&answer[..split]).map_err(|_| "answer headers are not text")?;
-    let body = &answer[split + 4..];
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line.split(' ').nth(1).unwrap_or_default();
-    if status != "200" {
-        return Err(format!("answered `{status_line}`"));
-    }
-    let chunked = lines.any(|l| {
-        l.split_once(':').is_some_and(|(name, value)| {
-            name.trim().eq_ignore_ascii_case("transfer-encoding")
-                && value.to_ascii_lowercase().contains("chunked")
-        })
-    });
-    let body = if chunked { dechunk(body)? } else { body.to_vec() };
-    String::from_utf8(body).map_err(|_| "the body is not UTF-8".to_owned())
-}
-
-/// Decode a `Transfer-Encoding: chunked` body.
-fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = body
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("truncated chunked body")?;
-        let size_text = std::str::from_utf8(&body[..line_end]).map_err(|_| "bad chunk size")?;
-        let size_text = size_text.split(';').next().unwrap_or_default().trim();
-        let size =
-            usize::from_str_radix(size_text, 16).map_err(|_| format!("bad chunk size `{size_text}`"))?;
-        body = &body[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if body.len() < size + 2 {
-            return Err("truncated chunked body".to_owned());
-        }
-        out.extend_from_slice(&body[..size]);
-        body = &body[size + 2..];
-    }
+/// `HTTP/1.1 404 Not Found`: the status line as the server sent it.
+fn status_line<B>(response: &Response<B>) -> String {
+    let reason = match response.extensions().get::<hyper::ext::ReasonPhrase>() {
+        Some(reason) => String::from_utf8_lossy(reason.as_bytes()).into_owned(),
+        None => response
+            .status()
+            .canonical_reason()
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    format!("{:?} {} {reason}", response.version(), response.status().as_str())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read as _;
     use std::net::TcpListener;
 
     /// Serve one connection with `answer`, returning the address and what

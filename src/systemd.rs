@@ -7,6 +7,10 @@
 //! `NOTIFY_SOCKET` (not under systemd) every call does nothing, and a failed
 //! send is logged, never fatal: the proxy serves whether or not systemd
 //! hears about it.
+//!
+//! Named after the service manager rather than the protocol (it was
+//! `notify.rs`): `crate::notify` read like the `notify` crate, which the
+//! reloader imports beside it to watch files.
 
 use std::ffi::OsStr;
 use std::io;

@@ -8,19 +8,23 @@
 //! Bound only where `[admin] bind` says (loopback by default); the endpoint
 //! has no authentication, like nginx's `stub_status` and HAProxy's stats
 //! socket, so keep it off public interfaces.
+//!
+//! This file owns the socket, the accept loop and the paths; each document
+//! has its own module: [`prometheus`] (`/metrics`), [`status`] (`/status`
+//! and drift), and [`published`], the reloader's report that both read.
+//! Deciding what is served or when to reload is never this module's job.
 
 mod prometheus;
 mod published;
+mod status;
 
 use prometheus::ControlFacts;
-pub(crate) use published::{Attempt, AttemptOutcome, Published, Trigger};
+pub(crate) use published::{Attempt, AttemptOutcome, ListenerBinding, Published, Trigger};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -31,13 +35,11 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, SourceKind};
+use crate::config::SourceKind;
 use crate::forward::ProxyBody;
-use crate::observe::metrics::Outcome;
 
 use crate::server::BoundSocket;
 use crate::table::Live;
@@ -161,7 +163,7 @@ async fn handle(req: Request<Incoming>, context: &AdminContext) -> Response<Prox
             let facts = ControlFacts {
                 reloads_applied: published.reloads_applied,
                 reloads_rejected: published.reloads_rejected,
-                last_applied_unix: unix(published.applied_at),
+                last_applied_unix: status::unix(published.applied_at),
             };
             let body = prometheus::encode(context.live.load_full(), facts);
             respond(
@@ -171,9 +173,7 @@ async fn handle(req: Request<Incoming>, context: &AdminContext) -> Response<Prox
             )
         }
         "/status" => {
-            let status = status(context).await;
-            let mut body = serde_json::to_vec_pretty(&status).expect("a JSON value serializes");
-            body.push(b'\n');
+            let body = status::render(context).await;
             respond(StatusCode::OK, "application/json", body.into())
         }
         "/config" => {
@@ -189,9 +189,9 @@ async fn handle(req: Request<Incoming>, context: &AdminContext) -> Response<Prox
             respond(StatusCode::OK, "application/json", body.to_string().into())
         }
         "/ready" => match context.lifecycle.stage() {
-            crate::admin::Stage::Serving => text(StatusCode::OK, "ready\n"),
-            crate::admin::Stage::Starting => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
-            crate::admin::Stage::Draining => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+            Stage::Serving => text(StatusCode::OK, "ready\n"),
+            Stage::Starting => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
+            Stage::Draining => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         },
         "/live" => text(StatusCode::OK, "live\n"),
         _ => text(
@@ -199,128 +199,6 @@ async fn handle(req: Request<Incoming>, context: &AdminContext) -> Response<Prox
             "not found: try /metrics, /status, /ready, /live or /config\n",
         ),
     }
-}
-
-/// The `/status` document.
-async fn status(context: &AdminContext) -> Value {
-    let published = context.published.load_full();
-    let drift = drift(&published.path, &published.config.sources).await;
-    let table = context.live.load_full();
-
-    let sources: Vec<Value> = published
-        .config
-        .sources
-        .iter()
-        .map(|s| {
-            json!({
-                "path": s.path,
-                "kind": match s.kind { SourceKind::Config => "config", SourceKind::Pem => "pem" },
-                "sha256": hex(&Sha256::digest(s.text.as_bytes())),
-            })
-        })
-        .collect();
-    let last_reload = published.last_attempt.as_ref().map(|attempt| {
-        let (result, generation, errors) = match &attempt.outcome {
-            AttemptOutcome::Applied { generation } => ("applied", Some(*generation), &[][..]),
-            AttemptOutcome::Unchanged => ("unchanged", None, &[][..]),
-            AttemptOutcome::Rejected { errors } => ("rejected", None, &errors[..]),
-        };
-        json!({
-            "result": result,
-            "at": unix(attempt.at),
-            "trigger": format!("{:?}", attempt.trigger).to_lowercase(),
-            "generation": generation,
-            "errors": errors,
-        })
-    });
-    let listeners: Vec<Value> = published
-        .listeners
-        .iter()
-        .map(|(name, bind, addr)| json!({"name": name, "bind": bind, "address": addr}))
-        .collect();
-    let upstreams: Vec<Value> = published
-        .config
-        .upstreams
-        .values()
-        .map(|upstream| {
-            let servers: Vec<Value> = table
-                .upstream(&upstream.name)
-                .into_iter()
-                .flat_map(|pool| pool.members())
-                .map(|(server, weight, backup)| {
-                    json!({
-                        "name": &*server.name,
-                        "address": server.addr,
-                        "weight": weight,
-                        "backup": backup,
-                        "available": server.is_available(),
-                        "health_check_up": server.is_up(),
-                        "held_out": server.is_held_out(),
-                        "in_flight": server.in_flight(),
-                        "attempts": {
-                            "ok": server.stats.attempts(Outcome::Ok),
-                            "5xx": server.stats.attempts(Outcome::Status5xx),
-                            "connect_error": server.stats.attempts(Outcome::ConnectError),
-                            "timeout": server.stats.attempts(Outcome::Timeout),
-                            "reset": server.stats.attempts(Outcome::Reset),
-                        },
-                    })
-                })
-                .collect();
-            json!({
-                "name": upstream.name,
-                "balance": balance_name(&upstream.balance),
-                "health_check": upstream.health_check.is_some(),
-                "retries": table.upstream(&upstream.name).map_or(0, |p| p.state().retries()),
-                "servers": servers,
-            })
-        })
-        .collect();
-    json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "pid": std::process::id(),
-        "stage": format!("{:?}", context.lifecycle.stage()).to_lowercase(),
-        "config": published.path,
-        "generation": published.generation,
-        "loaded_at": unix(published.applied_at),
-        "sources": sources,
-        "drift": drift,
-        "last_reload": last_reload,
-        "listeners": listeners,
-        "upstreams": upstreams,
-    })
-}
-
-/// Whether the files on disk differ from those of the active configuration:
-/// a reload failed, or none happened since an edit.
-async fn drift(path: &Path, active: &[config::Source]) -> bool {
-    let path = path.to_path_buf();
-    let on_disk = tokio::task::spawn_blocking(move || match config::load(&path) {
-        Ok(config) => config.sources,
-        Err(errors) => errors.sources,
-    })
-    .await;
-    match on_disk {
-        Ok(on_disk) => on_disk != active,
-        Err(_) => true,
-    }
-}
-
-fn balance_name(balance: &config::Balance) -> &'static str {
-    match balance {
-        config::Balance::RoundRobin => "round_robin",
-        config::Balance::LeastConn => "least_conn",
-        config::Balance::Random => "random",
-        config::Balance::Hash(_) => "hash",
-    }
-}
-
-fn unix(time: SystemTime) -> f64 {
-    time.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {

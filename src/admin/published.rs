@@ -5,7 +5,7 @@
 //! that the admin endpoint does not depend on the reloader that starts it.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -30,7 +30,7 @@ pub(crate) struct Published {
     pub(crate) path: PathBuf,
     /// The active configuration.
     pub(crate) config: Arc<Config>,
-    /// Its generation.
+    /// Its generation: 0 while starting, 1 once serving, +1 per applied reload.
     pub(crate) generation: u64,
     /// When it was applied.
     pub(crate) applied_at: SystemTime,
@@ -40,8 +40,36 @@ pub(crate) struct Published {
     pub(crate) reloads_applied: u64,
     /// Reloads rejected since start.
     pub(crate) reloads_rejected: u64,
-    /// Listeners: name, configured address, bound address.
-    pub(crate) listeners: Vec<(String, SocketAddr, Option<SocketAddr>)>,
+    /// The listeners of the active configuration and where they are bound.
+    pub(crate) listeners: Vec<ListenerBinding>,
+}
+
+impl Published {
+    /// What is known before the first reload: `config` at `path`, applied
+    /// now as `generation` (0 while starting, when nothing serves yet; 1
+    /// once the first routing table does), no attempt, no listener yet.
+    pub(crate) fn initial(path: &Path, config: Arc<Config>, generation: u64) -> Self {
+        Published {
+            path: path.to_path_buf(),
+            config,
+            generation,
+            applied_at: SystemTime::now(),
+            last_attempt: None,
+            reloads_applied: 0,
+            reloads_rejected: 0,
+            listeners: Vec::new(),
+        }
+    }
+}
+
+/// One listener of the active configuration and where it is bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ListenerBinding {
+    pub(crate) name: String,
+    /// The address as configured (port 0 stays 0).
+    pub(crate) bind: SocketAddr,
+    /// The address actually bound; `None` when it is not (yet) bound.
+    pub(crate) address: Option<SocketAddr>,
 }
 
 /// One reload attempt.

@@ -1,17 +1,21 @@
 //! Metrics: what the data plane counts.
 //!
+//! This module owns the counters and nothing that reads them out: the
+//! Prometheus exposition and `/status` are [`crate::admin`]'s job, and
+//! deciding when something counts (a response, an attempt, a byte) is the
+//! data plane's. It is a leaf: it knows no routing table, pool or request.
+//!
 //! The request path pays for metrics with relaxed atomic adds on objects it
 //! already holds, never with a lock or a label lookup: every counter lives in
 //! an object whose labels were fixed when the routing snapshot was built
 //! ([`RouteStats`] in each route's target, [`ListenerStats`] in each router,
 //! [`ServerStats`] in each server's state). Like server state, these objects
 //! are carried from one snapshot to the next by identity, so a reload never
-//! resets a counter.
+//! resets a counter. A client socket's bytes are counted by wrapping it in
+//! [`CountingIo`].
 //!
 //! Gauges that are state rather than counts (health, in-flight requests) are
 //! not kept twice: the scrape reads them from the objects that own them.
-//! Everything here is read only by the Prometheus exposition
-//! ([`crate::admin`]), which walks one snapshot.
 
 use std::io;
 use std::pin::Pin;
@@ -24,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Upper bounds (seconds) of the request duration histogram's buckets: from
 /// a fast cache hit to a slow report, as most HTTP dashboards expect.
-pub(crate) const DURATION_BUCKETS: [f64; 14] = [
+const DURATION_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 

@@ -31,7 +31,7 @@ use std::time::SystemTime;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{AdminContext, AdminServer, Attempt, AttemptOutcome, Published, Trigger};
+use crate::admin::{AdminContext, AdminServer, Attempt, AttemptOutcome, ListenerBinding, Published, Trigger};
 use crate::config::{self, Config, Errors, Source};
 use crate::dns::Discovery;
 use crate::observe::access_log::AccessLogger;
@@ -97,16 +97,7 @@ impl Reloader {
         for warning in &config.warnings {
             tracing::warn!("{warning}");
         }
-        let published = Published {
-            path: path.clone(),
-            config: config.clone(),
-            generation: 1,
-            applied_at: SystemTime::now(),
-            last_attempt: None,
-            reloads_applied: 0,
-            reloads_rejected: 0,
-            listeners: Vec::new(),
-        };
+        let published = Published::initial(&path, config.clone(), 1);
         let mut reloader = Reloader {
             path,
             live: admin_context.live.clone(),
@@ -135,7 +126,11 @@ impl Reloader {
             .active
             .listeners
             .values()
-            .map(|l| (l.name.clone(), l.bind, self.listeners.local_addr(&l.name)))
+            .map(|l| ListenerBinding {
+                name: l.name.clone(),
+                bind: l.bind,
+                address: self.listeners.local_addr(&l.name),
+            })
             .collect();
         if let Some((trigger, outcome)) = attempt {
             match outcome {
@@ -226,7 +221,7 @@ impl Reloader {
             Err(errors) => return self.reject(trigger, errors),
         };
         let planned = self.listeners.plan(&config).and_then(|plan| {
-            let access_log = access_logger(&config, self.live.load().access_log.as_ref())?;
+            let access_log = AccessLogger::for_config(&config, self.live.load().access_log.as_ref())?;
             Ok((plan, self.plan_admin(&config)?, access_log))
         });
         let (plan, admin, access_log) = match planned {
@@ -358,27 +353,4 @@ impl Reloader {
         // every listening socket.
         self.admin.take()
     }
-}
-
-/// The access logger `config` asks for: the running one when its settings
-/// are unchanged (a reload must not reopen the file), else a new one.
-///
-/// # Errors
-///
-/// The log file cannot be opened.
-pub(crate) fn access_logger(
-    config: &Config,
-    running: Option<&AccessLogger>,
-) -> anyhow::Result<Option<AccessLogger>> {
-    let Some(wanted) = &config.global.access_log else {
-        return Ok(None);
-    };
-    if let Some(running) = running.filter(|r| r.config() == wanted) {
-        return Ok(Some(running.clone()));
-    }
-    let logger = AccessLogger::start(wanted).map_err(|error| match &wanted.path {
-        Some(path) => anyhow::anyhow!("opening the access log {}: {error}", path.display()),
-        None => anyhow::anyhow!("starting the access log: {error}"),
-    })?;
-    Ok(Some(logger))
 }

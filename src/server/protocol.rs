@@ -15,7 +15,7 @@
 //!
 //! Keep-alive on; request heads up to [`MAX_HEADER_SIZE`] (else 431);
 //! `header_read_timeout` through [`CheckedTimer`]; upgrades (WebSocket and
-//! any `Upgrade`) are served, see [`crate::forward::tunnel`].
+//! any `Upgrade`) are served, tunnelled by [`crate::forward`].
 //!
 //! # HTTP/2
 //!

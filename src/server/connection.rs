@@ -1,0 +1,183 @@
+//! One client connection, from the accepted socket to its last byte: the
+//! TLS handshake or the h2c preface, hyper serving HTTP/1.1 or HTTP/2 on it,
+//! and [`drive`], which re-polls it for its header-read deadline, closes an
+//! idle HTTP/2 connection, and gives it the shutdown timeout once its
+//! listener stops.
+//!
+//! This module owns the connection's lifetime; which protocol it speaks and
+//! with which limits is [`super::protocol`]'s decision, and what each request
+//! does is [`crate::forward`]'s job.
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::protocol::{self, Graceful, StreamBody, StreamCount, Version};
+use super::timer::CHECK_INTERVAL;
+use super::Worker;
+use crate::forward::{self, Connection};
+use crate::observe::metrics::{CountingIo, ListenerStats};
+use crate::table::Live;
+use crate::tls;
+
+impl Worker {
+    /// Serve one accepted client connection until it ends, or until `stop`
+    /// and then the shutdown timeout: TLS handshake (when `tls`) or h2c
+    /// detection, then HTTP. Every error ends this connection only.
+    pub(super) async fn serve_connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        stats: Arc<ListenerStats>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        info: Arc<Connection>,
+        stop: CancellationToken,
+    ) {
+        let _ = stream.set_nodelay(true);
+        // A connection keeps the header-read timeout it was accepted with.
+        let header_read_timeout = info.live.load().header_read_timeout;
+        // Re-polls the connection so hyper sees its header-read deadline
+        // pass (see `crate::server::timer`): the only timer this connection needs.
+        let mut check = tokio::time::interval(CHECK_INTERVAL);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if let Some(config) = tls {
+            // The handshake gets the header-read timeout: it is what a
+            // client must complete before it can send a request head.
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            let stream = tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                accepted = tls::accept(&acceptor, stream, header_read_timeout) => match accepted {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        tracing::debug!(listener = %info.listener, client = %info.client, %error, "TLS handshake failed");
+                        return;
+                    }
+                },
+            };
+            let version = if tls::is_h2(&stream) {
+                Version::Http2
+            } else {
+                Version::Http1
+            };
+            // Counted above TLS: the bytes of HTTP, as on plaintext listeners.
+            let io = CountingIo::new(stream, stats);
+            return self
+                .serve_http(version, io, info, stop, check, header_read_timeout)
+                .await;
+        }
+        let stream = CountingIo::new(stream, stats);
+        // Waiting for the first bytes counts against the header-read
+        // timeout, as waiting for a request head does.
+        let deadline = std::time::Instant::now() + header_read_timeout;
+        let mut detect = pin!(protocol::detect(stream));
+        let detected = loop {
+            tokio::select! {
+                biased;
+                detected = detect.as_mut() => break detected,
+                () = stop.cancelled() => return,
+                _ = check.tick() => if std::time::Instant::now() >= deadline { return },
+            }
+        };
+        match detected {
+            Ok((version, io)) => {
+                self.serve_http(version, io, info, stop, check, header_read_timeout)
+                    .await
+            }
+            Err(error) => tracing::debug!(%error, "client connection failed before its first request"),
+        }
+    }
+
+    /// Serve `io` as `version` until it ends, or until `stop` and then the
+    /// shutdown timeout.
+    async fn serve_http<I>(
+        &self,
+        version: Version,
+        io: I,
+        info: Arc<Connection>,
+        stop: CancellationToken,
+        check: tokio::time::Interval,
+        header_read_timeout: Duration,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let live = info.live.clone();
+        match version {
+            Version::Http1 => {
+                let service = service_fn(move |req| forward::handle(req, info.clone()));
+                let connection = self
+                    .http
+                    .http1(header_read_timeout)
+                    .serve_connection(TokioIo::new(io), service)
+                    .with_upgrades();
+                drive(connection, &stop, check, &live, None).await;
+            }
+            Version::Http2 => {
+                let streams = Arc::new(StreamCount::default());
+                let counted = streams.clone();
+                let service = service_fn(move |req| {
+                    let open = counted.open();
+                    let response = forward::handle(req, info.clone());
+                    async move {
+                        let response = response.await?;
+                        Ok::<_, std::convert::Infallible>(response.map(|body| StreamBody::new(body, open)))
+                    }
+                });
+                let connection = self.http.http2().serve_connection(TokioIo::new(io), service);
+                drive(
+                    connection,
+                    &stop,
+                    check,
+                    &live,
+                    Some((&streams, header_read_timeout)),
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// Poll `connection` (and re-poll it every tick) until it ends; once `stop`
+/// fires, or an HTTP/2 connection has had no stream for `idle`'s timeout,
+/// shut it down gracefully and give it the shutdown timeout to finish.
+async fn drive<C: Graceful>(
+    connection: C,
+    stop: &CancellationToken,
+    mut check: tokio::time::Interval,
+    live: &Live,
+    idle: Option<(&StreamCount, Duration)>,
+) {
+    let mut connection = pin!(connection);
+    loop {
+        tokio::select! {
+            biased;
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "client connection ended with an error");
+                }
+                return;
+            }
+            () = stop.cancelled() => break,
+            _ = check.tick() => {
+                if idle.is_some_and(|(streams, timeout)| streams.idle_for() >= timeout) {
+                    break;
+                }
+            }
+        }
+    }
+    connection.as_mut().graceful_shutdown();
+    let mut grace = pin!(tokio::time::sleep(live.load().shutdown_timeout));
+    loop {
+        tokio::select! {
+            biased;
+            _ = connection.as_mut() => return,
+            () = grace.as_mut() => break,
+            _ = check.tick() => {}
+        }
+    }
+    tracing::debug!("connection still busy at the shutdown deadline; closing it");
+}
