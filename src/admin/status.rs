@@ -23,7 +23,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{AdminContext, AttemptOutcome, Published, Stage, Trigger};
-use crate::config::{self, Balance, SourceKind};
+use crate::config::{self, SourceKind};
 use crate::observe::metrics::Outcome;
 use crate::table::RoutingTable;
 use crate::upstream::UpstreamPool;
@@ -195,7 +195,7 @@ impl<'a> Upstream<'a> {
             })
             .collect();
         Upstream {
-            balance: balance_name(&upstream.balance),
+            balance: upstream.balance.name(),
             health_check: upstream.health_check.is_some(),
             name: &upstream.name,
             retries: pool.map_or(0, |pool| pool.state().retries()),
@@ -243,15 +243,6 @@ fn source_kind_name(kind: SourceKind) -> &'static str {
     match kind {
         SourceKind::Config => "config",
         SourceKind::Pem => "pem",
-    }
-}
-
-fn balance_name(balance: &Balance) -> &'static str {
-    match balance {
-        Balance::RoundRobin => "round_robin",
-        Balance::LeastConn => "least_conn",
-        Balance::Random => "random",
-        Balance::Hash(_) => "hash",
     }
 }
 
