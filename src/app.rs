@@ -11,9 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminContext, AdminServer, Lifecycle, Published, Stage};
 use crate::config;
-use crate::observe::access_log::AccessLogger;
 use crate::observe::LogControl;
-use crate::reload::Reloader;
+use crate::reload::{Control, Endpoints, Reloader, Report};
 use crate::server::Workers;
 use crate::systemd::SystemdNotify;
 use crate::table::{Live, RoutingTable};
@@ -33,7 +32,9 @@ pub struct RunOptions {
 /// # Errors
 ///
 /// A configuration that does not load (the error is [`config::Errors`], with
-/// every problem found), or a listener that cannot be bound.
+/// every problem found), or one whose plan fails: a listener that cannot be
+/// bound, a TLS setup rustls refuses (located errors too), an access log
+/// that cannot be opened.
 pub async fn run(
     options: RunOptions,
     log: LogControl,
@@ -51,49 +52,19 @@ pub async fn run(
     let notify = Arc::new(SystemdNotify::from_env());
     let lifecycle = Arc::new(Lifecycle::default());
     let live: Live = Arc::new(ArcSwap::from_pointee(RoutingTable::empty()));
-    let admin_context = AdminContext {
-        live: live.clone(),
+    let root = CancellationToken::new();
+    let report = Report {
+        notify: notify.clone(),
         published: Arc::new(ArcSwap::from_pointee(Published::initial(
             &options.config,
             Arc::new(config.clone()),
             0,
         ))),
-        lifecycle: lifecycle.clone(),
-    };
-    // Up first, so probes get "starting" rather than a refused connection
-    // while names resolve and listeners bind.
-    let admin = match &config.admin {
-        Some(admin) => Some(AdminServer::start(admin.bind, admin_context.clone())?),
-        None => None,
-    };
-    let mut discovery = crate::dns::Discovery::new(&config.global);
-    let resolved = discovery.sync(&config).await;
-    let prepared = crate::table::prepare(&config, None)?;
-    let access_log = AccessLogger::for_config(&config, None)?;
-    let table = RoutingTable::build(&config, prepared, access_log, &resolved, None, 1);
-    live.store(Arc::new(table));
-    let workers = Workers::start(options.workers, live.clone())?;
-    let root = CancellationToken::new();
-    let reloader = Reloader::start(
-        options.config,
-        config,
-        &workers,
-        root.clone(),
         log,
-        discovery,
-        admin,
-        admin_context,
-        notify.clone(),
-    )?;
-    // Health checks run beside the reloader on this (control) runtime.
-    tokio::spawn(crate::health::run(live.clone()));
+    };
+    let (reloader, workers) = start(options, config, &live, &lifecycle, root.clone(), report).await?;
     lifecycle.set(Stage::Serving);
     notify.ready("serving generation 1");
-    tracing::info!(
-        workers = options.workers,
-        "ginx {} started",
-        env!("CARGO_PKG_VERSION")
-    );
 
     let stop_reloading = CancellationToken::new();
     let (admin, ()) = tokio::join!(reloader.run(&workers, stop_reloading.clone()), async {
@@ -103,6 +74,68 @@ pub async fn run(
 
     lifecycle.set(Stage::Draining);
     notify.stopping();
+    drain(&live, root, workers).await;
+    drop(admin);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Generation 1, from `config` to serving: the admin endpoint first (so
+/// probes see "starting" rather than a refused connection while names
+/// resolve and listeners bind), then the same plan as a reload's, the
+/// table, the workers, and the listeners.
+async fn start(
+    options: RunOptions,
+    config: config::Config,
+    live: &Live,
+    lifecycle: &Arc<Lifecycle>,
+    root: CancellationToken,
+    report: Report,
+) -> anyhow::Result<(Reloader, Workers)> {
+    let admin_context = AdminContext {
+        live: live.clone(),
+        published: report.published.clone(),
+        lifecycle: lifecycle.clone(),
+    };
+    let admin = match &config.admin {
+        Some(admin) => Some(AdminServer::start(admin.bind, admin_context.clone())?),
+        None => None,
+    };
+    let endpoints = Endpoints::new(admin, admin_context, root);
+    let mut discovery = crate::dns::Discovery::new(&config.global);
+    let resolved = discovery.sync(&config).await;
+    let plan = endpoints.plan(&config, &live.load())?;
+    let table = RoutingTable::build(
+        &config,
+        plan.prepared.clone(),
+        plan.access_log.clone(),
+        &resolved,
+        None,
+        1,
+    );
+    live.store(Arc::new(table));
+    let workers = Workers::start(options.workers, live.clone())?;
+    let control = Control {
+        live: live.clone(),
+        endpoints,
+        discovery,
+        report,
+    };
+    let reloader = Reloader::start(options.config, config, plan, control, &workers);
+    // Health checks run beside the reloader on this (control) runtime.
+    tokio::spawn(crate::health::run(live.clone()));
+    tracing::info!(
+        workers = options.workers,
+        "ginx {} started",
+        env!("CARGO_PKG_VERSION")
+    );
+    Ok((reloader, workers))
+}
+
+/// After `shutdown_delay` (still serving while `/ready` says 503), stop
+/// every listener and let each connection finish within
+/// `shutdown_timeout`.
+async fn drain(live: &Live, root: CancellationToken, workers: Workers) {
     let table = live.load_full();
     if !table.shutdown_delay.is_zero() {
         tracing::info!(
@@ -120,7 +153,4 @@ pub async fn run(
     if let Some(access_log) = &live.load().access_log {
         access_log.wait_on_drop();
     }
-    drop(admin);
-    tracing::info!("stopped");
-    Ok(())
 }

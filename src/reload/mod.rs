@@ -2,26 +2,25 @@
 //! at all.
 //!
 //! ```text
-//! notify event on a watched directory ─┐
-//! SIGHUP ──────────────────────────────┼─▶ debounce ─▶ config::load ─▶ same texts? stop
-//! poll every POLL_INTERVAL ────────────┘                  │ errors? log each, keep serving, stop
+//! file event in a watched directory ─┐
+//! SIGHUP ────────────────────────────┼─▶ debounce ─▶ config::load ─▶ same texts? stop
+//! poll every POLL_INTERVAL ──────────┘   (watch.rs)       │ errors? log each (located), keep serving
 //!                                                         ▼
-//!                       ListenerSet::plan (bind new sockets; failure? log, stop)
+//!                              Discovery::look_up_new: new host names, all at once
 //!                                                         ▼
-//!                     RoutingTable::build ─▶ Live::store ─▶ ListenerSet::commit
+//!         Endpoints::plan (plan.rs): TLS, binds, admin, access log; refused? log, keep serving
+//!                                                         ▼  nothing awaits from here on
+//!     RoutingTable::build ─▶ Live::store ─▶ Endpoints::commit ─▶ Discovery adopts ─▶ publish
 //! ```
 //!
-//! The watcher watches directories, never files: editors save by writing a
-//! temporary file and renaming it over the old one, and Kubernetes swaps a
-//! ConfigMap by renaming a symlink, both of which kill a watch on the file
-//! itself. Events only say "look again": what counts is whether the texts
-//! read back differ from the active ones, so an unchanged rewrite makes no
-//! new generation. The poll catches what produces no events at all (network
-//! filesystems, single-file bind mounts).
+//! Events only say "look again": what counts is whether the texts read back
+//! differ from the active ones, so an unchanged rewrite makes no new
+//! generation.
 //!
 //! This module owns the active [`Config`], the generation counter and the
-//! [`ListenerSet`]; it is the only writer of [`Live`].
+//! [`Endpoints`]; it is the only writer of [`Live`].
 
+mod plan;
 mod watch;
 
 use std::path::PathBuf;
@@ -31,61 +30,69 @@ use std::time::SystemTime;
 use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{AdminContext, AdminServer, Attempt, AttemptOutcome, ListenerBinding, Published, Trigger};
-use crate::config::{self, Config, Errors, Source};
+use crate::admin::{AdminServer, Attempt, AttemptOutcome, ListenerBinding, Published, Trigger};
+use crate::config::{self, Config, Source};
 use crate::dns::Discovery;
-use crate::observe::access_log::AccessLogger;
 use crate::observe::LogControl;
-use crate::server::{ListenerSet, Workers};
+use crate::server::Workers;
 use crate::systemd::SystemdNotify;
 use crate::table::{Live, RoutingTable};
+pub(crate) use plan::{Endpoints, Plan, Refusal};
 use watch::{Triggers, Wake};
 
-/// The control plane's state: the active configuration and its listeners.
+/// The control plane's state: the active configuration and what serves it.
 pub(crate) struct Reloader {
     path: PathBuf,
     live: Live,
     active: Arc<Config>,
     generation: u64,
-    listeners: ListenerSet,
-    /// systemd, told about reloads (`RELOADING=1` ... `READY=1`).
-    notify: Arc<SystemdNotify>,
-    /// The admin endpoint, if configured, and what it reads.
-    admin: Option<AdminServer>,
-    admin_context: AdminContext,
-    published: Published,
+    endpoints: Endpoints,
+    /// Host names of the active configuration, followed over time.
+    discovery: Discovery,
+    report: Report,
     /// Texts of the last configuration that failed, so the poll does not
     /// log the same errors every few seconds.
     last_failure: Option<Vec<Source>>,
-    root: CancellationToken,
-    log: LogControl,
-    /// Host names of the active configuration, followed over time.
-    discovery: Discovery,
+}
+
+/// What the reloader works with, handed over at start.
+pub(crate) struct Control {
+    /// The routing table it swaps.
+    pub(crate) live: Live,
+    /// The sockets of generation 1 (bound by its plan, not yet accepting).
+    pub(crate) endpoints: Endpoints,
+    /// The host names of generation 1, resolved.
+    pub(crate) discovery: Discovery,
+    pub(crate) report: Report,
+}
+
+/// Who hears what the reloader does: systemd (`RELOADING=1` ... `READY=1`),
+/// the admin endpoint (`/status`), and ginx's own log (level and format).
+pub(crate) struct Report {
+    pub(crate) notify: Arc<SystemdNotify>,
+    /// The admin endpoint's copy is swapped for a new one after every attempt.
+    pub(crate) published: Arc<arc_swap::ArcSwap<Published>>,
+    pub(crate) log: LogControl,
 }
 
 impl Reloader {
-    /// Bind the listeners of `config` and start serving it as generation 1,
-    /// which `live` already holds. `admin` is its admin endpoint, already
-    /// serving `admin_context`.
-    ///
-    /// # Errors
-    ///
-    /// When a listener cannot be bound.
-    #[allow(clippy::too_many_arguments)]
+    /// Serve `config` (read from `path`) as generation 1: `control.live`
+    /// already holds its table, built with `plan`, which is committed here
+    /// (its listeners start accepting on `workers`).
     pub(crate) fn start(
         path: PathBuf,
         config: Config,
+        plan: Plan,
+        control: Control,
         workers: &Workers,
-        root: CancellationToken,
-        log: LogControl,
-        discovery: Discovery,
-        admin: Option<AdminServer>,
-        admin_context: AdminContext,
-        notify: Arc<SystemdNotify>,
-    ) -> anyhow::Result<Self> {
-        let mut listeners = ListenerSet::default();
-        let plan = listeners.plan(&config)?;
-        listeners.commit(plan, workers, &root);
+    ) -> Self {
+        let Control {
+            live,
+            mut endpoints,
+            discovery,
+            report,
+        } = control;
+        endpoints.commit(plan, workers);
         let config = Arc::new(config);
         tracing::info!(
             generation = 1,
@@ -97,31 +104,26 @@ impl Reloader {
         for warning in &config.warnings {
             tracing::warn!("{warning}");
         }
-        let published = Published::initial(&path, config.clone(), 1);
         let mut reloader = Reloader {
             path,
-            live: admin_context.live.clone(),
+            live,
             active: config,
             generation: 1,
-            listeners,
-            notify,
-            admin,
-            admin_context,
-            published,
-            last_failure: None,
-            root,
-            log,
+            endpoints,
             discovery,
+            report,
+            last_failure: None,
         };
         reloader.publish(None);
-        Ok(reloader)
+        reloader
     }
 
     /// Publish the current state (and `attempt`, if any) for the admin
     /// endpoint.
     fn publish(&mut self, attempt: Option<(Trigger, AttemptOutcome)>) {
-        let p = &mut self.published;
+        let mut p = Published::clone(&self.report.published.load());
         p.config = self.active.clone();
+        p.generation = self.generation;
         p.listeners = self
             .active
             .listeners
@@ -129,13 +131,12 @@ impl Reloader {
             .map(|l| ListenerBinding {
                 name: l.name.clone(),
                 bind: l.bind,
-                address: self.listeners.local_addr(&l.name),
+                address: self.endpoints.local_addr(&l.name),
             })
             .collect();
         if let Some((trigger, outcome)) = attempt {
             match outcome {
-                AttemptOutcome::Applied { generation } => {
-                    p.generation = generation;
+                AttemptOutcome::Applied { .. } => {
                     p.applied_at = SystemTime::now();
                     p.reloads_applied += 1;
                 }
@@ -148,24 +149,7 @@ impl Reloader {
                 outcome,
             });
         }
-        self.admin_context.published.store(Arc::new(p.clone()));
-    }
-
-    /// The admin endpoint `config` wants, if it differs from the running
-    /// one: `Some(None)` stops it, `Some(Some(_))` is already bound.
-    ///
-    /// # Errors
-    ///
-    /// When the new address cannot be bound.
-    fn plan_admin(&self, config: &Config) -> anyhow::Result<Option<Option<AdminServer>>> {
-        let wanted = config.admin.as_ref().map(|a| a.bind);
-        if wanted == self.admin.as_ref().map(|a| a.configured) {
-            return Ok(None);
-        }
-        match wanted {
-            None => Ok(Some(None)),
-            Some(bind) => Ok(Some(Some(AdminServer::start(bind, self.admin_context.clone())?))),
-        }
+        self.report.published.store(Arc::new(p));
     }
 
     /// Re-read the configuration and apply it if it changed and is valid.
@@ -175,32 +159,41 @@ impl Reloader {
     pub(crate) async fn reload(&mut self, trigger: Trigger, workers: &Workers) {
         let generation = self.generation;
         if trigger == Trigger::Signal {
-            self.notify.reloading();
+            self.report.notify.reloading();
         }
-        self.load_and_apply(trigger, workers).await;
+        if let Some(config) = self.load(trigger).await {
+            self.plan_and_apply(trigger, config, workers).await;
+        }
         if trigger == Trigger::Signal || self.generation != generation {
-            self.notify
+            self.report
+                .notify
                 .ready(&format!("serving generation {}", self.generation));
         }
     }
 
-    async fn load_and_apply(&mut self, trigger: Trigger, workers: &Workers) {
+    /// The configuration on disk, if it is valid and differs from the
+    /// active one (and from the last one that failed to apply).
+    async fn load(&mut self, trigger: Trigger) -> Option<Config> {
         let path = self.path.clone();
         let loaded = match tokio::task::spawn_blocking(move || config::load(&path)).await {
             Ok(loaded) => loaded,
             Err(error) => {
                 tracing::error!(%error, "configuration loader panicked; keeping generation {}", self.generation);
-                return;
+                return None;
             }
         };
         let config = match loaded {
             Ok(config) => config,
-            Err(errors) => return self.reject(trigger, errors),
+            Err(errors) => {
+                let sources = errors.sources.clone();
+                self.reject(trigger, Refusal::Invalid(errors), sources);
+                return None;
+            }
         };
         // A valid configuration whose listeners could not be bound last time
         // fails the same way until something changes: say so once.
         if trigger != Trigger::Signal && self.last_failure.as_ref() == Some(&config.sources) {
-            return;
+            return None;
         }
         if config.sources == self.active.sources {
             self.last_failure = None;
@@ -208,55 +201,39 @@ impl Reloader {
                 tracing::info!(generation = self.generation, "configuration unchanged");
                 self.publish(Some((trigger, AttemptOutcome::Unchanged)));
             }
-            return;
+            return None;
         }
+        Some(config)
+    }
+
+    /// Resolve and plan `config`, then apply it: everything that can fail
+    /// happens before anything changes.
+    async fn plan_and_apply(&mut self, trigger: Trigger, config: Config, workers: &Workers) {
         // New host names are looked up before the plan binds anything: new
         // sockets then do not sit bound and unserved while names resolve.
         let lookups = self.discovery.look_up_new(&config).await;
-        // Everything that can fail happens before anything changes. From
-        // here on nothing awaits, so a reload abandoned at `stop` has
+        // From here on nothing awaits, so a reload abandoned at `stop` has
         // changed nothing.
-        let prepared = match crate::table::prepare(&config, Some(&self.live.load())) {
-            Ok(prepared) => prepared,
-            Err(errors) => return self.reject(trigger, errors),
-        };
-        let planned = self.listeners.plan(&config).and_then(|plan| {
-            let access_log = AccessLogger::for_config(&config, self.live.load().access_log.as_ref())?;
-            Ok((plan, self.plan_admin(&config)?, access_log))
-        });
-        let (plan, admin, access_log) = match planned {
-            Ok(planned) => planned,
-            Err(error) => {
-                let error = format!("{error:#}");
-                tracing::error!(
-                    error,
-                    "configuration rejected; keeping generation {}",
-                    self.generation
-                );
-                self.last_failure = Some(config.sources);
-                self.publish(Some((trigger, AttemptOutcome::Rejected { errors: vec![error] })));
-                return;
-            }
+        let plan = match self.endpoints.plan(&config, &self.live.load()) {
+            Ok(plan) => plan,
+            Err(refusal) => return self.reject(trigger, refusal, config.sources),
         };
         let generation = self.generation + 1;
         if trigger != Trigger::Signal {
-            self.notify.reloading();
+            self.report.notify.reloading();
         }
         let resolved = self.discovery.adopt(&config, lookups);
         let table = RoutingTable::build(
             &config,
-            prepared,
-            access_log,
+            plan.prepared.clone(),
+            plan.access_log.clone(),
             &resolved,
             Some(&self.live.load()),
             generation,
         );
         self.live.store(Arc::new(table));
-        self.listeners.commit(plan, workers, &self.root);
-        if let Some(admin) = admin {
-            self.admin = admin;
-        }
-        self.log.apply(&config.global);
+        self.endpoints.commit(plan, workers);
+        self.report.log.apply(&config.global);
         let diff = config::Diff::between(&self.active, &config);
         let changes = match diff.is_empty() {
             true => "files changed, same settings".to_owned(),
@@ -290,20 +267,25 @@ impl Reloader {
         tracing::info!(generation = self.generation, "upstream members updated from DNS");
     }
 
-    fn reject(&mut self, trigger: Trigger, errors: Errors) {
-        if trigger != Trigger::Signal && self.last_failure.as_ref() == Some(&errors.sources) {
+    /// Log why the configuration read from `sources` is not applied (once
+    /// per distinct texts, but for every SIGHUP), and publish it.
+    fn reject(&mut self, trigger: Trigger, refusal: Refusal, sources: Vec<Source>) {
+        if trigger != Trigger::Signal && self.last_failure.as_ref() == Some(&sources) {
             return;
         }
-        for error in errors.iter() {
-            tracing::error!("{error}");
+        self.last_failure = Some(sources);
+        let messages: Vec<String> = match refusal {
+            Refusal::Invalid(errors) => errors.iter().map(ToString::to_string).collect(),
+            Refusal::Unavailable(error) => vec![format!("{error:#}")],
+        };
+        for message in &messages {
+            tracing::error!("{message}");
         }
         tracing::error!(
-            errors = errors.len(),
+            errors = messages.len(),
             "configuration rejected; keeping generation {}",
             self.generation
         );
-        let messages = errors.iter().map(ToString::to_string).collect();
-        self.last_failure = Some(errors.sources);
         self.publish(Some((trigger, AttemptOutcome::Rejected { errors: messages })));
     }
 
@@ -349,8 +331,8 @@ impl Reloader {
             }
             triggers.follow(&self.active);
         }
-        // `self.listeners` drops here, closing the control plane's copy of
-        // every listening socket.
-        self.admin.take()
+        // The listeners' sockets close with the endpoints here (the control
+        // plane's copy of each; workers hold their own until they stop).
+        self.endpoints.into_admin()
     }
 }

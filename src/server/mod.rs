@@ -40,7 +40,7 @@ mod listeners;
 mod protocol;
 pub(crate) mod timer;
 
-pub(crate) use listeners::{BoundSocket, ListenerSet};
+pub(crate) use listeners::{BoundSocket, ListenerPlan, ListenerSet};
 
 use std::io;
 use std::sync::Arc;
