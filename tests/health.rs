@@ -99,22 +99,6 @@ impl Checked {
     }
 }
 
-/// A TLS acceptor with a self-signed certificate for `localhost`, offering
-/// `h2` and `http/1.1`.
-fn localhost_acceptor() -> tokio_rustls::TlsAcceptor {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let key = rustls_pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
-    let mut config =
-        rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.cert.der().clone()], key)
-            .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    tokio_rustls::TlsAcceptor::from(Arc::new(config))
-}
-
 /// Two servers `a` and `b` of one upstream (`scheme` `http` or `https`)
 /// with `extra` settings, checked every 100 ms, down after 2 failures.
 fn config(scheme: &str, a: &Checked, b: &Checked, extra: &str) -> String {
