@@ -29,6 +29,13 @@ use tokio_util::either::Either;
 
 use crate::config::UpstreamProtocol;
 
+/// Largest response head (status line and headers; for HTTP/2 the
+/// uncompressed header list) taken from an upstream; a larger one fails the
+/// attempt (502), as nginx's `proxy_buffer_size` does, instead of being
+/// relayed. For HTTP/1.1 it is also the most one read of the connection
+/// takes (hyper's read buffer limit; its default is about 400 KiB).
+pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
 /// The body of a request sent upstream: the client's, streamed, or none
 /// (a request sent again after its first attempt, which is only done for
 /// requests without a body).
@@ -235,6 +242,7 @@ impl Connector {
     ) -> Result<Sender, ConnectError> {
         let io = self.transport(addr, timeout).await?;
         let (sender, conn) = http1::Builder::new()
+            .max_buf_size(MAX_RESPONSE_HEAD)
             .handshake(io)
             .await
             .map_err(ConnectError::Handshake)?;
@@ -265,6 +273,7 @@ impl Connector {
     ) -> Result<Sender, ConnectError> {
         let io = self.transport(addr, timeout).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .max_header_list_size(MAX_RESPONSE_HEAD as u32)
             .handshake(io)
             .await
             .map_err(ConnectError::Handshake)?;
