@@ -305,8 +305,10 @@ async fn idempotent_requests_are_retried_after_a_reset_and_others_are_not() {
     let reply = get(addr, "/").await;
     assert_eq!((reply.status, reply.text().as_str()), (StatusCode::OK, "b"));
     assert_eq!(closed.load(std::sync::atomic::Ordering::SeqCst), 1);
-    // That request asked the rotation twice (closing server, then b), so
-    // the next one starts at the closing server again.
+    // That request moved the rotation once: the next one starts at b, the
+    // one after at the closing server again.
+    assert_eq!(get(addr, "/").await.text(), "b");
+    assert_eq!(closed.load(std::sync::atomic::Ordering::SeqCst), 1);
 
     // POST with a body: written, so never sent again: 502, and b sees nothing.
     let b_before = b.hits();
@@ -318,6 +320,32 @@ async fn idempotent_requests_are_retried_after_a_reset_and_others_are_not() {
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
     assert_eq!(b.hits(), b_before, "a non-idempotent request is not re-sent");
     assert_eq!(closed.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+/// A request's failover walk moves the shared rotation once, so a failing
+/// server that stays in rotation (`max_fails = 0`) is first for every other
+/// request, not for all of them: 5 of 10 POSTs fail, as with nginx.
+#[tokio::test]
+async fn round_robin_moves_once_per_request_whatever_its_failovers() {
+    let (closing, closed) = closing_server().await;
+    let b = Backend::start("b").await;
+    let config = web(&format!(
+        "max_fails = 0\nservers = [\"{closing}\", \"{}\"]\n",
+        b.addr
+    ));
+    let ginx = Ginx::start(&config, &[], &["web"]).await;
+    let addr = ginx.addr("web");
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let post = Request::post("/")
+            .header("host", "x")
+            .body(Full::new(Bytes::from("data")))
+            .unwrap();
+        statuses.push(send(addr, post).await.unwrap().status.as_u16());
+    }
+    assert_eq!(statuses, [502, 200, 502, 200, 502, 200, 502, 200, 502, 200]);
+    assert_eq!(closed.load(std::sync::atomic::Ordering::SeqCst), 5);
+    assert_eq!(b.hits(), 5);
 }
 
 #[tokio::test]

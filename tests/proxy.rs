@@ -290,18 +290,6 @@ async fn bad_requests_get_400_and_the_process_lives() {
     assert_eq!(get(addr, "/").await.text(), "app");
 }
 
-/// Send `request` as raw bytes on a new connection and read until the
-/// server closes it (or [`DEADLINE`]). A write error is ignored: the server
-/// may answer and close before the request is all written.
-async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let _ = raw.write_all(request).await;
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(DEADLINE, raw.read_to_end(&mut buf)).await;
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
 /// HTTP/1.0 may leave out `Host`; the upstream (HTTP/1.1) then gets the
 /// server's own name, as Caddy sends.
 #[tokio::test]

@@ -139,6 +139,7 @@ mod tests {
             key: hash_key(key.as_bytes()),
             load: &|_| 0,
             excluded: &excluded,
+            failover: false,
         })
     }
 

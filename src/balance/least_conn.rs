@@ -45,7 +45,12 @@ impl Policy for LeastConn {
         if len == 0 {
             return None;
         }
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed) % len;
+        // A request moves the shared position once; a failover scans from
+        // where it stands (see `PickContext::failover`).
+        let start = match cx.failover {
+            false => self.cursor.fetch_add(1, Ordering::Relaxed),
+            true => self.cursor.load(Ordering::Relaxed),
+        } % len;
         // (index, load) of the least loaded server seen so far.
         let mut best: Option<(usize, usize)> = None;
         for step in 0..len {

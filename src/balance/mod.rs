@@ -38,6 +38,12 @@ pub(crate) struct PickContext<'a> {
     /// Whether server `i` was already offered for this request (and must
     /// not be returned again if the policy can avoid it).
     pub(crate) excluded: &'a dyn Fn(usize) -> bool,
+    /// Whether this is a later pick for the same request (a failover). A
+    /// policy that rotates a position shared by all requests moves it on
+    /// the first pick only: were every failover to move it too, a failing
+    /// server would be first for every request (with `[failing, good]`,
+    /// each request would take two steps and land on `failing` again).
+    pub(crate) failover: bool,
 }
 
 /// A selection policy over the servers of one tier of an upstream,
@@ -89,6 +95,7 @@ impl Iterator for Candidates<'_> {
 
     fn next(&mut self) -> Option<usize> {
         while self.asks_left > 0 {
+            let failover = self.asks_left < self.len;
             self.asks_left -= 1;
             let offered = &self.offered;
             let excluded = |i: usize| offered.contains(i);
@@ -96,6 +103,7 @@ impl Iterator for Candidates<'_> {
                 key: self.key,
                 load: self.load,
                 excluded: &excluded,
+                failover,
             };
             match self.policy.pick(&cx) {
                 Some(i) if i < self.len && self.offered.insert(i) => return Some(i),
@@ -161,6 +169,7 @@ pub(crate) fn pick_with(policy: &dyn Policy, loads: &[usize], excluded: &[usize]
         key: 0,
         load: &load,
         excluded: &excluded,
+        failover: false,
     })
 }
 

@@ -45,11 +45,26 @@ impl RoundRobin {
         let n = self.cursor.fetch_add(1, Ordering::Relaxed);
         self.sequence[n % self.sequence.len()] as usize
     }
+
+    /// The first server of the rotation from where it stands now that `cx`
+    /// does not exclude, leaving the rotation where it is.
+    fn next_not_excluded(&self, cx: &PickContext<'_>) -> Option<usize> {
+        let from = self.cursor.load(Ordering::Relaxed);
+        let len = self.sequence.len();
+        (0..len)
+            .map(|step| self.sequence[from.wrapping_add(step) % len] as usize)
+            .find(|&i| !(cx.excluded)(i))
+    }
 }
 
 impl Policy for RoundRobin {
-    fn pick(&self, _: &PickContext<'_>) -> Option<usize> {
-        Some(self.next())
+    fn pick(&self, cx: &PickContext<'_>) -> Option<usize> {
+        // A request moves the shared rotation once; its failovers continue
+        // from there (see `PickContext::failover`).
+        match cx.failover {
+            false => Some(self.next()),
+            true => self.next_not_excluded(cx),
+        }
     }
 }
 
@@ -91,6 +106,29 @@ mod tests {
     fn picks(weights: &[u32], n: usize) -> String {
         let rr = RoundRobin::new(weights, Default::default());
         (0..n).map(|_| (b'a' + rr.next() as u8) as char).collect()
+    }
+
+    /// Each request's whole failover order, one request after another.
+    fn failover_orders(weights: &[u32], requests: usize) -> Vec<String> {
+        let rr = RoundRobin::new(weights, Default::default());
+        (0..requests)
+            .map(|_| {
+                super::super::Candidates::new(&rr, weights.len(), 0, &|_| 0)
+                    .map(|i| (b'a' + i as u8) as char)
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_failover_does_not_move_the_rotation() {
+        // With `a` failing, every request falls over to `b`; were that
+        // second pick to move the rotation too, every request would start
+        // at `a` again.
+        assert_eq!(failover_orders(&[1, 1], 4), ["ab", "ba", "ab", "ba"]);
+        assert_eq!(failover_orders(&[1, 1, 1], 3), ["abc", "bca", "cab"]);
+        // First picks follow the weights (a b a), whatever the failovers.
+        assert_eq!(failover_orders(&[2, 1], 3), ["ab", "ba", "ab"]);
     }
 
     #[test]

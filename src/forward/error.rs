@@ -52,7 +52,17 @@ pub(super) enum Failure {
     /// No response header within `read_timeout`.
     #[error("no response within {0:?}")]
     ReadTimeout(Duration),
+    /// The client's body was not valid HTTP: the client's fault.
+    #[error("the client sent a malformed request body")]
+    ClientMalformed,
+    /// The client went away before its body was whole: the client's fault.
+    #[error("the client closed the connection during its upload")]
+    ClientAborted,
 }
+
+/// The status nginx logs for a request whose client went away before the
+/// response (not sent to anyone: the connection is gone).
+pub(super) const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 impl Failure {
     fn is_timeout(&self) -> bool {
@@ -62,12 +72,22 @@ impl Failure {
         )
     }
 
-    /// The attempt outcome it counts as.
+    /// Whether the client, not the server, made the attempt fail: such a
+    /// failure is never held against the server, counted as its attempt
+    /// outcome, nor retried elsewhere (the body is gone either way).
+    pub(super) fn is_client_fault(&self) -> bool {
+        matches!(self, Failure::ClientMalformed | Failure::ClientAborted)
+    }
+
+    /// The attempt outcome it counts as (a server's failures only).
     pub(super) fn outcome(&self) -> Outcome {
         match self {
             _ if self.is_timeout() => Outcome::Timeout,
             Failure::Connect(_) => Outcome::ConnectError,
-            Failure::Reset(_) | Failure::ReadTimeout(_) => Outcome::Reset,
+            Failure::Reset(_)
+            | Failure::ReadTimeout(_)
+            | Failure::ClientMalformed
+            | Failure::ClientAborted => Outcome::Reset,
         }
     }
 
@@ -77,6 +97,7 @@ impl Failure {
             _ if self.is_timeout() => retry_on.timeout,
             Failure::Connect(_) => retry_on.connect,
             Failure::Reset(_) | Failure::ReadTimeout(_) => retry_on.reset,
+            Failure::ClientMalformed | Failure::ClientAborted => false,
         }
     }
 }
@@ -86,6 +107,14 @@ impl Error {
     pub(super) fn status(&self) -> StatusCode {
         match self {
             Error::NoRoute => StatusCode::NOT_FOUND,
+            Error::Failed {
+                failure: Failure::ClientMalformed,
+                ..
+            } => StatusCode::BAD_REQUEST,
+            Error::Failed {
+                failure: Failure::ClientAborted,
+                ..
+            } => StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST),
             Error::Failed { failure, .. } if failure.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             Error::NoServer { .. } | Error::Failed { .. } => StatusCode::BAD_GATEWAY,
         }
@@ -122,5 +151,7 @@ mod tests {
             failed(Failure::ReadTimeout(Duration::from_secs(1))).status(),
             StatusCode::GATEWAY_TIMEOUT
         );
+        assert_eq!(failed(Failure::ClientMalformed).status(), StatusCode::BAD_REQUEST);
+        assert_eq!(failed(Failure::ClientAborted).status().as_u16(), 499);
     }
 }

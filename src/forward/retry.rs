@@ -11,14 +11,17 @@
 //! (or `retry_non_idempotent`). A pooled keep-alive connection that the
 //! server closed just as we used it is replaced transparently, without
 //! counting as an attempt. Every outcome feeds the server's passive health
-//! ([`ServerState::record_failure`], [`ServerState::record_response`]).
+//! ([`ServerState::record_failure`], [`ServerState::record_response`]),
+//! except a failure of the client's own body (malformed, or the client gone
+//! mid-upload): that ends the request at once, `400` or `499` (nginx's
+//! "client closed request", for the access log), and is never held against
+//! the server nor retried.
 //!
 //! Which server comes first is [`crate::balance`]'s decision, whether a
 //! server is available [`crate::upstream`]'s; what the request looks like
 //! on the wire is [`super::headers`]'.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -33,7 +36,9 @@ use super::headers::{self, remove_hop_by_hop, set_host, Message};
 use super::{Connection, ProxyBody};
 use crate::config::{self, UpstreamProtocol};
 use crate::observe::metrics::Outcome;
-use crate::upstream::{HoldOutReason, InFlight, Sender, ServerState, UpstreamBody, UpstreamPool};
+use crate::upstream::{
+    HoldOutReason, InFlight, Sender, ServerState, Upload, UploadState, UpstreamBody, UpstreamPool,
+};
 
 /// A response for the client and the server that gave it, or why there is
 /// none.
@@ -54,7 +59,7 @@ pub(super) async fn forward(
     let Prepared {
         request,
         replay,
-        uploaded,
+        upload,
         missing_host,
     } = Prepared::of(req, settings);
     let mut unsent = Some(request);
@@ -78,7 +83,7 @@ pub(super) async fn forward(
             pool.state().count_retry();
         }
         attempts_left -= 1;
-        match attempt(server, req, pool, replay.as_ref(), uploaded.as_deref()).await {
+        match attempt(server, req, pool, replay.as_ref(), upload.as_deref()).await {
             Ok(response) => {
                 let status = response.status();
                 note_response(pool, server, status);
@@ -92,6 +97,7 @@ pub(super) async fn forward(
                 tracing::warn!(upstream = %pool.name, server = %server.name, %status, "retrying on another server");
                 last_5xx = Some(Box::new((response, server.clone())));
             }
+            Err((failure, _)) if failure.is_client_fault() => return Err(failed(pool, server, failure)),
             Err((failure, back)) => {
                 note_failure(pool, server, &failure);
                 tracing::warn!(upstream = %pool.name, server = %server.name, error = %failure, "attempt failed");
@@ -122,9 +128,8 @@ struct Prepared {
     request: Request<UpstreamBody>,
     /// Its head, if it may be sent again once written.
     replay: Option<Replay>,
-    /// Set once the client's body has been read whole; only for requests
-    /// with a body.
-    uploaded: Option<Arc<AtomicBool>>,
+    /// How far the client's body got; only for requests with a body.
+    upload: Option<Arc<Upload>>,
     /// Whether each attempt gives it its server's name as `Host`.
     missing_host: bool,
 }
@@ -143,13 +148,14 @@ impl Prepared {
             && (settings.retry_non_idempotent || req.method().is_idempotent()))
         .then(|| Replay::of(&req));
         let (parts, body) = req.into_parts();
-        // The read timeout counts from the end of the upload, not its start.
-        let uploaded = (!body.is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
-        let request = Request::from_parts(parts, UpstreamBody::Client(body, uploaded.clone()));
+        // The read timeout counts from the end of the upload, not its start,
+        // and a failed upload may be the client's doing.
+        let upload = (!body.is_end_stream()).then(|| Arc::new(Upload::default()));
+        let request = Request::from_parts(parts, UpstreamBody::Client(body, upload.clone()));
         Prepared {
             request,
             replay,
-            uploaded,
+            upload,
             missing_host,
         }
     }
@@ -162,7 +168,7 @@ async fn attempt(
     mut req: Request<UpstreamBody>,
     pool: &UpstreamPool,
     replay: Option<&Replay>,
-    uploaded: Option<&AtomicBool>,
+    upload: Option<&Upload>,
 ) -> Result<Response<ProxyBody>, (Failure, Option<Request<UpstreamBody>>)> {
     let settings = &pool.settings;
     // One transparent resend for the race where a pooled connection is
@@ -187,26 +193,34 @@ async fn attempt(
         let sent = tokio::select! {
             biased;
             sent = sender.try_send_request(req) => sent,
-            () = ReadDeadline::new(settings.read_timeout, uploaded) => {
+            () = ReadDeadline::new(settings.read_timeout, upload) => {
                 // Dropping the send closes that connection.
                 return Err((Failure::ReadTimeout(settings.read_timeout), None));
             }
         };
         match sent {
             Ok(response) => return Ok(upstream_response(response, Some(sender), in_flight)),
-            Err(mut error) => match error.take_message() {
-                // Not written: the connection was closed before we used it.
-                Some(unsent) if pooled => req = unsent,
-                Some(unsent) => return Err((Failure::Reset(error.into_error()), Some(unsent))),
-                None => match replay {
-                    Some(replay) if pooled && resend_left > 0 => {
-                        resend_left -= 1;
-                        tracing::debug!(server = %server.name, error = %error.error(), "pooled connection failed; resending on a new one");
-                        req = replay.request();
-                    }
-                    _ => return Err((Failure::Reset(error.into_error()), None)),
-                },
-            },
+            Err(mut error) => {
+                // The send failed because the client's body did: nothing to
+                // hold against the server (its connection is closed with
+                // the send), nothing left to send again.
+                if let Some(fault) = client_fault(upload) {
+                    return Err((fault, None));
+                }
+                match error.take_message() {
+                    // Not written: the connection was closed before we used it.
+                    Some(unsent) if pooled => req = unsent,
+                    Some(unsent) => return Err((Failure::Reset(error.into_error()), Some(unsent))),
+                    None => match replay {
+                        Some(replay) if pooled && resend_left > 0 => {
+                            resend_left -= 1;
+                            tracing::debug!(server = %server.name, error = %error.error(), "pooled connection failed; resending on a new one");
+                            req = replay.request();
+                        }
+                        _ => return Err((Failure::Reset(error.into_error()), None)),
+                    },
+                }
+            }
         }
     }
 }
@@ -217,18 +231,27 @@ async fn attempt(
 /// connection's tick polls it.
 pub(super) struct ReadDeadline<'a> {
     timeout: Duration,
-    uploaded: Option<&'a AtomicBool>,
+    upload: Option<&'a Upload>,
     deadline: Option<Instant>,
 }
 
 impl<'a> ReadDeadline<'a> {
-    pub(super) fn new(timeout: Duration, uploaded: Option<&'a AtomicBool>) -> Self {
-        let deadline = uploaded.is_none().then(|| Instant::now() + timeout);
+    pub(super) fn new(timeout: Duration, upload: Option<&'a Upload>) -> Self {
+        let deadline = upload.is_none().then(|| Instant::now() + timeout);
         ReadDeadline {
             timeout,
-            uploaded,
+            upload,
             deadline,
         }
+    }
+}
+
+/// The client's fault, if the upload failed on the client's side.
+fn client_fault(upload: Option<&Upload>) -> Option<Failure> {
+    match upload?.state() {
+        UploadState::Malformed => Some(Failure::ClientMalformed),
+        UploadState::Aborted => Some(Failure::ClientAborted),
+        UploadState::Sending | UploadState::Done => None,
     }
 }
 
@@ -239,7 +262,7 @@ impl std::future::Future for ReadDeadline<'_> {
         let this = self.get_mut();
         let deadline = match this.deadline {
             Some(deadline) => deadline,
-            None if this.uploaded.is_some_and(|u| u.load(Ordering::Relaxed)) => {
+            None if this.upload.is_some_and(|u| u.state() == UploadState::Done) => {
                 *this.deadline.insert(Instant::now() + this.timeout)
             }
             None => return Poll::Pending,

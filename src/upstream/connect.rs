@@ -13,7 +13,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -29,16 +29,79 @@ use tokio_util::either::Either;
 
 use crate::config::UpstreamProtocol;
 
+/// Largest response head (status line and headers; for HTTP/2 the
+/// uncompressed header list) taken from an upstream; a larger one fails the
+/// attempt (502), as nginx's `proxy_buffer_size` does, instead of being
+/// relayed. For HTTP/1.1 it is also the most one read of the connection
+/// takes (hyper's read buffer limit; its default is about 400 KiB).
+pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
 /// The body of a request sent upstream: the client's, streamed, or none
 /// (a request sent again after its first attempt, which is only done for
 /// requests without a body).
 #[derive(Debug)]
 pub(crate) enum UpstreamBody {
-    /// The client's body, streamed as it arrives. The flag, if any, is set
-    /// once the body has been sent whole (the read timeout starts then).
-    Client(Incoming, Option<Arc<AtomicBool>>),
+    /// The client's body, streamed as it arrives, and how far it got (only
+    /// for requests that have a body).
+    Client(Incoming, Option<Arc<Upload>>),
     /// No body.
     Empty,
+}
+
+/// How far a client's body has got on its way upstream. Written by the body
+/// as it is sent, read by the attempt loop: the read timeout starts once the
+/// upload is done, and a send that failed because the client's body did is
+/// the client's fault, not the server's.
+#[derive(Debug, Default)]
+pub(crate) struct Upload(AtomicU8);
+
+/// A state of an [`Upload`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UploadState {
+    /// Still arriving.
+    Sending,
+    /// Sent whole.
+    Done,
+    /// The client sent a body that is not valid HTTP (a bad chunk size, more
+    /// bytes than its `Content-Length`, ...).
+    Malformed,
+    /// The client went away (or reset its stream) before its body was whole.
+    Aborted,
+}
+
+impl Upload {
+    /// The current state.
+    pub(crate) fn state(&self) -> UploadState {
+        match self.0.load(Ordering::Relaxed) {
+            0 => UploadState::Sending,
+            1 => UploadState::Done,
+            2 => UploadState::Malformed,
+            _ => UploadState::Aborted,
+        }
+    }
+
+    fn set(&self, state: UploadState) {
+        self.0.store(state as u8, Ordering::Relaxed);
+    }
+}
+
+/// Whether reading a client's body failed because its bytes were not valid
+/// HTTP (hyper's decoders say so with `InvalidData`/`InvalidInput`) rather
+/// than because the client went away.
+fn upload_failure(error: &hyper::Error) -> UploadState {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<io::Error>() {
+            if matches!(
+                io.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
+            ) {
+                return UploadState::Malformed;
+            }
+        }
+        source = cause.source();
+    }
+    UploadState::Aborted
 }
 
 impl http_body::Body for UpstreamBody {
@@ -50,11 +113,14 @@ impl http_body::Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            UpstreamBody::Client(body, sent) => {
+            UpstreamBody::Client(body, upload) => {
                 let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
-                if let Some(sent) = sent {
-                    if frame.is_none() || body.is_end_stream() {
-                        sent.store(true, Ordering::Relaxed);
+                if let Some(upload) = upload {
+                    match &frame {
+                        Some(Err(error)) => upload.set(upload_failure(error)),
+                        None => upload.set(UploadState::Done),
+                        Some(Ok(_)) if body.is_end_stream() => upload.set(UploadState::Done),
+                        Some(Ok(_)) => {}
                     }
                 }
                 Poll::Ready(frame)
@@ -176,6 +242,7 @@ impl Connector {
     ) -> Result<Sender, ConnectError> {
         let io = self.transport(addr, timeout).await?;
         let (sender, conn) = http1::Builder::new()
+            .max_buf_size(MAX_RESPONSE_HEAD)
             .handshake(io)
             .await
             .map_err(ConnectError::Handshake)?;
@@ -206,6 +273,7 @@ impl Connector {
     ) -> Result<Sender, ConnectError> {
         let io = self.transport(addr, timeout).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .max_header_list_size(MAX_RESPONSE_HEAD as u32)
             .handshake(io)
             .await
             .map_err(ConnectError::Handshake)?;

@@ -22,7 +22,9 @@ mod server;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub(crate) use connect::{alpn, ConnectError, Connector, Sender, TlsTarget, UpstreamBody};
+pub(crate) use connect::{
+    alpn, ConnectError, Connector, Sender, TlsTarget, Upload, UploadState, UpstreamBody,
+};
 pub(crate) use server::{HoldOutReason, InFlight, ServerState};
 
 use crate::balance::{Candidates, Policy, RoundRobinCursor};

@@ -189,7 +189,11 @@ impl Backend {
             let mut hasher = Sha256::new();
             let mut len = 0usize;
             while let Some(frame) = body.frame().await {
-                if let Ok(data) = frame.unwrap().into_data() {
+                // A body cut short (its client went away) ends the upload.
+                let Ok(frame) = frame else {
+                    return Ok(Response::new(full("incomplete body".to_owned())));
+                };
+                if let Ok(data) = frame.into_data() {
                     len += data.len();
                     hasher.update(&data);
                 }

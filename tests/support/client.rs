@@ -98,6 +98,18 @@ pub async fn serves(addr: SocketAddr, body: &str) -> bool {
     eventually(DEADLINE, async || get(addr, "/").await.text() == body).await
 }
 
+/// Send `request` as raw bytes on a new connection and read until the
+/// server closes it (or [`DEADLINE`]). A write error is ignored: the server
+/// may answer and close before the request is all written.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = raw.write_all(request).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, raw.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
 /// Bodies of `n` sequential GETs.
 pub async fn bodies(addr: SocketAddr, path: &str, n: usize) -> Vec<String> {
     let mut out = Vec::with_capacity(n);
