@@ -73,7 +73,7 @@ pub(crate) struct Report {
 /// Run `--check` as `options` says, print its report and return the exit
 /// code: 1 when the configuration has errors (or the diff could not be made).
 pub fn run(options: &Options<'_>) -> ExitCode {
-    let loaded = config::load(options.config);
+    let loaded = load(options.config);
     let report = match (options.diff, options.format) {
         (true, _) => diff(options.config, &loaded, options.admin),
         (false, Format::Text) => text(options.config, &loaded),
@@ -84,6 +84,21 @@ pub fn run(options: &Options<'_>) -> ExitCode {
         },
     };
     print(&report)
+}
+
+/// The configuration at `path` as a reload would take it: loaded,
+/// validated, and its TLS built, so that what rustls refuses although
+/// validation accepted it is an error here too. Binding is left out: the
+/// addresses may be held by the running ginx.
+fn load(path: &Path) -> Result<Config, Errors> {
+    let config = config::load(path)?;
+    match crate::table::prepare(&config, None) {
+        Ok(_) => Ok(config),
+        Err(mut errors) => {
+            errors.warnings = config.warnings;
+            Err(errors)
+        }
+    }
 }
 
 /// `ginx schema`: the JSON Schema of configuration files on stdout.

@@ -50,6 +50,20 @@ async fn a_client_ca_rustls_refuses_stops_the_start_with_its_location() {
     );
 }
 
+#[test]
+fn check_reports_what_rustls_refuses_with_its_location() {
+    let main = "[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\n\
+                [upstream.app]\nservers = [\"https://127.0.0.1:1\"]\ntls_ca = \"ca.pem\"\n";
+    let dir = dir_with(&[("ginx.toml", main), ("ca.pem", UNUSABLE_CA)]);
+    let (code, _, stderr) = check(dir.path());
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("ginx.toml:5:1: upstream `app`: TLS client: ")
+            && stderr.contains("not a usable CA certificate"),
+        "{stderr}"
+    );
+}
+
 fn with_admin(upstream: &str) -> String {
     format!(
         "[admin]\nbind = \"127.0.0.1:0\"\n\n\
