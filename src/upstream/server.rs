@@ -158,7 +158,7 @@ impl ServerState {
         let fails = p.fails.fetch_add(1, Ordering::Relaxed) + 1;
         if fails >= settings.max_fails {
             p.fails.store(0, Ordering::Relaxed);
-            self.hold_out(now + window);
+            self.hold_out(now.saturating_add(window));
             return Some(HoldOutReason::Failures);
         }
         None
@@ -174,7 +174,9 @@ impl ServerState {
                 let count = p.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1;
                 if count >= limit {
                     p.consecutive_5xx.store(0, Ordering::Relaxed);
-                    self.hold_out(millis_since_origin() + settings.fail_timeout.as_millis() as u64);
+                    self.hold_out(
+                        millis_since_origin().saturating_add(settings.fail_timeout.as_millis() as u64),
+                    );
                     return Some(HoldOutReason::Consecutive5xx);
                 }
             }

@@ -333,6 +333,20 @@ mod tests {
     use crate::config::{AccessLog, AccessLogFormat, Endpoint, LogFormat, OnAllDown, RetryOn, ServerSpec};
 
     #[test]
+    fn durations_are_bounded() {
+        // Accepted, this would panic every connection task on forming its
+        // header-read deadline (`Instant + Duration` overflow).
+        let main = format!(
+            "[global]\nheader_read_timeout = \"10000000000000000000s\"\nshutdown_timeout = \"365d\"\n\
+             [listener.web]\nbind = \"127.0.0.1:1\"\nupstream = \"app\"\n{UP}"
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &main)]),
+            ["ginx.toml:2:23: duration `10000000000000000000s` for `header_read_timeout` is too long: at most 365 days (\"365d\")"]
+        );
+    }
+
+    #[test]
     fn global_problems() {
         let main = format!(
             "[global]\nlog_level = \"loud\"\nshutdown_timeout = \"soon\"\n\

@@ -37,6 +37,11 @@ use super::{Config, DefinedAt, Global};
 use global::GlobalSeen;
 use listener::ListenersSeen;
 
+/// The longest duration any setting takes. Every deadline ginx forms is
+/// `now + setting`; a bound far below `Instant`'s range keeps that sum from
+/// overflowing (it would panic in every connection), and no timeout of a
+/// proxy needs more.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 const DURATION_HINT: &str = "use a number with a unit, like \"250ms\", \"5s\" or \"2m\"";
 
 /// One file after parsing: `file` is `None` when toml rejected it (that error
@@ -332,6 +337,13 @@ impl Validator<'_> {
     fn duration(&mut self, at: At<'_>, value: &Spanned<raw::DurationText>, key: &str) -> Option<Duration> {
         let text = &value.get_ref().0;
         match humantime::parse_duration(text) {
+            Ok(d) if d > MAX_DURATION => {
+                self.errors.push(at.error(
+                    value.span(),
+                    format!("duration `{text}` for `{key}` is too long: at most 365 days (\"365d\")"),
+                ));
+                None
+            }
             Ok(d) => Some(d),
             Err(_) => {
                 self.errors.push(at.error(
