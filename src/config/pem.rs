@@ -47,6 +47,9 @@ pub(crate) fn parse_certificates(pem: &str) -> Result<Vec<CertificateDer<'static
 /// unsupported key type, or a key that does not match the certificate.
 pub(crate) fn certified_key(cert_pem: &str, key_pem: &str) -> Result<CertifiedKey, CertError> {
     let chain = parse_certificates(cert_pem).map_err(CertError::Cert)?;
+    // A PEM block that is not a certificate would otherwise surface from
+    // the key check below as a key error ("invalid peer certificate").
+    certificate_names(&chain[0]).map_err(CertError::Cert)?;
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| {
         CertError::Key(format!(
             "no private key found ({e}): expected a PKCS#1, PKCS#8 or SEC1 PEM block"
@@ -56,6 +59,7 @@ pub(crate) fn certified_key(cert_pem: &str, key_pem: &str) -> Result<CertifiedKe
         rustls::Error::InconsistentKeys(_) => {
             CertError::Key("the private key does not match the certificate".to_owned())
         }
+        rustls::Error::InvalidCertificate(e) => CertError::Cert(format!("unusable certificate: {e}")),
         other => CertError::Key(format!("unusable private key: {other}")),
     })?;
     Ok(certified)
@@ -109,6 +113,17 @@ mod tests {
         assert_eq!(
             certified_key(&cert, &other_key).unwrap_err(),
             CertError::Key("the private key does not match the certificate".into())
+        );
+    }
+
+    #[test]
+    fn a_block_that_is_not_a_certificate_is_a_certificate_error() {
+        let (_, key) = pair(&["a.example.com"]);
+        let not_a_certificate = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let error = certified_key(not_a_certificate, &key).unwrap_err();
+        assert!(
+            matches!(&error, CertError::Cert(m) if m.starts_with("not a valid X.509 certificate")),
+            "{error:?}"
         );
     }
 
