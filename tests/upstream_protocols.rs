@@ -141,3 +141,51 @@ async fn a_burst_of_first_requests_opens_one_h2_connection_per_worker() {
     let opened = accepted.load(std::sync::atomic::Ordering::SeqCst);
     assert!((1..=2).contains(&opened), "{opened} connections for 2 workers");
 }
+
+/// A self-signed certificate that says it is a CA (as `openssl req -x509`
+/// makes them), for `names`, and its key.
+fn self_signed_ca_style(names: &[&str]) -> (String, String) {
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// A backend's own self-signed certificate given as `tls_ca` is trusted for
+/// that backend (what `curl --cacert` and nginx's
+/// `proxy_ssl_trusted_certificate` accept), for the names it covers only.
+#[tokio::test]
+async fn a_pinned_self_signed_certificate_in_tls_ca_is_trusted() {
+    let (cert, key) = self_signed_ca_style(&["localhost"]);
+    let backend = ProtoBackend::start_with("pinned", Some(acceptor(&cert, &key))).await;
+    let servers = format!("\"https://{}\"", backend.addr);
+    let ginx = Ginx::start(
+        &config(
+            &servers,
+            "tls_ca = \"pinned.pem\"\ntls_server_name = \"localhost\"",
+        ),
+        &[("pinned.pem", &cert)],
+        &["web"],
+    )
+    .await;
+    let reply = get(ginx.addr("web"), "/").await;
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (StatusCode::OK, "pinned"),
+        "{}",
+        ginx.log_text()
+    );
+
+    // The same pin does not vouch for another name.
+    ginx.write(
+        "ginx.toml",
+        &config(
+            &servers,
+            "tls_ca = \"pinned.pem\"\ntls_server_name = \"other.test\"\nretries = 0",
+        ),
+    );
+    assert!(ginx.wait_generation(2).await);
+    assert_eq!(get(ginx.addr("web"), "/").await.status, StatusCode::BAD_GATEWAY);
+}

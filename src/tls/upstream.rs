@@ -15,7 +15,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::{provider, root_store, VERSIONS};
-use crate::config::UpstreamTls;
+use crate::config::{pem, UpstreamTls};
 
 /// The rustls configuration for connections to an upstream's `https://`
 /// servers, offering `alpn` (the caller's choice of `h2` or `http/1.1`).
@@ -37,10 +37,22 @@ pub(crate) fn client_config(tls: &UpstreamTls, alpn: &[&[u8]]) -> Result<Arc<Cli
             Some(ca) => Arc::new(root_store(ca)?),
             None => system_roots()?,
         };
-        let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider)
+        let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
             .build()
             .map_err(|e| format!("server certificate verifier: {e}"))?;
-        builder.with_webpki_verifier(verifier)
+        match &tls.ca {
+            // `tls_ca` may list the server's own (self-signed) certificate,
+            // as `curl --cacert` and nginx's `proxy_ssl_trusted_certificate`
+            // allow: webpki refuses a trust anchor as an end entity.
+            Some(ca) => {
+                let pinned =
+                    pem::parse_certificates(&ca.pem).map_err(|e| format!("{}: {e}", ca.path.display()))?;
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(PinnedOrWebPki { webpki, pinned }))
+            }
+            None => builder.with_webpki_verifier(webpki),
+        }
     } else {
         builder
             .dangerous()
@@ -66,6 +78,68 @@ pub(crate) fn server_name(tls: &UpstreamTls, host: &str) -> Result<ServerName<'s
         .and_then(|n| n.strip_suffix(']'))
         .unwrap_or(name);
     ServerName::try_from(bare.to_owned()).map_err(|e| format!("`{name}` is not a valid TLS server name: {e}"))
+}
+
+/// Verification against `tls_ca` that also accepts a server certificate
+/// listed in `tls_ca` itself (a pinned, usually self-signed, certificate):
+/// the exact certificate, for a name it covers. Everything else is webpki's
+/// verdict. A pinned certificate's validity dates are not checked (webpki
+/// has no check for a lone certificate; a pin is replaced when it is).
+#[derive(Debug)]
+struct PinnedOrWebPki {
+    webpki: Arc<WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for PinnedOrWebPki {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let refused =
+            match self
+                .webpki
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            {
+                Ok(verified) => return Ok(verified),
+                Err(refused) => refused,
+            };
+        let pinned = self.pinned.iter().any(|p| p.as_ref() == end_entity.as_ref());
+        let covers_name = || {
+            webpki::EndEntityCert::try_from(end_entity)
+                .is_ok_and(|cert| cert.verify_is_valid_for_subject_name(server_name).is_ok())
+        };
+        match pinned && covers_name() {
+            true => Ok(ServerCertVerified::assertion()),
+            false => Err(refused),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 /// A server certificate "verifier" that accepts any certificate chain for

@@ -311,13 +311,17 @@ pub struct ProtoBackend {
 impl ProtoBackend {
     /// Start one; with `tls`, a self-signed certificate for `localhost`.
     pub async fn start(name: &str, tls: bool) -> ProtoBackend {
+        Self::start_with(name, tls.then(localhost_acceptor)).await
+    }
+
+    /// Start one that speaks TLS with `acceptor`, if any.
+    pub async fn start_with(name: &str, acceptor: Option<tokio_rustls::TlsAcceptor>) -> ProtoBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let backend = ProtoBackend {
             name: name.to_owned(),
             addr: listener.local_addr().unwrap(),
             seen: Default::default(),
         };
-        let acceptor = tls.then(localhost_acceptor);
         let b = backend.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -376,14 +380,22 @@ pub fn pair(names: &[&str]) -> (String, String) {
 /// A TLS acceptor with a fresh self-signed certificate for `localhost`,
 /// offering ALPN `h2` and `http/1.1`: what an https upstream presents.
 pub fn localhost_acceptor() -> tokio_rustls::TlsAcceptor {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let key = rustls_pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+    let (cert, key) = pair(&["localhost"]);
+    acceptor(&cert, &key)
+}
+
+/// A TLS acceptor presenting `cert_pem` (one certificate) with `key_pem`,
+/// offering ALPN `h2` and `http/1.1`.
+pub fn acceptor(cert_pem: &str, key_pem: &str) -> tokio_rustls::TlsAcceptor {
+    use rustls_pki_types::pem::PemObject;
+    let cert = rustls_pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
     let mut config =
         rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_no_client_auth()
-            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .with_single_cert(vec![cert], key)
             .unwrap();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
