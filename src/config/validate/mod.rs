@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::error::{Error, Location};
+use super::error::{Error, LineIndex, Location};
 use super::fs::Fs;
 use super::names::Words;
 use super::raw;
@@ -74,9 +74,11 @@ pub(crate) fn validate(
     let mut v = Validator::new(fs, errors);
     for f in files {
         if let Some(raw) = &f.file {
+            let lines = LineIndex::new(&f.text);
             let at = At {
                 path: &f.path,
                 text: &f.text,
+                lines: &lines,
             };
             v.file(at, raw);
         }
@@ -89,15 +91,16 @@ pub(crate) fn validate(
 struct At<'a> {
     path: &'a Path,
     text: &'a str,
+    lines: &'a LineIndex,
 }
 
 impl At<'_> {
     fn loc(&self, offset: usize) -> Location {
-        Location::at(self.path, self.text, offset)
+        self.lines.locate(self.path, self.text, offset)
     }
 
     fn error(&self, span: Range<usize>, message: String) -> Error {
-        Error::at(self.path, self.text, span, message)
+        Error::at_located(self.loc(span.start), self.text, span, message)
     }
 
     /// From `offset` to the end of its line: what a caret under a table
