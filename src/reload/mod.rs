@@ -23,7 +23,7 @@
 mod plan;
 mod watch;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -38,7 +38,7 @@ use crate::server::Workers;
 use crate::systemd::SystemdNotify;
 use crate::table::{Live, RoutingTable};
 pub(crate) use plan::{Endpoints, Plan, Refusal};
-use watch::{Triggers, Wake};
+use watch::{Fingerprint, Triggers, Wake};
 
 /// The control plane's state: the active configuration and what serves it.
 pub(crate) struct Reloader {
@@ -53,6 +53,9 @@ pub(crate) struct Reloader {
     /// Texts of the last configuration that failed, so the poll does not
     /// log the same errors every few seconds.
     last_failure: Option<Vec<Source>>,
+    /// The facts of the files the last load read, so that the poll reads
+    /// nothing while they stay the same.
+    seen: Fingerprint,
 }
 
 /// What the reloader works with, handed over at start.
@@ -113,7 +116,9 @@ impl Reloader {
             discovery,
             report,
             last_failure: None,
+            seen: Fingerprint::default(),
         };
+        reloader.seen = reloader.fingerprint(&reloader.active.sources);
         reloader.publish(None);
         reloader
     }
@@ -174,6 +179,11 @@ impl Reloader {
     /// The configuration on disk, if it is valid and differs from the
     /// active one (and from the last one that failed to apply).
     async fn load(&mut self, trigger: Trigger) -> Option<Config> {
+        // The poll is the fallback for file systems without events; every
+        // 2 s it must cost next to nothing while nothing changed.
+        if trigger == Trigger::Poll && self.seen.again() == self.seen {
+            return None;
+        }
         let path = self.path.clone();
         let loaded = match tokio::task::spawn_blocking(move || config::load(&path)).await {
             Ok(loaded) => loaded,
@@ -182,6 +192,11 @@ impl Reloader {
                 return None;
             }
         };
+        let sources = match &loaded {
+            Ok(config) => &config.sources,
+            Err(errors) => &errors.sources,
+        };
+        self.seen = self.fingerprint(sources);
         let config = match loaded {
             Ok(config) => config,
             Err(errors) => {
@@ -204,6 +219,18 @@ impl Reloader {
             return None;
         }
         Some(config)
+    }
+
+    /// The facts of `sources` (the files a load read), of their directories
+    /// and of every directory the active configuration watches.
+    fn fingerprint(&self, sources: &[Source]) -> Fingerprint {
+        let files = sources.iter().map(|s| &s.path);
+        let dirs: Vec<PathBuf> = sources
+            .iter()
+            .filter_map(|s| s.path.parent().filter(|d| !d.as_os_str().is_empty()))
+            .map(Path::to_path_buf)
+            .collect();
+        Fingerprint::of(files.chain(&dirs).chain(&self.active.watch_dirs))
     }
 
     /// Resolve and plan `config`, then apply it: everything that can fail
@@ -245,6 +272,8 @@ impl Reloader {
         }
         self.generation = generation;
         self.active = Arc::new(config);
+        // Now with the directories the new configuration watches.
+        self.seen = self.fingerprint(&self.active.sources);
         self.last_failure = None;
         self.publish(Some((trigger, AttemptOutcome::Applied { generation })));
     }

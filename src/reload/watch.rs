@@ -160,3 +160,77 @@ impl DirWatcher {
         }
     }
 }
+
+/// What the poll compares instead of reading and parsing every file: each
+/// file's size, modification time and inode, and each watched directory's
+/// modification time (a file added to, removed from or renamed into
+/// `conf.d/`, or a ConfigMap's `..data` swap, changes its directory's). A
+/// large configuration then costs one `stat` per file every poll while it
+/// is unchanged.
+///
+/// A change these facts miss (same size, same time, in place, on a file
+/// system with coarse times) is still seen by the directory watcher's
+/// events and by SIGHUP, which always read the files.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(super) struct Fingerprint(Vec<(PathBuf, Option<FileFacts>)>);
+
+/// The facts of one file or directory that change when it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileFacts {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    inode: u64,
+}
+
+impl Fingerprint {
+    /// The facts of `paths` (files and directories) as they are now; a
+    /// missing one counts as missing, which a later appearance changes.
+    pub(super) fn of<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> Self {
+        let mut paths: Vec<&PathBuf> = paths.into_iter().collect();
+        paths.sort();
+        paths.dedup();
+        Fingerprint(paths.into_iter().map(|p| (p.clone(), facts(p))).collect())
+    }
+
+    /// The same paths, looked at again.
+    pub(super) fn again(&self) -> Self {
+        Fingerprint(self.0.iter().map(|(p, _)| (p.clone(), facts(p))).collect())
+    }
+}
+
+fn facts(path: &PathBuf) -> Option<FileFacts> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).ok()?;
+    Some(FileFacts {
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        inode: meta.ino(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fingerprint_sees_edits_new_files_and_swaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, file) = (dir.path().to_path_buf(), dir.path().join("ginx.toml"));
+        std::fs::write(&file, "a = 1\n").unwrap();
+        let seen = Fingerprint::of([&file, &root]);
+        assert_eq!(seen.again(), seen, "nothing changed");
+
+        std::fs::write(&file, "a = 12\n").unwrap();
+        let edited = seen.again();
+        assert_ne!(edited, seen, "an edit in place");
+
+        std::fs::write(root.join("b.toml"), "").unwrap();
+        assert_ne!(edited.again(), edited, "a new file in a watched directory");
+
+        let swapped = edited.again();
+        let temp = root.join(".ginx.toml.tmp");
+        std::fs::write(&temp, "a = 13\n").unwrap();
+        std::fs::rename(&temp, &file).unwrap();
+        assert_ne!(swapped.again(), swapped, "an editor's rename over the file");
+    }
+}
