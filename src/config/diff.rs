@@ -142,6 +142,7 @@ impl Diff {
                 &u.tunnel_timeout,
                 duration,
             );
+            self.setting(&p, "keepalive", &before.keepalive, &u.keepalive, u32::to_string);
             self.servers(name, &before.servers, &u.servers);
         }
         for name in old.keys().filter(|n| !new.contains_key(*n)) {

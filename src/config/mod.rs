@@ -507,7 +507,16 @@ pub(crate) struct Upstream {
     /// `tunnel_timeout`, default 1h, > 0: how long an upgraded connection
     /// (WebSocket) may stay idle in both directions before it is closed.
     pub(crate) tunnel_timeout: Duration,
+    /// `keepalive`, default [`DEFAULT_KEEPALIVE`]: most idle HTTP/1.1
+    /// connections kept per server per worker thread (0: none).
+    pub(crate) keepalive: u32,
 }
+
+/// Idle connections kept per server per worker by default: enough that the
+/// requests in flight to a server at a few thousand client connections find
+/// a connection when they come back, instead of one being closed after
+/// each burst and opened again for the next.
+pub(crate) const DEFAULT_KEEPALIVE: u32 = 1024;
 
 /// `protocol` of an upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

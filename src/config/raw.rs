@@ -244,6 +244,10 @@ pub(crate) struct Upstream {
     /// Idle time after which an upgraded connection (WebSocket) closes. Default "1h".
     #[schemars(with = "Option<DurationText>")]
     pub(crate) tunnel_timeout: Option<Spanned<DurationText>>,
+    /// Most idle connections kept open to each server, per worker thread
+    /// (0 keeps none). Default 1024.
+    #[schemars(with = "Option<u32>")]
+    pub(crate) keepalive: Option<Spanned<i64>>,
 }
 
 /// `[upstream.NAME.health_check]`.

@@ -90,6 +90,7 @@ pub(super) fn build_pool(
                         let tls = m.tls.clone();
                         Arc::new(ServerState::new(&m.name, &m.host, m.addr, tls, initially_up))
                     });
+                state.set_keepalive(upstream.keepalive);
                 (state, m.weight)
             })
             .collect();

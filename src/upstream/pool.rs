@@ -13,6 +13,7 @@
 //! [`super::connect`]'s job, and which server to ask is
 //! [`super::UpstreamPool`]'s.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,9 +28,6 @@ use crate::config::UpstreamProtocol;
 /// timeouts that common servers use (nginx 75s, Apache 5s..., Node 5s), so we
 /// rarely send on a connection the server is closing at that very moment.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Most idle connections kept per server per worker thread.
-const MAX_IDLE_PER_WORKER: usize = 256;
 
 /// A worker's HTTP/2 connection to one server.
 #[derive(Debug, Default)]
@@ -85,7 +83,7 @@ impl ServerState {
             return;
         }
         let mut idle = self.idle.get_or(Default::default).borrow_mut();
-        if idle.len() < MAX_IDLE_PER_WORKER {
+        if idle.len() < self.keepalive.load(Ordering::Relaxed) as usize {
             idle.push(IdleConn {
                 sender,
                 since: Instant::now(),

@@ -49,6 +49,9 @@ pub(crate) struct ServerState {
     active_up: AtomicBool,
     /// Idle keep-alive connections, one stack per worker thread.
     pub(super) idle: ThreadLocal<RefCell<Vec<IdleConn>>>,
+    /// How many of them each stack keeps at most: the pool's `keepalive`,
+    /// set again by every build (a reload may change it; the server stays).
+    pub(super) keepalive: AtomicU32,
     /// The HTTP/2 connection of each worker thread, shared by its requests.
     pub(super) shared: ThreadLocal<RefCell<SharedH2>>,
     /// Attempts by outcome.
@@ -93,9 +96,15 @@ impl ServerState {
             passive: Passive::default(),
             active_up: AtomicBool::new(up),
             idle: ThreadLocal::new(),
+            keepalive: AtomicU32::new(config::DEFAULT_KEEPALIVE),
             shared: ThreadLocal::new(),
             stats: ServerStats::default(),
         }
+    }
+
+    /// Keep at most `n` idle connections per worker (its pool's `keepalive`).
+    pub(crate) fn set_keepalive(&self, n: u32) {
+        self.keepalive.store(n, Ordering::Relaxed);
     }
 
     /// The server's `Host`, for requests that have none (health checks,
@@ -253,6 +262,7 @@ mod tests {
             protocol: crate::config::UpstreamProtocol::Http1,
             tls: crate::config::UpstreamTls::default(),
             tunnel_timeout: Duration::from_secs(3600),
+            keepalive: crate::config::DEFAULT_KEEPALIVE,
         }
     }
 

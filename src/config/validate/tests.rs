@@ -352,7 +352,7 @@ fn type_errors_in_new_keys() {
     );
     assert_eq!(
         errors(&[("ginx.toml", "[upstream.a]\nretry = 1\n")]),
-        ["ginx.toml:2:1: unknown field `retry`, expected one of `balance`, `hash`, `servers`, `connect_timeout`, `read_timeout`, `max_fails`, `fail_timeout`, `eject_on_5xx`, `on_all_down`, `retries`, `retry_on`, `retry_non_idempotent`, `health_check`, `protocol`, `tls_ca`, `tls_server_name`, `tls_verify`, `tunnel_timeout`"]
+        ["ginx.toml:2:1: unknown field `retry`, expected one of `balance`, `hash`, `servers`, `connect_timeout`, `read_timeout`, `max_fails`, `fail_timeout`, `eject_on_5xx`, `on_all_down`, `retries`, `retry_on`, `retry_non_idempotent`, `health_check`, `protocol`, `tls_ca`, `tls_server_name`, `tls_verify`, `tunnel_timeout`, `keepalive`"]
     );
 }
 

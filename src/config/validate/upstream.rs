@@ -14,6 +14,7 @@ use super::super::names;
 use super::super::raw;
 use super::super::{
     Balance, CheckKind, HashKey, HealthCheck, OnAllDown, RetryOn, ServerSpec, Upstream, UpstreamProtocol,
+    DEFAULT_KEEPALIVE,
 };
 use super::parse::{parse_hash_key, parse_server, parse_status_range};
 use super::{hinted, quoted_list, At, Validator};
@@ -93,6 +94,11 @@ impl Validator<'_> {
         let health_check = u.health_check.as_ref().map(|h| self.health_check(at, h));
         let tls = self.upstream_tls(at, name, u, servers.iter().any(|s| s.tls));
         let tunnel_timeout = self.timeout(at, &u.tunnel_timeout, "tunnel_timeout", Duration::from_secs(3600));
+        let keepalive = u
+            .keepalive
+            .as_ref()
+            .and_then(|n| self.number(at, n, "keepalive", (0, 65_536), ""))
+            .unwrap_or(DEFAULT_KEEPALIVE);
         Upstream {
             name: name.to_owned(),
             balance,
@@ -110,6 +116,7 @@ impl Validator<'_> {
             protocol,
             tls,
             tunnel_timeout,
+            keepalive,
         }
     }
 
@@ -586,6 +593,25 @@ mod tests {
                 "ginx.toml:17:16: invalid duration `0ms` for `fail_timeout`: it must be greater than zero, like \"5s\"",
                 "ginx.toml:18:16: invalid duration `60` for `read_timeout`: use a number with a unit, like \"250ms\", \"5s\" or \"2m\"",
             ]
+        );
+    }
+
+    #[test]
+    fn keepalive_default_bounds_and_zero() {
+        let text = format!(
+            "{WEB}[upstream.app]\nservers = [\"127.0.0.1:1\"]\n\
+             [upstream.none]\nservers = [\"127.0.0.1:1\"]\nkeepalive = 0\n"
+        );
+        let config = ok(&text);
+        assert_eq!(
+            config.upstreams["app"].keepalive,
+            crate::config::DEFAULT_KEEPALIVE
+        );
+        assert_eq!(config.upstreams["none"].keepalive, 0);
+        let text = format!("{WEB}[upstream.app]\nservers = [\"127.0.0.1:1\"]\nkeepalive = 100000\n");
+        assert_eq!(
+            errors(&[("ginx.toml", &text)]),
+            ["ginx.toml:6:13: invalid keepalive 100000: use a number from 0 to 65536"]
         );
     }
 
