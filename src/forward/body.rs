@@ -10,9 +10,10 @@
 //! [`crate::observe::access_log`]'s job; the counters are
 //! [`crate::observe::metrics`]'.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -47,6 +48,8 @@ enum Source {
         conn: Option<Sender>,
         /// Ends the request's in-flight count when the body is done.
         in_flight: Option<InFlight>,
+        /// How long the body may stall between two frames.
+        idle: IdleTimeout,
     },
     /// Bytes made here; `None` once sent (or if there were none).
     Full(Option<Bytes>),
@@ -62,13 +65,20 @@ impl ProxyBody {
     }
 
     /// An upstream's body, arriving on `conn` (`None`: a connection that
-    /// serves this request only), which counts as `in_flight` until its end.
-    pub(super) fn upstream(body: Incoming, conn: Option<Sender>, in_flight: InFlight) -> Self {
+    /// serves this request only), which counts as `in_flight` until its end
+    /// and may stall at most `read_timeout` between two frames.
+    pub(super) fn upstream(
+        body: Incoming,
+        conn: Option<Sender>,
+        in_flight: InFlight,
+        read_timeout: Duration,
+    ) -> Self {
         let mut body = ProxyBody {
             source: Source::Upstream {
                 body,
                 conn,
                 in_flight: Some(in_flight),
+                idle: IdleTimeout::new(read_timeout),
             },
             completion: None,
         };
@@ -117,19 +127,103 @@ impl ProxyBody {
     }
 }
 
+/// Why a response body ended before its end.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BodyError {
+    /// The upstream connection failed or closed mid-body.
+    #[error(transparent)]
+    Upstream(#[from] hyper::Error),
+    /// The upstream sent nothing for `read_timeout`.
+    #[error("upstream response body idle for {0:?} (read_timeout)")]
+    Idle(Duration),
+}
+
+/// `read_timeout` between two frames of an upstream's body (nginx's
+/// `proxy_read_timeout` semantics): a server that sends half a body and
+/// stalls must not hold the client forever.
+///
+/// Nothing is armed until the body first stalls (most bodies arrive with
+/// their head or stream without pause), and then one timer serves the whole
+/// body: a frame only notes the time, and when the timer fires early (there
+/// was progress) it is moved to the last frame plus the timeout. So a
+/// stalling body costs one timer per `read_timeout` and a clock read per
+/// frame; a body that never stalls costs a branch.
+#[derive(Debug)]
+struct IdleTimeout {
+    timeout: Duration,
+    /// The timer and the time of the last frame since it was armed.
+    /// Boxed: rare, and inline it would grow every response body.
+    armed: Option<Pin<Box<Armed>>>,
+}
+
+pin_project_lite::pin_project! {
+    #[derive(Debug)]
+    struct Armed {
+        #[pin]
+        sleep: tokio::time::Sleep,
+        last_frame: tokio::time::Instant,
+    }
+}
+
+impl IdleTimeout {
+    fn new(timeout: Duration) -> Self {
+        IdleTimeout { timeout, armed: None }
+    }
+
+    /// A frame arrived.
+    fn progressed(&mut self) {
+        if let Some(armed) = &mut self.armed {
+            *armed.as_mut().project().last_frame = tokio::time::Instant::now();
+        }
+    }
+
+    /// The body is pending: whether it has now been idle for the timeout
+    /// (else the timer is armed to wake `cx` when it may have been).
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let timeout = self.timeout;
+        let armed = self.armed.get_or_insert_with(|| {
+            let now = tokio::time::Instant::now();
+            Box::pin(Armed {
+                sleep: tokio::time::sleep_until(now + timeout),
+                last_frame: now,
+            })
+        });
+        loop {
+            let mut this = armed.as_mut().project();
+            if this.sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let due = *this.last_frame + timeout;
+            if due <= tokio::time::Instant::now() {
+                return true;
+            }
+            this.sleep.reset(due);
+        }
+    }
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
         let frame = match &mut this.source {
             Source::Full(data) => data.take().map(|d| Ok(Frame::data(d))),
-            Source::Upstream { body, .. } => {
-                let frame = ready!(Pin::new(body).poll_frame(cx));
+            Source::Upstream { body, idle, .. } => {
+                let frame = match Pin::new(body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        idle.progressed();
+                        Some(Ok(frame))
+                    }
+                    Poll::Ready(Some(Err(error))) => Some(Err(BodyError::Upstream(error))),
+                    Poll::Ready(None) => None,
+                    Poll::Pending if idle.expired(cx) => Some(Err(BodyError::Idle(idle.timeout))),
+                    Poll::Pending => return Poll::Pending,
+                };
                 match &frame {
                     // The connection's state is unknown after an error.
                     Some(Err(_)) => this.release(false),

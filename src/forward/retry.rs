@@ -199,7 +199,14 @@ async fn attempt(
             }
         };
         match sent {
-            Ok(response) => return Ok(upstream_response(response, Some(sender), in_flight)),
+            Ok(response) => {
+                return Ok(upstream_response(
+                    response,
+                    Some(sender),
+                    in_flight,
+                    settings.read_timeout,
+                ))
+            }
             Err(mut error) => {
                 // The send failed because the client's body did: nothing to
                 // hold against the server (its connection is closed with
@@ -353,8 +360,9 @@ pub(super) fn upstream_response(
     response: Response<Incoming>,
     sender: Option<Sender>,
     in_flight: InFlight,
+    read_timeout: Duration,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers, Message::Response);
-    Response::from_parts(parts, ProxyBody::upstream(body, sender, in_flight))
+    Response::from_parts(parts, ProxyBody::upstream(body, sender, in_flight, read_timeout))
 }

@@ -85,7 +85,10 @@ pub(super) async fn forward_upgrade(
     if status != StatusCode::SWITCHING_PROTOCOLS {
         // The connection goes when its body is done: it was opened for this
         // request only.
-        return Ok((upstream_response(response, None, in_flight), server.clone()));
+        return Ok((
+            upstream_response(response, None, in_flight, settings.read_timeout),
+            server.clone(),
+        ));
     }
     let switched = open_tunnel(response, client_side, in_flight, settings, conn);
     Ok((switched, server.clone()))
