@@ -115,4 +115,5 @@ async fn a_response_body_that_stalls_is_cut_after_read_timeout() {
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
     assert!(text.ends_with("0123456789"), "only the 10 bytes sent: {text:?}");
+    assert!(ginx.wait_log("upstream response body stalled", DEADLINE).await);
 }

@@ -213,7 +213,12 @@ impl Body for ProxyBody {
         let this = self.get_mut();
         let frame = match &mut this.source {
             Source::Full(data) => data.take().map(|d| Ok(Frame::data(d))),
-            Source::Upstream { body, idle, .. } => {
+            Source::Upstream {
+                body,
+                idle,
+                in_flight,
+                ..
+            } => {
                 let frame = match Pin::new(body).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
                         idle.progressed();
@@ -221,7 +226,11 @@ impl Body for ProxyBody {
                     }
                     Poll::Ready(Some(Err(error))) => Some(Err(BodyError::Upstream(error))),
                     Poll::Ready(None) => None,
-                    Poll::Pending if idle.expired(cx) => Some(Err(BodyError::Idle(idle.timeout))),
+                    Poll::Pending if idle.expired(cx) => {
+                        let server = in_flight.as_ref().map(|f| f.server().name.clone());
+                        tracing::warn!(?server, timeout = ?idle.timeout, "upstream response body stalled for read_timeout; cutting the response");
+                        Some(Err(BodyError::Idle(idle.timeout)))
+                    }
                     Poll::Pending => return Poll::Pending,
                 };
                 match &frame {
