@@ -83,3 +83,26 @@ async fn a_client_that_hangs_up_mid_upload_is_a_499_and_holds_no_server_out() {
     both_servers_serve(addr).await;
     assert_eq!(a.hits() + b.hits(), 4 + 20);
 }
+
+/// A client that stops reading a response is cut after `send_timeout`
+/// (nginx's): its connection is closed, so it gets a truncated response,
+/// not one held open for it forever.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_after_send_timeout() {
+    use tokio::io::AsyncReadExt;
+    const SIZE: usize = 200 * 1024 * 1024;
+    let a = Backend::start("a").await;
+    let config = format!("[global]\nsend_timeout = \"1s\"\n\n{}", one_listener(&[a.addr]));
+    let ginx = Ginx::start(&config, &[], &["web"]).await;
+    let mut client = tokio::net::TcpStream::connect(ginx.addr("web")).await.unwrap();
+    client
+        .write_all(format!("GET /__download/{SIZE} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // Read nothing for longer than send_timeout (plus its 1 s check).
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let mut got = Vec::new();
+    let ended = tokio::time::timeout(DEADLINE, client.read_to_end(&mut got)).await;
+    assert!(ended.is_ok(), "the connection was not closed");
+    assert!(got.len() < SIZE / 2, "cut short: {} bytes of {SIZE}", got.len());
+}

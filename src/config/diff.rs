@@ -264,6 +264,7 @@ impl Diff {
         });
         self.setting(p, "resolve_min", &a.resolve_min, &b.resolve_min, duration);
         self.setting(p, "resolve_max", &a.resolve_max, &b.resolve_max, duration);
+        self.setting(p, "send_timeout", &a.send_timeout, &b.send_timeout, duration);
         self.setting(
             p,
             "shutdown_timeout",

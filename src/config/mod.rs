@@ -205,6 +205,10 @@ pub(crate) struct Global {
     pub(crate) resolve_min: Duration,
     /// `resolve_max`, default 5m, >= `resolve_min`: the longest.
     pub(crate) resolve_max: Duration,
+    /// `send_timeout`, default 60s, > 0: how long a client may leave a
+    /// response unread (ginx's writes to it blocked) before its connection
+    /// is closed (nginx's `send_timeout`).
+    pub(crate) send_timeout: Duration,
     /// `shutdown_timeout`: how long a graceful shutdown waits for in-flight
     /// requests. Default 30s.
     pub(crate) shutdown_timeout: Duration,
@@ -226,6 +230,7 @@ impl Default for Global {
             resolver: None,
             resolve_min: Duration::from_secs(1),
             resolve_max: Duration::from_secs(300),
+            send_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(30),
         }

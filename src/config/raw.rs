@@ -82,6 +82,10 @@ pub(crate) struct Global {
     /// Reload when configuration files change. Default true.
     #[schemars(with = "Option<bool>")]
     pub(crate) watch: Option<Spanned<bool>>,
+    /// How long a client may leave a response unread before its connection
+    /// is closed. Default "60s".
+    #[schemars(with = "Option<DurationText>")]
+    pub(crate) send_timeout: Option<Spanned<DurationText>>,
     /// How long a graceful shutdown waits for in-flight requests. Default "30s".
     #[schemars(with = "Option<DurationText>")]
     pub(crate) shutdown_timeout: Option<Spanned<DurationText>>,

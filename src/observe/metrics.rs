@@ -143,17 +143,76 @@ impl Drop for OpenConnection {
 }
 
 /// A client connection's socket, counting the bytes that cross it (one
-/// atomic add per read or write call, which each are a system call anyway).
+/// atomic add per read or write call, which each are a system call anyway),
+/// and noting in `stall` since when a write has waited for the client.
 #[derive(Debug)]
 pub(crate) struct CountingIo<T> {
     inner: T,
     stats: Arc<ListenerStats>,
+    stall: Arc<WriteStall>,
 }
 
 impl<T> CountingIo<T> {
-    /// Count `inner`'s bytes into `stats`.
-    pub(crate) fn new(inner: T, stats: Arc<ListenerStats>) -> Self {
-        CountingIo { inner, stats }
+    /// Count `inner`'s bytes into `stats`; its blocked writes into `stall`.
+    pub(crate) fn new(inner: T, stats: Arc<ListenerStats>, stall: Arc<WriteStall>) -> Self {
+        CountingIo { inner, stats, stall }
+    }
+
+    fn wrote(&self, result: &Poll<io::Result<usize>>) {
+        match result {
+            Poll::Ready(Ok(n)) => {
+                self.stats.bytes_out.fetch_add(*n as u64, Ordering::Relaxed);
+                self.stall.wrote();
+            }
+            Poll::Pending => self.stall.blocked(),
+            Poll::Ready(Err(_)) => {}
+        }
+    }
+}
+
+/// Since when a client connection's writes have waited for the client to
+/// read: set by its [`CountingIo`], read by the connection's task, which
+/// closes a connection stalled longer than `send_timeout` (nginx's
+/// `send_timeout`: a client that stops reading must not hold a response,
+/// its upstream connection and its buffers forever).
+#[derive(Debug, Default)]
+pub(crate) struct WriteStall {
+    /// Milliseconds since [`WriteStall::origin`] plus one; 0 while writes go
+    /// through.
+    since: AtomicU64,
+}
+
+impl WriteStall {
+    fn origin() -> std::time::Instant {
+        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        *ORIGIN.get_or_init(std::time::Instant::now)
+    }
+
+    fn now() -> u64 {
+        Self::origin().elapsed().as_millis() as u64 + 1
+    }
+
+    /// A write went through. Loads first: a flowing connection writes
+    /// nothing here.
+    fn wrote(&self) {
+        if self.since.load(Ordering::Relaxed) != 0 {
+            self.since.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A write found the socket full.
+    fn blocked(&self) {
+        if self.since.load(Ordering::Relaxed) == 0 {
+            self.since.store(Self::now(), Ordering::Relaxed);
+        }
+    }
+
+    /// How long writes have been waiting (zero while they go through).
+    pub(crate) fn stalled_for(&self) -> Duration {
+        match self.since.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            since => Duration::from_millis(Self::now().saturating_sub(since)),
+        }
     }
 }
 
@@ -174,9 +233,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CountingIo<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = result {
-            this.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-        }
+        this.wrote(&result);
         result
     }
 
@@ -187,9 +244,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CountingIo<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = result {
-            this.stats.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
-        }
+        this.wrote(&result);
         result
     }
 

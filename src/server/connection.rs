@@ -21,7 +21,7 @@ use super::protocol::{self, Graceful, StreamBody, StreamCount, Version};
 use super::timer::CHECK_INTERVAL;
 use super::Worker;
 use crate::forward::{self, Connection};
-use crate::observe::metrics::{CountingIo, ListenerStats};
+use crate::observe::metrics::{CountingIo, ListenerStats, WriteStall};
 use crate::table::Live;
 use crate::tls;
 
@@ -38,8 +38,16 @@ impl Worker {
         stop: CancellationToken,
     ) {
         let _ = stream.set_nodelay(true);
-        // A connection keeps the header-read timeout it was accepted with.
-        let header_read_timeout = info.live.load().header_read_timeout;
+        // A connection keeps the timeouts it was accepted with.
+        let timeouts = {
+            let table = info.live.load();
+            Timeouts {
+                header_read: table.header_read_timeout,
+                send: table.send_timeout,
+            }
+        };
+        let header_read_timeout = timeouts.header_read;
+        let stall = Arc::new(WriteStall::default());
         // Re-polls the connection so hyper sees its header-read deadline
         // pass (see `crate::server::timer`): the only timer this connection needs.
         let mut check = tokio::time::interval(CHECK_INTERVAL);
@@ -65,12 +73,15 @@ impl Worker {
                 Version::Http1
             };
             // Counted above TLS: the bytes of HTTP, as on plaintext listeners.
-            let io = CountingIo::new(stream, stats);
-            return self
-                .serve_http(version, io, info, stop, check, header_read_timeout)
-                .await;
+            let io = CountingIo::new(stream, stats, stall.clone());
+            let watch = Watch {
+                check,
+                stall,
+                timeouts,
+            };
+            return self.serve_http(version, io, info, stop, watch).await;
         }
-        let stream = CountingIo::new(stream, stats);
+        let stream = CountingIo::new(stream, stats, stall.clone());
         // Waiting for the first bytes counts against the header-read
         // timeout, as waiting for a request head does.
         let deadline = std::time::Instant::now() + header_read_timeout;
@@ -85,8 +96,12 @@ impl Worker {
         };
         match detected {
             Ok((version, io)) => {
-                self.serve_http(version, io, info, stop, check, header_read_timeout)
-                    .await
+                let watch = Watch {
+                    check,
+                    stall,
+                    timeouts,
+                };
+                self.serve_http(version, io, info, stop, watch).await
             }
             Err(error) => tracing::debug!(%error, "client connection failed before its first request"),
         }
@@ -100,8 +115,7 @@ impl Worker {
         io: I,
         info: Arc<Connection>,
         stop: CancellationToken,
-        check: tokio::time::Interval,
-        header_read_timeout: Duration,
+        watch: Watch,
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -111,10 +125,10 @@ impl Worker {
                 let service = service_fn(move |req| forward::handle(req, info.clone()));
                 let connection = self
                     .http
-                    .http1(header_read_timeout)
+                    .http1(watch.timeouts.header_read)
                     .serve_connection(TokioIo::new(io), service)
                     .with_upgrades();
-                drive(connection, &stop, check, &live, None).await;
+                drive(connection, &stop, watch, &live, None).await;
             }
             Version::Http2 => {
                 let streams = Arc::new(StreamCount::default());
@@ -128,17 +142,27 @@ impl Worker {
                     }
                 });
                 let connection = self.http.http2().serve_connection(TokioIo::new(io), service);
-                drive(
-                    connection,
-                    &stop,
-                    check,
-                    &live,
-                    Some((&streams, header_read_timeout)),
-                )
-                .await;
+                let idle = watch.timeouts.header_read;
+                drive(connection, &stop, watch, &live, Some((&streams, idle))).await;
             }
         }
     }
+}
+
+/// What a connection's task watches besides the connection itself: its
+/// tick (see [`super::timer`]), how long its writes have waited for the
+/// client, and its timeouts.
+pub(super) struct Watch {
+    check: tokio::time::Interval,
+    stall: Arc<WriteStall>,
+    timeouts: Timeouts,
+}
+
+/// The timeouts a connection keeps from the table it was accepted with.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    header_read: Duration,
+    send: Duration,
 }
 
 /// Poll `connection` (and re-poll it every tick) until it ends; once `stop`
@@ -147,10 +171,15 @@ impl Worker {
 async fn drive<C: Graceful>(
     connection: C,
     stop: &CancellationToken,
-    mut check: tokio::time::Interval,
+    watch: Watch,
     live: &Live,
     idle: Option<(&StreamCount, Duration)>,
 ) {
+    let Watch {
+        mut check,
+        stall,
+        timeouts,
+    } = watch;
     let mut connection = pin!(connection);
     loop {
         tokio::select! {
@@ -163,6 +192,12 @@ async fn drive<C: Graceful>(
             }
             () = stop.cancelled() => break,
             _ = check.tick() => {
+                if stall.stalled_for() >= timeouts.send {
+                    // The client stopped reading: drop the connection (and
+                    // with it the response and its upstream connection).
+                    tracing::debug!(timeout = ?timeouts.send, "client stopped reading for send_timeout; closing its connection");
+                    return;
+                }
                 if idle.is_some_and(|(streams, timeout)| streams.idle_for() >= timeout) {
                     break;
                 }

@@ -48,6 +48,8 @@ pub(crate) struct RoutingTable {
     pub(crate) shutdown_delay: std::time::Duration,
     /// How long a client may take to send a request head (and stay idle).
     pub(crate) header_read_timeout: std::time::Duration,
+    /// How long a client may leave a response unread.
+    pub(crate) send_timeout: std::time::Duration,
     listeners: HashMap<Arc<str>, Router>,
     upstreams: HashMap<Arc<str>, Arc<UpstreamPool>>,
     /// The counters of every route, for the scrape and the next snapshot.
@@ -94,6 +96,7 @@ impl RoutingTable {
             shutdown_timeout: config.global.shutdown_timeout,
             shutdown_delay: config.global.shutdown_delay,
             header_read_timeout: config.global.header_read_timeout,
+            send_timeout: config.global.send_timeout,
             listeners,
             upstreams,
             route_stats: stats.routes,
@@ -109,6 +112,7 @@ impl RoutingTable {
             shutdown_timeout: std::time::Duration::ZERO,
             shutdown_delay: std::time::Duration::ZERO,
             header_read_timeout: std::time::Duration::ZERO,
+            send_timeout: std::time::Duration::ZERO,
             listeners: HashMap::new(),
             upstreams: HashMap::new(),
             route_stats: Vec::new(),

@@ -113,7 +113,7 @@ impl Validator<'_> {
         }
     }
 
-    /// `shutdown_delay`, `watch`, `shutdown_timeout` and
+    /// `shutdown_delay`, `watch`, `send_timeout`, `shutdown_timeout` and
     /// `header_read_timeout`: how the process runs and stops.
     fn lifecycle(&mut self, at: At<'_>, g: &raw::Global) {
         if let Some(delay) = self.once(at, "shutdown_delay", &g.shutdown_delay) {
@@ -123,6 +123,11 @@ impl Validator<'_> {
         }
         if let Some(watch) = self.once(at, "watch", &g.watch) {
             self.config.global.watch = *watch.get_ref();
+        }
+        if let Some(timeout) = self.once(at, "send_timeout", &g.send_timeout) {
+            if let Some(d) = self.positive_duration(at, timeout, "send_timeout") {
+                self.config.global.send_timeout = d;
+            }
         }
         if let Some(timeout) = self.once(at, "shutdown_timeout", &g.shutdown_timeout) {
             if let Some(d) = self.duration(at, timeout, "shutdown_timeout") {
