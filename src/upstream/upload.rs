@@ -189,3 +189,52 @@ fn upload_failure(error: &hyper::Error) -> UploadState {
     }
     UploadState::Aborted
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Polled = Poll<Option<Result<Frame<Bytes>, hyper::Error>>>;
+
+    fn data(len: usize) -> Polled {
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![0; len])))))
+    }
+
+    fn upload(timeout: Duration, min_rate: Option<u64>) -> Upload {
+        Upload::new(BodyLimits { timeout, min_rate })
+    }
+
+    #[test]
+    fn only_waiting_for_the_client_counts() {
+        // A zero timeout fires as soon as ginx waits, and only then.
+        let u = upload(Duration::ZERO, None);
+        assert_eq!(u.stalled(), None, "not read yet: the upstream's turn");
+        u.note(&Poll::Pending, false);
+        assert_eq!(u.stalled(), Some(Stall::Timeout(Duration::ZERO)));
+        u.note(&data(10), false);
+        assert_eq!(u.stalled(), None, "bytes came: no longer waiting");
+        u.note(&Poll::Pending, false);
+        u.note(&data(10), true);
+        assert_eq!(u.state(), UploadState::Done);
+        assert_eq!(u.stalled(), None, "a whole body is never too slow");
+    }
+
+    #[test]
+    fn the_rate_is_over_the_time_spent_waiting() {
+        let waited = |len| {
+            let u = upload(Duration::ZERO, Some(1000));
+            u.note(&Poll::Pending, false);
+            std::thread::sleep(Duration::from_millis(20));
+            u.note(&data(len), false);
+            u.stalled()
+        };
+        // 1 byte in at least 20 ms: under 1000 B/s.
+        assert_eq!(waited(1), Some(Stall::Rate(1000)));
+        // 1 MB in well under 1000 s: above it.
+        assert_eq!(waited(1_000_000), None);
+        // No wait at all (the bytes were there): nothing to measure.
+        let u = upload(Duration::ZERO, Some(1000));
+        u.note(&data(1), false);
+        assert_eq!(u.stalled(), None);
+    }
+}
