@@ -11,8 +11,14 @@
 
 mod support;
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::body::Frame;
 
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -132,4 +138,61 @@ async fn a_steady_upload_above_min_upload_rate_completes() {
     assert!(reply.starts_with("HTTP/1.1 200"), "got {reply:?}");
     let expected = format!("{len} {}", sha256_hex(&pattern(len)));
     assert!(reply.ends_with(&expected), "got {reply:?}, want {expected}");
+}
+
+/// An HTTP/2 request body: 10 bytes, then nothing, never ending; or none.
+enum H2Body {
+    Stalled { sent: bool },
+    Empty,
+}
+
+impl hyper::body::Body for H2Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match &mut *self {
+            H2Body::Empty => Poll::Ready(None),
+            H2Body::Stalled { sent: true } => Poll::Pending,
+            H2Body::Stalled { sent } => {
+                *sent = true;
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"0123456789")))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, H2Body::Empty)
+    }
+}
+
+#[tokio::test]
+async fn an_http2_body_that_stops_is_a_408_and_the_connection_serves_on() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let ginx = start(&a, &b, "").await;
+    let mut h2 = h2c_connect::<H2Body>(ginx.addr("web")).await;
+    let req = hyper::Request::post("http://x/__upload")
+        .header("content-length", "1000000")
+        .body(H2Body::Stalled { sent: false })
+        .unwrap();
+    let started = Instant::now();
+    let reply = tokio::time::timeout(DEADLINE, send_h2(&mut h2, req))
+        .await
+        .expect("a 408 within the deadline")
+        .unwrap();
+    assert_eq!(reply.status, 408);
+    assert!(started.elapsed() >= NOT_BEFORE, "{:?}", started.elapsed());
+    // HTTP/2 has no `Connection` header: only the stream ended, and the
+    // connection takes the next request.
+    assert_eq!(reply.headers.get("connection"), None);
+    let get = hyper::Request::get("http://x/").body(H2Body::Empty).unwrap();
+    let next = tokio::time::timeout(DEADLINE, send_h2(&mut h2, get))
+        .await
+        .expect("an answer on the same connection")
+        .unwrap();
+    assert_eq!(next.status, 200);
+    both_servers_serve(ginx.addr("web")).await;
 }
