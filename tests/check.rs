@@ -203,6 +203,9 @@ fn schema_describes_the_configuration_file() {
     let global = &defs["Global"]["properties"];
     let timeout = serde_json::to_string(&global["shutdown_timeout"]).unwrap();
     assert!(timeout.contains("#/$defs/Duration"), "{timeout}");
+    let body = serde_json::to_string(&global["body_read_timeout"]).unwrap();
+    assert!(body.contains("#/$defs/Duration"), "{body}");
+    assert_eq!(global["min_upload_rate"]["type"], "string");
     // Unknown keys are rejected, as ginx does.
     assert_eq!(defs["Listener"]["additionalProperties"], false);
 }

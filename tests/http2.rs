@@ -202,3 +202,24 @@ async fn shutdown_lets_an_in_flight_h2_stream_finish() {
     assert_eq!(reply.text(), "a");
     assert_eq!(ginx.wait_exit(DEADLINE).await, Some(0));
 }
+
+#[tokio::test]
+async fn read_timeout_is_a_504_for_an_h2_client_too() {
+    // hyper runs each stream in a task of its own; the connection's tick
+    // must still reach it for the checked `read_timeout` to fire.
+    let a = Backend::start("a").await;
+    let config = web(&format!(
+        "read_timeout = \"1s\"\nservers = {}\n",
+        servers(&[a.addr])
+    ));
+    let ginx = Ginx::start(&config, &[], &["web"]).await;
+    let mut h2 = h2c_connect::<Body>(ginx.addr("web")).await;
+    let req = Request::get("http://localhost/__sleep/8000")
+        .body(empty())
+        .unwrap();
+    let reply = tokio::time::timeout(DEADLINE, send_h2(&mut h2, req))
+        .await
+        .expect("504 before the deadline")
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
+}

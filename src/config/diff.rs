@@ -279,6 +279,25 @@ impl Diff {
             &b.header_read_timeout,
             duration,
         );
+        self.client_body(p, a, b);
+    }
+
+    /// `body_read_timeout` and `min_upload_rate`.
+    fn client_body(&mut self, p: &str, a: &super::Global, b: &super::Global) {
+        self.setting(
+            p,
+            "body_read_timeout",
+            &a.body_read_timeout,
+            &b.body_read_timeout,
+            duration,
+        );
+        self.setting(
+            p,
+            "min_upload_rate",
+            &a.min_upload_rate,
+            &b.min_upload_rate,
+            |r| r.map_or_else(|| "(none)".to_owned(), |r| format!("{r}B/s")),
+        );
     }
 
     /// `PREFIX: KEY OLD -> NEW` when the values differ.

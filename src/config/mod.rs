@@ -216,6 +216,16 @@ pub(crate) struct Global {
     /// a request head, counted from when the connection starts waiting for
     /// it (so it also closes idle keep-alive connections). Default 30s.
     pub(crate) header_read_timeout: Duration,
+    /// `body_read_timeout`, default 60s, > 0: how long ginx waits for the
+    /// next bytes of a client's request body while it is ready to take them
+    /// (nginx's `client_body_timeout`); also the grace period of
+    /// `min_upload_rate`.
+    pub(crate) body_read_timeout: Duration,
+    /// `min_upload_rate = "1KiB/s"`, in bytes per second, default none: once
+    /// ginx has waited `body_read_timeout` in all for a body's bytes, the
+    /// slowest average rate it accepts over that waiting time (as Apache's
+    /// mod_reqtimeout `MinRate`).
+    pub(crate) min_upload_rate: Option<u64>,
 }
 
 impl Default for Global {
@@ -233,6 +243,8 @@ impl Default for Global {
             send_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(60),
+            min_upload_rate: None,
         }
     }
 }

@@ -101,6 +101,12 @@ pub(crate) struct Global {
     /// Longest re-resolution interval. Default "5m".
     #[schemars(with = "Option<DurationText>")]
     pub(crate) resolve_max: Option<Spanned<DurationText>>,
+    /// Longest wait for the next bytes of a client's request body. Default "60s".
+    #[schemars(with = "Option<DurationText>")]
+    pub(crate) body_read_timeout: Option<Spanned<DurationText>>,
+    /// Slowest accepted average upload rate, like "1KiB/s", after `body_read_timeout`. Default: none.
+    #[schemars(with = "Option<String>")]
+    pub(crate) min_upload_rate: Option<Spanned<String>>,
 }
 
 /// `[listener.NAME]`.

@@ -13,7 +13,7 @@ use http::StatusCode;
 
 use crate::config::RetryOn;
 use crate::observe::metrics::Outcome;
-use crate::upstream::ConnectError;
+use crate::upstream::{ConnectError, Stall};
 
 /// Why a request could not be proxied. [`Error::status`] is the one place
 /// where a failure becomes an HTTP status.
@@ -58,6 +58,10 @@ pub(super) enum Failure {
     /// The client went away before its body was whole: the client's fault.
     #[error("the client closed the connection during its upload")]
     ClientAborted,
+    /// The client's body was too slow (`body_read_timeout`,
+    /// `min_upload_rate`): the client's fault.
+    #[error("{0}")]
+    ClientTimeout(Stall),
 }
 
 /// The status nginx logs for a request whose client went away before the
@@ -76,7 +80,10 @@ impl Failure {
     /// failure is never held against the server, counted as its attempt
     /// outcome, nor retried elsewhere (the body is gone either way).
     pub(super) fn is_client_fault(&self) -> bool {
-        matches!(self, Failure::ClientMalformed | Failure::ClientAborted)
+        matches!(
+            self,
+            Failure::ClientMalformed | Failure::ClientAborted | Failure::ClientTimeout(_)
+        )
     }
 
     /// The attempt outcome it counts as (a server's failures only).
@@ -87,7 +94,8 @@ impl Failure {
             Failure::Reset(_)
             | Failure::ReadTimeout(_)
             | Failure::ClientMalformed
-            | Failure::ClientAborted => Outcome::Reset,
+            | Failure::ClientAborted
+            | Failure::ClientTimeout(_) => Outcome::Reset,
         }
     }
 
@@ -97,7 +105,7 @@ impl Failure {
             _ if self.is_timeout() => retry_on.timeout,
             Failure::Connect(_) => retry_on.connect,
             Failure::Reset(_) | Failure::ReadTimeout(_) => retry_on.reset,
-            Failure::ClientMalformed | Failure::ClientAborted => false,
+            Failure::ClientMalformed | Failure::ClientAborted | Failure::ClientTimeout(_) => false,
         }
     }
 }
@@ -115,9 +123,28 @@ impl Error {
                 failure: Failure::ClientAborted,
                 ..
             } => StatusCode::from_u16(CLIENT_CLOSED_REQUEST).unwrap_or(StatusCode::BAD_REQUEST),
+            Error::Failed {
+                failure: Failure::ClientTimeout(_),
+                ..
+            } => StatusCode::REQUEST_TIMEOUT,
             Error::Failed { failure, .. } if failure.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             Error::NoServer { .. } | Error::Failed { .. } => StatusCode::BAD_GATEWAY,
         }
+    }
+}
+
+impl Error {
+    /// Whether the client's connection must close after the answer: its
+    /// body was cut off midway, so the rest of it would be read as the next
+    /// request.
+    pub(super) fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            Error::Failed {
+                failure: Failure::ClientTimeout(_),
+                ..
+            }
+        )
     }
 }
 
@@ -153,5 +180,11 @@ mod tests {
         );
         assert_eq!(failed(Failure::ClientMalformed).status(), StatusCode::BAD_REQUEST);
         assert_eq!(failed(Failure::ClientAborted).status().as_u16(), 499);
+        for stall in [Stall::Timeout(Duration::from_secs(1)), Stall::Rate(1024)] {
+            let error = failed(Failure::ClientTimeout(stall));
+            assert_eq!(error.status(), StatusCode::REQUEST_TIMEOUT);
+            assert!(error.closes_connection());
+        }
+        assert!(!failed(Failure::ClientMalformed).closes_connection());
     }
 }

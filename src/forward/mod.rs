@@ -47,6 +47,7 @@ use crate::balance::request_key;
 use crate::observe::access_log::AccessLogger;
 use crate::observe::metrics::RouteStats;
 use crate::table::Target;
+use crate::upstream::BodyLimits;
 use body::AccessEntry;
 use error::Error;
 use headers::{has_request_id, new_request_id, request_host};
@@ -57,7 +58,8 @@ pub(crate) async fn handle(
     conn: Arc<Connection>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
-    let (target, unmatched, access_log) = route(&req, &conn);
+    let (target, unmatched, access_log, limits) = route(&req, &conn);
+    let version = req.version();
     // A request id is made only when the request has no usable one and
     // someone needs it: the upstream, or the access log.
     let proxied = matches!(target, Some(Target::Proxy { .. }));
@@ -91,7 +93,7 @@ pub(crate) async fn handle(
                     ))
                     .await
                 }
-                None => retry::forward(req, &pool, key, strip, &conn, new_id).await,
+                None => retry::forward(req, &pool, key, strip, &conn, new_id, limits).await,
             };
             let result = forwarded.map(|(response, server)| {
                 if let Some(access) = &mut access {
@@ -102,7 +104,7 @@ pub(crate) async fn handle(
             (result, Some(stats))
         }
     };
-    let mut response = result.unwrap_or_else(|error| respond::error_response(&error, &conn));
+    let mut response = result.unwrap_or_else(|error| respond::error_response(&error, &conn, version));
     let status = response.status().as_u16();
     if let Some(stats) = &stats {
         stats.count(status);
@@ -119,11 +121,16 @@ pub(crate) async fn handle(
 /// Where the listener's routing table sends `req`; with no match, the
 /// listener's stats for unmatched requests instead. The table's guard is
 /// held only for this lookup: what the request needs later it keeps by
-/// `Arc` (the target's pool, the access logger).
+/// `Arc` (the target's pool, the access logger) or copies (the body limits).
 fn route(
     req: &Request<Incoming>,
     conn: &Connection,
-) -> (Option<Target>, Option<Arc<RouteStats>>, Option<AccessLogger>) {
+) -> (
+    Option<Target>,
+    Option<Arc<RouteStats>>,
+    Option<AccessLogger>,
+    BodyLimits,
+) {
     let table = conn.live.load();
     let router = table.router(&conn.listener);
     let target = router
@@ -133,5 +140,5 @@ fn route(
         Some(_) => None,
         None => router.map(|router| router.unmatched.clone()),
     };
-    (target, unmatched, table.access_log.clone())
+    (target, unmatched, table.access_log.clone(), table.client_body)
 }

@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 
 use super::error::Error;
@@ -55,14 +55,24 @@ fn error_body(status: StatusCode) -> Bytes {
     ))
 }
 
-/// The answer to a request that failed with `error`, logged here once: as a
-/// warning if it is the server side's fault (5xx), else for debugging.
-pub(super) fn error_response(error: &Error, conn: &Connection) -> Response<ProxyBody> {
+/// The answer to a request of `version` that failed with `error`, logged
+/// here once: as a warning if it is the server side's fault (5xx), else for
+/// debugging.
+pub(super) fn error_response(error: &Error, conn: &Connection, version: Version) -> Response<ProxyBody> {
     let status = error.status();
     if status.is_server_error() {
         tracing::warn!(listener = %conn.listener, client = %conn.client, %error, "{}", status);
     } else {
         tracing::debug!(listener = %conn.listener, client = %conn.client, %error, "{}", status);
     }
-    respond(status, error_body(status))
+    let mut response = respond(status, error_body(status));
+    // hyper would close an HTTP/1 connection whose request body is unread
+    // anyway; saying so tells the client not to send its next request on
+    // it. HTTP/2 has no such header: the stream ends, the connection stays.
+    if error.closes_connection() && version < Version::HTTP_2 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }

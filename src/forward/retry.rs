@@ -13,9 +13,10 @@
 //! counting as an attempt. Every outcome feeds the server's passive health
 //! ([`ServerState::record_failure`], [`ServerState::record_response`]),
 //! except a failure of the client's own body (malformed, or the client gone
-//! mid-upload): that ends the request at once, `400` or `499` (nginx's
-//! "client closed request", for the access log), and is never held against
-//! the server nor retried.
+//! mid-upload, or too slow for `body_read_timeout` / `min_upload_rate`):
+//! that ends the request at once, `400`, `499` (nginx's "client closed
+//! request", for the access log) or `408`, and is never held against the
+//! server nor retried.
 //!
 //! Which server comes first is [`crate::balance`]'s decision, whether a
 //! server is available [`crate::upstream`]'s; what the request looks like
@@ -37,7 +38,8 @@ use super::{Connection, ProxyBody};
 use crate::config::{self, UpstreamProtocol};
 use crate::observe::metrics::Outcome;
 use crate::upstream::{
-    HoldOutReason, InFlight, Sender, ServerState, Upload, UploadState, UpstreamBody, UpstreamPool,
+    BodyLimits, HoldOutReason, InFlight, Sender, ServerState, Stall, Upload, UploadState, UpstreamBody,
+    UpstreamPool,
 };
 
 /// A response for the client and the server that gave it, or why there is
@@ -45,7 +47,8 @@ use crate::upstream::{
 pub(super) type Forwarded = Result<(Response<ProxyBody>, Arc<ServerState>), Error>;
 
 /// Send `req` to the servers of `pool` until one answers or the retry
-/// policy says stop; `key` is the request's hash key, for the policy.
+/// policy says stop; `key` is the request's hash key, for the policy, and
+/// `limits` how slow its body may be.
 pub(super) async fn forward(
     req: Request<Incoming>,
     pool: &UpstreamPool,
@@ -53,6 +56,7 @@ pub(super) async fn forward(
     strip: Option<usize>,
     conn: &Connection,
     new_id: Option<HeaderValue>,
+    limits: BodyLimits,
 ) -> Forwarded {
     let settings = &pool.settings;
     let req = headers::for_upstream(req, settings.protocol, strip, conn, new_id);
@@ -61,7 +65,7 @@ pub(super) async fn forward(
         replay,
         upload,
         missing_host,
-    } = Prepared::of(req, settings);
+    } = Prepared::of(req, settings, limits);
     let mut unsent = Some(request);
 
     let mut attempts_left = settings.retries.saturating_add(1);
@@ -136,8 +140,8 @@ struct Prepared {
 
 impl Prepared {
     /// `req`, already rewritten for the upstream, ready for `settings`'
-    /// retry policy.
-    fn of(req: Request<Incoming>, settings: &config::Upstream) -> Self {
+    /// retry policy, its body (if any) held to `limits`.
+    fn of(req: Request<Incoming>, settings: &config::Upstream, limits: BodyLimits) -> Self {
         // HTTP/1.0 may leave out `Host`; an HTTP/1.1 server must get one. As in
         // Caddy (Go's transport), the server's own name stands in.
         let missing_host =
@@ -149,8 +153,8 @@ impl Prepared {
         .then(|| Replay::of(&req));
         let (parts, body) = req.into_parts();
         // The read timeout counts from the end of the upload, not its start,
-        // and a failed upload may be the client's doing.
-        let upload = (!body.is_end_stream()).then(|| Arc::new(Upload::default()));
+        // and a failed or too slow upload may be the client's doing.
+        let upload = (!body.is_end_stream()).then(|| Arc::new(Upload::new(limits)));
         let request = Request::from_parts(parts, UpstreamBody::Client(body, upload.clone()));
         Prepared {
             request,
@@ -196,6 +200,11 @@ async fn attempt(
             () = ReadDeadline::new(settings.read_timeout, upload) => {
                 // Dropping the send closes that connection.
                 return Err((Failure::ReadTimeout(settings.read_timeout), None));
+            }
+            stall = UploadDeadline(upload) => {
+                // The client's fault; dropping the send closes the upstream
+                // connection, which holds the unfinished body.
+                return Err((Failure::ClientTimeout(stall), None));
             }
         };
         match sent {
@@ -278,6 +287,23 @@ impl std::future::Future for ReadDeadline<'_> {
             Poll::Ready(())
         } else {
             Poll::Pending
+        }
+    }
+}
+
+/// `body_read_timeout` and `min_upload_rate` for a request with a body
+/// still arriving: ready with the reason once the client is too slow.
+/// Checked, like [`ReadDeadline`]: the client connection's tick polls it.
+/// Never ready for a request without a body.
+struct UploadDeadline<'a>(Option<&'a Upload>);
+
+impl std::future::Future for UploadDeadline<'_> {
+    type Output = Stall;
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Stall> {
+        match self.0.and_then(Upload::stalled) {
+            Some(stall) => Poll::Ready(stall),
+            None => Poll::Pending,
         }
     }
 }

@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::protocol::{self, Graceful, StreamBody, StreamCount, Version};
+use super::protocol::{self, Graceful, StreamBody, StreamCount, Ticked, Version};
 use super::timer::CHECK_INTERVAL;
 use super::Worker;
 use crate::forward::{self, Connection};
@@ -135,7 +135,7 @@ impl Worker {
                 let counted = streams.clone();
                 let service = service_fn(move |req| {
                     let open = counted.open();
-                    let response = forward::handle(req, info.clone());
+                    let response = Ticked::new(forward::handle(req, info.clone()), counted.clone());
                     async move {
                         let response = response.await?;
                         Ok::<_, std::convert::Infallible>(response.map(|body| StreamBody::new(body, open)))
@@ -167,7 +167,9 @@ struct Timeouts {
 
 /// Poll `connection` (and re-poll it every tick) until it ends; once `stop`
 /// fires, or an HTTP/2 connection has had no stream for `idle`'s timeout,
-/// shut it down gracefully and give it the shutdown timeout to finish.
+/// shut it down gracefully and give it the shutdown timeout to finish. An
+/// HTTP/2 connection's tick also wakes its pending streams' requests, which
+/// hyper runs in tasks of their own.
 async fn drive<C: Graceful>(
     connection: C,
     stop: &CancellationToken,
@@ -198,6 +200,9 @@ async fn drive<C: Graceful>(
                     tracing::debug!(timeout = ?timeouts.send, "client stopped reading for send_timeout; closing its connection");
                     return;
                 }
+                if let Some((streams, _)) = idle {
+                    streams.wake_pending();
+                }
                 if idle.is_some_and(|(streams, timeout)| streams.idle_for() >= timeout) {
                     break;
                 }
@@ -211,7 +216,11 @@ async fn drive<C: Graceful>(
             biased;
             _ = connection.as_mut() => return,
             () = grace.as_mut() => break,
-            _ = check.tick() => {}
+            _ = check.tick() => {
+                if let Some((streams, _)) = idle {
+                    streams.wake_pending();
+                }
+            }
         }
     }
     tracing::debug!("connection still busy at the shutdown deadline; closing it");

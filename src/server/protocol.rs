@@ -27,16 +27,21 @@
 //!   `header_read_timeout` is closed with GOAWAY by the connection task
 //!   instead (see [`StreamCount`]), the same rule HTTP/1.1 keep-alive
 //!   connections follow. A dead peer is noticed by TCP like on HTTP/1.1.
+//! - hyper runs each stream's request in a task of its own, which the
+//!   connection's tick does not poll: [`Ticked`] has the tick wake the
+//!   pending ones, so the request path's checked deadlines (`read_timeout`,
+//!   `body_read_timeout`) are seen within a second as on HTTP/1.1.
 //! - Rapid-reset protection: hyper's defaults (20 pending accept resets,
 //!   1024 locally reset streams).
 //! - Flow-control windows: hyper's defaults (1 MiB per stream and per
 //!   connection).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use hyper::server::conn::{http1, http2};
@@ -236,6 +241,10 @@ pub(crate) struct StreamCount {
     open: AtomicUsize,
     /// Milliseconds since `origin` at which the last stream ended.
     idle_since: AtomicU64,
+    /// How many times [`StreamCount::wake_pending`] ran.
+    ticks: AtomicU64,
+    /// The pending requests that asked to be woken by the next tick.
+    pending: Mutex<Vec<Waker>>,
 }
 
 impl Default for StreamCount {
@@ -244,6 +253,8 @@ impl Default for StreamCount {
             origin: Instant::now(),
             open: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
+            ticks: AtomicU64::new(0),
+            pending: Mutex::new(Vec::new()),
         }
     }
 }
@@ -262,6 +273,60 @@ impl StreamCount {
         }
         let since = Duration::from_millis(self.idle_since.load(Ordering::Relaxed));
         self.origin.elapsed().saturating_sub(since)
+    }
+
+    /// The connection's tick: wake every request that is still pending, so
+    /// that it checks its deadlines.
+    pub(crate) fn wake_pending(&self) {
+        self.ticks.fetch_add(1, Ordering::Relaxed);
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        pending.into_iter().for_each(Waker::wake);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A stream's request future that the connection's tick wakes while it
+    /// is pending (at most one registration per tick: a lock a second per
+    /// pending request, none for one that completes at its first poll).
+    pub(crate) struct Ticked<F> {
+        #[pin]
+        inner: F,
+        streams: Arc<StreamCount>,
+        // The tick it last registered for; `u64::MAX` for none.
+        registered: u64,
+    }
+}
+
+impl<F> Ticked<F> {
+    /// `inner`, woken by `streams`' connection tick.
+    pub(crate) fn new(inner: F, streams: Arc<StreamCount>) -> Self {
+        Ticked {
+            inner,
+            streams,
+            registered: u64::MAX,
+        }
+    }
+}
+
+impl<F: Future> Future for Ticked<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let polled = this.inner.poll(cx);
+        if polled.is_pending() {
+            let tick = this.streams.ticks.load(Ordering::Relaxed);
+            if *this.registered != tick {
+                *this.registered = tick;
+                let mut pending = this
+                    .streams
+                    .pending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                pending.push(cx.waker().clone());
+            }
+        }
+        polled
     }
 }
 

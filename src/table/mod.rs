@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::dns::Resolved;
 use crate::observe::access_log::AccessLogger;
 use crate::observe::metrics::{ListenerStats, RouteStats};
-use crate::upstream::UpstreamPool;
+use crate::upstream::{BodyLimits, UpstreamPool};
 
 /// The swappable handle to the current table.
 pub(crate) type Live = Arc<ArcSwap<RoutingTable>>;
@@ -50,6 +50,8 @@ pub(crate) struct RoutingTable {
     pub(crate) header_read_timeout: std::time::Duration,
     /// How long a client may leave a response unread.
     pub(crate) send_timeout: std::time::Duration,
+    /// How slow a client's request body may be.
+    pub(crate) client_body: BodyLimits,
     listeners: HashMap<Arc<str>, Router>,
     upstreams: HashMap<Arc<str>, Arc<UpstreamPool>>,
     /// The counters of every route, for the scrape and the next snapshot.
@@ -97,6 +99,10 @@ impl RoutingTable {
             shutdown_delay: config.global.shutdown_delay,
             header_read_timeout: config.global.header_read_timeout,
             send_timeout: config.global.send_timeout,
+            client_body: BodyLimits {
+                timeout: config.global.body_read_timeout,
+                min_rate: config.global.min_upload_rate,
+            },
             listeners,
             upstreams,
             route_stats: stats.routes,
@@ -113,6 +119,10 @@ impl RoutingTable {
             shutdown_delay: std::time::Duration::ZERO,
             header_read_timeout: std::time::Duration::ZERO,
             send_timeout: std::time::Duration::ZERO,
+            client_body: BodyLimits {
+                timeout: std::time::Duration::ZERO,
+                min_rate: None,
+            },
             listeners: HashMap::new(),
             upstreams: HashMap::new(),
             route_stats: Vec::new(),

@@ -2,7 +2,8 @@
 //! then the HTTP handshake of the pool's protocol.
 //!
 //! This module owns the connect path ([`Connector`]), the sender on an open
-//! connection ([`Sender`]) and the body sent upstream ([`UpstreamBody`]).
+//! connection ([`Sender`]) and the body sent upstream ([`UpstreamBody`]);
+//! how that body is doing is [`super::upload`]'s.
 //! It keeps no connection: reusing them is [`super::pool`]'s job, and
 //! deciding which server to reach is [`super::UpstreamPool`]'s. The active
 //! health checks of [`crate::health`] open their probes with
@@ -13,9 +14,8 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_util::either::Either;
 
+use super::upload::Upload;
 use crate::config::UpstreamProtocol;
 
 /// Largest response head (status line and headers; for HTTP/2 the
@@ -48,62 +49,6 @@ pub(crate) enum UpstreamBody {
     Empty,
 }
 
-/// How far a client's body has got on its way upstream. Written by the body
-/// as it is sent, read by the attempt loop: the read timeout starts once the
-/// upload is done, and a send that failed because the client's body did is
-/// the client's fault, not the server's.
-#[derive(Debug, Default)]
-pub(crate) struct Upload(AtomicU8);
-
-/// A state of an [`Upload`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum UploadState {
-    /// Still arriving.
-    Sending,
-    /// Sent whole.
-    Done,
-    /// The client sent a body that is not valid HTTP (a bad chunk size, more
-    /// bytes than its `Content-Length`, ...).
-    Malformed,
-    /// The client went away (or reset its stream) before its body was whole.
-    Aborted,
-}
-
-impl Upload {
-    /// The current state.
-    pub(crate) fn state(&self) -> UploadState {
-        match self.0.load(Ordering::Relaxed) {
-            0 => UploadState::Sending,
-            1 => UploadState::Done,
-            2 => UploadState::Malformed,
-            _ => UploadState::Aborted,
-        }
-    }
-
-    fn set(&self, state: UploadState) {
-        self.0.store(state as u8, Ordering::Relaxed);
-    }
-}
-
-/// Whether reading a client's body failed because its bytes were not valid
-/// HTTP (hyper's decoders say so with `InvalidData`/`InvalidInput`) rather
-/// than because the client went away.
-fn upload_failure(error: &hyper::Error) -> UploadState {
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<io::Error>() {
-            if matches!(
-                io.kind(),
-                io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
-            ) {
-                return UploadState::Malformed;
-            }
-        }
-        source = cause.source();
-    }
-    UploadState::Aborted
-}
-
 impl http_body::Body for UpstreamBody {
     type Data = bytes::Bytes;
     type Error = hyper::Error;
@@ -114,16 +59,11 @@ impl http_body::Body for UpstreamBody {
     ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
         match self.get_mut() {
             UpstreamBody::Client(body, upload) => {
-                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
+                let polled = Pin::new(&mut *body).poll_frame(cx);
                 if let Some(upload) = upload {
-                    match &frame {
-                        Some(Err(error)) => upload.set(upload_failure(error)),
-                        None => upload.set(UploadState::Done),
-                        Some(Ok(_)) if body.is_end_stream() => upload.set(UploadState::Done),
-                        Some(Ok(_)) => {}
-                    }
+                    upload.note(&polled, body.is_end_stream());
                 }
-                Poll::Ready(frame)
+                polled
             }
             UpstreamBody::Empty => Poll::Ready(None),
         }

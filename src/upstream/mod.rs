@@ -18,14 +18,14 @@
 mod connect;
 mod pool;
 mod server;
+mod upload;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub(crate) use connect::{
-    alpn, ConnectError, Connector, Sender, TlsTarget, Upload, UploadState, UpstreamBody,
-};
+pub(crate) use connect::{alpn, ConnectError, Connector, Sender, TlsTarget, UpstreamBody};
 pub(crate) use server::{HoldOutReason, InFlight, ServerState};
+pub(crate) use upload::{BodyLimits, Stall, Upload, UploadState};
 
 use crate::balance::{Candidates, Policy, RoundRobinCursor};
 use crate::config::{self, HashKey, OnAllDown};

@@ -233,7 +233,9 @@ fn clock_origin() -> Instant {
     *ORIGIN.get_or_init(Instant::now)
 }
 
-fn millis_since_origin() -> u64 {
+/// Milliseconds since [`clock_origin`]: a deadline or a moment that fits
+/// in an `AtomicU64`.
+pub(super) fn millis_since_origin() -> u64 {
     clock_origin().elapsed().as_millis() as u64
 }
 

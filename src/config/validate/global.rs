@@ -1,4 +1,5 @@
-//! `[global]` (logging, the access log, shutdown, DNS re-resolution) and
+//! `[global]` (logging, the access log, shutdown, DNS re-resolution, the
+//! client body's timeout and minimum rate) and
 //! `[admin]`: the settings of the process rather than of its traffic.
 //!
 //! This module owns that each of them is set at most once over all files,
@@ -17,7 +18,7 @@ use toml::Spanned;
 use super::super::names::{self, LOG_LEVELS};
 use super::super::raw;
 use super::super::{AccessLog, AccessLogFormat, Admin, Error, Location};
-use super::parse::{parse_bind, parse_resolver, BIND_HINT};
+use super::parse::{parse_bind, parse_rate, parse_resolver, BIND_HINT};
 use super::{hinted, At, Validator};
 
 /// Where `[admin]` listens when the table has no `bind`: loopback only, as
@@ -75,6 +76,23 @@ impl Validator<'_> {
         self.logging(at, g);
         self.lifecycle(at, g);
         self.resolver(at, g);
+        self.client_body(at, g);
+    }
+
+    /// `body_read_timeout` and `min_upload_rate`: how slow a client's
+    /// request body may be.
+    fn client_body(&mut self, at: At<'_>, g: &raw::Global) {
+        if let Some(timeout) = self.once(at, "body_read_timeout", &g.body_read_timeout) {
+            if let Some(d) = self.positive_duration(at, timeout, "body_read_timeout") {
+                self.config.global.body_read_timeout = d;
+            }
+        }
+        if let Some(rate) = self.once(at, "min_upload_rate", &g.min_upload_rate) {
+            match parse_rate(rate.get_ref()) {
+                Ok(rate) => self.config.global.min_upload_rate = Some(rate),
+                Err(message) => self.errors.push(at.error(rate.span(), message)),
+            }
+        }
     }
 
     /// `log_level`, `log_format` and `access_log`.
@@ -348,6 +366,29 @@ mod tests {
         assert_eq!(
             errors(&[("ginx.toml", &main)]),
             ["ginx.toml:2:23: duration `10000000000000000000s` for `header_read_timeout` is too long: at most 365 days (\"365d\")"]
+        );
+    }
+
+    #[test]
+    fn client_body_keys() {
+        let g = ok(&format!("{WEB}{UP}")).global;
+        assert_eq!(
+            (g.body_read_timeout, g.min_upload_rate),
+            (Duration::from_secs(60), None)
+        );
+        let main = format!("[global]\nbody_read_timeout = \"5s\"\nmin_upload_rate = \"2KiB/s\"\n{WEB}{UP}");
+        let g = ok(&main).global;
+        assert_eq!(
+            (g.body_read_timeout, g.min_upload_rate),
+            (Duration::from_secs(5), Some(2048))
+        );
+        let main = format!("[global]\nbody_read_timeout = \"0s\"\nmin_upload_rate = \"1KiB\"\n{WEB}{UP}");
+        assert_eq!(
+            errors(&[("ginx.toml", &main)]),
+            [
+                "ginx.toml:2:21: invalid duration `0s` for `body_read_timeout`: it must be greater than zero, like \"5s\"",
+                "ginx.toml:3:19: invalid min_upload_rate `1KiB`: a rate ends with \"/s\"; use a whole number of bytes per second with a unit, like \"500B/s\", \"1KiB/s\" or \"1MB/s\" (KB, MB, GB are powers of 1000; KiB, MiB, GiB of 1024)",
+            ]
         );
     }
 

@@ -3,7 +3,7 @@
 //!
 //! This module owns the syntax of the values that are more than a toml
 //! type: bind addresses, server addresses and host names, the resolver,
-//! hash keys and status ranges. Nothing here knows where a value is written
+//! hash keys, status ranges and upload rates. Nothing here knows where a value is written
 //! or reports anything: locating the message is [`super::Validator`]'s job.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -236,9 +236,88 @@ fn check_host_name(host: &str) -> Result<String, String> {
     Ok(host.to_ascii_lowercase())
 }
 
+pub(super) const RATE_HINT: &str =
+    "use a whole number of bytes per second with a unit, like \"500B/s\", \"1KiB/s\" or \"1MB/s\" (KB, MB, GB are powers of 1000; KiB, MiB, GiB of 1024)";
+
+/// Units of `min_upload_rate`: SI prefixes are powers of 1000 and IEC ones
+/// of 1024, as written, so that `1MB/s` means what a network engineer
+/// reads (nginx's `k`/`m` are 1024; ginx does not guess).
+const RATE_UNITS: [(&str, u64); 8] = [
+    ("B", 1),
+    ("KB", 1000),
+    ("kB", 1000),
+    ("KiB", 1024),
+    ("MB", 1000 * 1000),
+    ("MiB", 1024 * 1024),
+    ("GB", 1000 * 1000 * 1000),
+    ("GiB", 1024 * 1024 * 1024),
+];
+
+/// `min_upload_rate = "1KiB/s"`: bytes per second, greater than zero.
+pub(super) fn parse_rate(text: &str) -> Result<u64, String> {
+    let invalid = |why: &str| format!("invalid min_upload_rate `{text}`: {why}{RATE_HINT}");
+    let Some(amount) = text.trim().strip_suffix("/s") else {
+        return Err(invalid("a rate ends with \"/s\"; "));
+    };
+    let digits = amount.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = amount.split_at(digits);
+    let Ok(number) = number.parse::<u64>() else {
+        return Err(invalid(""));
+    };
+    let unit = unit.trim_start();
+    let Some(&(_, scale)) = RATE_UNITS.iter().find(|(name, _)| *name == unit) else {
+        return Err(invalid(&format!("unknown unit `{unit}`; ")));
+    };
+    match number.checked_mul(scale) {
+        Some(0) => Err(format!(
+            "invalid min_upload_rate `{text}`: it must be greater than zero; remove the key for no minimum"
+        )),
+        Some(rate) => Ok(rate),
+        None => Err(invalid("too large; ")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates() {
+        let ok = [
+            ("500B/s", 500),
+            ("1KiB/s", 1024),
+            ("1 KiB/s", 1024),
+            ("2KB/s", 2000),
+            ("2kB/s", 2000),
+            ("1MB/s", 1_000_000),
+            ("3MiB/s", 3 * 1024 * 1024),
+            ("1GiB/s", 1 << 30),
+            ("1GB/s", 1_000_000_000),
+        ];
+        for (text, rate) in ok {
+            assert_eq!(parse_rate(text), Ok(rate), "{text}");
+        }
+        let bad = [
+            ("1KiB", "a rate ends with \"/s\"; "),
+            ("KiB/s", ""),
+            ("1.5KiB/s", "unknown unit `.5KiB`; "),
+            ("1kb/s", "unknown unit `kb`; "),
+            ("1/s", "unknown unit ``; "),
+            ("-1B/s", ""),
+            ("99999999999GiB/s", "too large; "),
+        ];
+        for (text, why) in bad {
+            assert_eq!(
+                parse_rate(text),
+                Err(format!("invalid min_upload_rate `{text}`: {why}{RATE_HINT}")),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            parse_rate("0KiB/s"),
+            Err("invalid min_upload_rate `0KiB/s`: it must be greater than zero; remove the key for no minimum".to_owned())
+        );
+    }
 
     #[test]
     fn server_forms() {
