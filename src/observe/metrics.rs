@@ -177,19 +177,14 @@ impl<T> CountingIo<T> {
 /// its upstream connection and its buffers forever).
 #[derive(Debug, Default)]
 pub(crate) struct WriteStall {
-    /// Milliseconds since [`WriteStall::origin`] plus one; 0 while writes go
-    /// through.
+    /// [`super::clock::millis`] plus one when the first blocked write
+    /// happened; 0 while writes go through.
     since: AtomicU64,
 }
 
 impl WriteStall {
-    fn origin() -> std::time::Instant {
-        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        *ORIGIN.get_or_init(std::time::Instant::now)
-    }
-
     fn now() -> u64 {
-        Self::origin().elapsed().as_millis() as u64 + 1
+        super::clock::millis() + 1
     }
 
     /// A write went through. Loads first: a flowing connection writes

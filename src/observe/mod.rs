@@ -5,6 +5,7 @@
 //! reading them out (Prometheus, `/status`) is [`crate::admin`]'s job.
 
 pub(crate) mod access_log;
+pub(crate) mod clock;
 pub(crate) mod log;
 pub(crate) mod metrics;
 

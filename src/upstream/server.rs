@@ -17,14 +17,14 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::sync::Arc;
 
 use thread_local::ThreadLocal;
 
 use super::connect::TlsTarget;
 use super::pool::{IdleConn, SharedH2};
 use crate::config;
+use crate::observe::clock::millis;
 use crate::observe::metrics::ServerStats;
 
 /// One upstream server and everything about it that survives a reload.
@@ -59,7 +59,7 @@ pub(crate) struct ServerState {
 }
 
 /// Failure accounting with nginx's `max_fails`/`fail_timeout` semantics.
-/// Times are milliseconds since [`clock_origin`]; races between workers can
+/// Times are [`crate::observe::clock::millis`]; races between workers can
 /// only make a count off by one, which these semantics tolerate.
 #[derive(Debug, Default)]
 struct Passive {
@@ -121,7 +121,7 @@ impl ServerState {
         }
         let until = self.passive.held_out_until.load(Ordering::Relaxed);
         // The common case costs one load and no clock read.
-        until == 0 || millis_since_origin() >= until
+        until == 0 || millis() >= until
     }
 
     /// Requests sent and not yet answered in full.
@@ -148,7 +148,7 @@ impl ServerState {
     /// Whether the server is held out by passive health right now.
     pub(crate) fn is_held_out(&self) -> bool {
         let until = self.passive.held_out_until.load(Ordering::Relaxed);
-        until != 0 && millis_since_origin() < until
+        until != 0 && millis() < until
     }
 
     /// A failed attempt (connect error, reset, timeout). Returns why the
@@ -157,7 +157,7 @@ impl ServerState {
         if settings.max_fails == 0 {
             return None;
         }
-        let now = millis_since_origin();
+        let now = millis();
         let window = settings.fail_timeout.as_millis() as u64;
         let p = &self.passive;
         if now.saturating_sub(p.window_start.load(Ordering::Relaxed)) > window {
@@ -183,9 +183,7 @@ impl ServerState {
                 let count = p.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1;
                 if count >= limit {
                     p.consecutive_5xx.store(0, Ordering::Relaxed);
-                    self.hold_out(
-                        millis_since_origin().saturating_add(settings.fail_timeout.as_millis() as u64),
-                    );
+                    self.hold_out(millis().saturating_add(settings.fail_timeout.as_millis() as u64));
                     return Some(HoldOutReason::Consecutive5xx);
                 }
             }
@@ -225,18 +223,6 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-/// The instant all hold-out deadlines count from.
-fn clock_origin() -> Instant {
-    static ORIGIN: OnceLock<Instant> = OnceLock::new();
-    *ORIGIN.get_or_init(Instant::now)
-}
-
-/// Milliseconds since [`clock_origin`]: a deadline or a moment that fits
-/// in an `AtomicU64`.
-pub(super) fn millis_since_origin() -> u64 {
-    clock_origin().elapsed().as_millis() as u64
 }
 
 #[cfg(test)]

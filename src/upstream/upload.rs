@@ -24,7 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::Frame;
 
-use super::server::millis_since_origin;
+use crate::observe::clock::millis;
 
 /// How slow a client's body may be: `[global] body_read_timeout` and
 /// `min_upload_rate`, carried by the routing table to each request.
@@ -122,8 +122,7 @@ impl Upload {
         let frame = match polled {
             Poll::Pending => {
                 if self.waiting_since.load(Ordering::Relaxed) == 0 {
-                    self.waiting_since
-                        .store(millis_since_origin() + 1, Ordering::Relaxed);
+                    self.waiting_since.store(millis() + 1, Ordering::Relaxed);
                 }
                 return;
             }
@@ -131,7 +130,7 @@ impl Upload {
         };
         let since = self.waiting_since.swap(0, Ordering::Relaxed);
         if since != 0 {
-            let waited = (millis_since_origin() + 1).saturating_sub(since);
+            let waited = (millis() + 1).saturating_sub(since);
             self.waited.fetch_add(waited, Ordering::Relaxed);
         }
         match frame {
@@ -156,7 +155,7 @@ impl Upload {
         let since = self.waiting_since.load(Ordering::Relaxed);
         let current = match since {
             0 => 0,
-            since => (millis_since_origin() + 1).saturating_sub(since),
+            since => (millis() + 1).saturating_sub(since),
         };
         let timeout = self.limits.timeout.as_millis() as u64;
         if current >= timeout && since != 0 {
