@@ -289,16 +289,30 @@ async fn consecutive_5xx_eject_and_recover() {
     assert!(serves(addr, "a").await, "a never came back");
 }
 
-#[tokio::test]
-async fn idempotent_requests_are_retried_after_a_reset_and_others_are_not() {
+/// ginx over `[closing, b]` with `max_fails = 0` (the closing server stays
+/// in rotation, first in the sequence); how many requests the closing
+/// server saw; and `b`.
+async fn closing_then_b() -> (Ginx, std::sync::Arc<std::sync::atomic::AtomicUsize>, Backend) {
     let (closing, closed) = closing_server().await;
     let b = Backend::start("b").await;
-    // Order matters: the closing server first in the rotation each time.
     let config = web(&format!(
         "max_fails = 0\nservers = [\"{closing}\", \"{}\"]\n",
         b.addr
     ));
-    let ginx = Ginx::start(&config, &[], &["web"]).await;
+    (Ginx::start(&config, &[], &["web"]).await, closed, b)
+}
+
+/// A POST with a body: never sent again once written.
+fn post() -> Request<Full<Bytes>> {
+    Request::post("/")
+        .header("host", "x")
+        .body(Full::new(Bytes::from("data")))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn idempotent_requests_are_retried_after_a_reset_and_others_are_not() {
+    let (ginx, closed, b) = closing_then_b().await;
     let addr = ginx.addr("web");
 
     // GET: first attempt reset, retried on b.
@@ -312,11 +326,7 @@ async fn idempotent_requests_are_retried_after_a_reset_and_others_are_not() {
 
     // POST with a body: written, so never sent again: 502, and b sees nothing.
     let b_before = b.hits();
-    let post = Request::post("/")
-        .header("host", "x")
-        .body(Full::new(Bytes::from("data")))
-        .unwrap();
-    let reply = send(addr, post).await.unwrap();
+    let reply = send(addr, post()).await.unwrap();
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
     assert_eq!(b.hits(), b_before, "a non-idempotent request is not re-sent");
     assert_eq!(closed.load(std::sync::atomic::Ordering::SeqCst), 2);
@@ -327,21 +337,11 @@ async fn idempotent_requests_are_retried_after_a_reset_and_others_are_not() {
 /// request, not for all of them: 5 of 10 POSTs fail, as with nginx.
 #[tokio::test]
 async fn round_robin_moves_once_per_request_whatever_its_failovers() {
-    let (closing, closed) = closing_server().await;
-    let b = Backend::start("b").await;
-    let config = web(&format!(
-        "max_fails = 0\nservers = [\"{closing}\", \"{}\"]\n",
-        b.addr
-    ));
-    let ginx = Ginx::start(&config, &[], &["web"]).await;
+    let (ginx, closed, b) = closing_then_b().await;
     let addr = ginx.addr("web");
     let mut statuses = Vec::new();
     for _ in 0..10 {
-        let post = Request::post("/")
-            .header("host", "x")
-            .body(Full::new(Bytes::from("data")))
-            .unwrap();
-        statuses.push(send(addr, post).await.unwrap().status.as_u16());
+        statuses.push(send(addr, post()).await.unwrap().status.as_u16());
     }
     assert_eq!(statuses, [502, 200, 502, 200, 502, 200, 502, 200, 502, 200]);
     assert_eq!(closed.load(std::sync::atomic::Ordering::SeqCst), 5);
