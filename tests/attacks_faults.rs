@@ -113,6 +113,29 @@ async fn an_upload_answered_early_does_not_hold_up_other_clients() {
     assert!(origin.leftovers().is_empty(), "{:?}", origin.leftovers());
 }
 
+/// An upload the upstream reads whole before answering leaves its
+/// connection reusable: only early answers cost a connection.
+#[tokio::test]
+async fn an_upload_answered_after_its_body_keeps_its_connection() {
+    let origin = Origin::start().await;
+    let ginx = one_worker(&origin).await;
+    let addr = ginx.addr("web");
+    for body in ["first", "second"] {
+        let req = hyper::Request::post("/keep")
+            .header("host", "x")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        assert_eq!(send(addr, req).await.unwrap().status, 200);
+    }
+    let requests = origin.requests();
+    let summaries: Vec<String> = requests.iter().map(Recorded::summary).collect();
+    assert_eq!(summaries, ["POST /keep body=first", "POST /keep body=second"]);
+    assert_eq!(
+        requests[0].conn, requests[1].conn,
+        "the connection was not reused"
+    );
+}
+
 const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
 
 /// An `Upgrade` the origin answers `200`: no tunnel opens. Bytes the client
