@@ -209,12 +209,17 @@ async fn attempt(
         };
         match sent {
             Ok(response) => {
+                // An answer before the upload is whole (an early response):
+                // the connection is still busy with this client's body, so
+                // it is not pooled, or the next request would wait on this
+                // client. It closes once the body is sent.
+                let reusable = upload.is_none_or(|u| u.state() == UploadState::Done);
                 return Ok(upstream_response(
                     response,
-                    Some(sender),
+                    reusable.then_some(sender),
                     in_flight,
                     settings.read_timeout,
-                ))
+                ));
             }
             Err(mut error) => {
                 // The send failed because the client's body did: nothing to

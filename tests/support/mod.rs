@@ -10,7 +10,8 @@
 //! - [`client`]: what a client does (`send`, `get`, h2c, `scrape`, a TLS
 //!   client configuration);
 //! - [`toml`]: configuration snippets (`web`, `upstream`, `one_listener`);
-//! - [`cli`]: the binary as a command (`ginx_cli`, `check`, `dir_with`).
+//! - [`cli`]: the binary as a command (`ginx_cli`, `check`, `dir_with`);
+//! - [`recording`]: an origin that records every byte and request it gets.
 //!
 //! Everything is re-exported here, so a test says `use support::*;`. This
 //! module owns only what every role waits with: [`DEADLINE`] and
@@ -25,6 +26,7 @@ mod backend;
 mod cli;
 mod client;
 mod ginx;
+mod recording;
 mod toml;
 
 use std::future::Future;
@@ -34,6 +36,7 @@ pub use self::backend::*;
 pub use self::cli::*;
 pub use self::client::*;
 pub use self::ginx::*;
+pub use self::recording::*;
 pub use self::toml::*;
 
 /// The default deadline for anything a test waits on.
