@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 
 use crate::config::ConnectionLimits;
 use crate::observe::metrics::ListenerStats;
-use crate::table::RoutingTable;
+use crate::table::{Live, RoutingTable};
 
 /// File descriptors kept back from client connections when the default
 /// `max_connections` is derived: listening sockets (one per listener per
@@ -116,7 +116,7 @@ impl Admission {
     /// `max_connections` in `live`'s current snapshot: until then, its
     /// accept loop does not accept (the kernel's backlog holds new
     /// connections). Counts one pause in `stats` if it had to wait.
-    pub(super) async fn room(&self, gates: &ListenerGates, live: &crate::table::Live, name: &str) {
+    pub(super) async fn room(&self, gates: &ListenerGates, live: &Live, name: &str) {
         let mut counted = false;
         loop {
             let limits = self.limits(&live.load(), name);
@@ -149,18 +149,19 @@ impl Admission {
         }
     }
 
-    /// Admit a connection accepted from `peer` on a listener with `limits`
-    /// (from the snapshot it was accepted with): `None` when its address is
-    /// at `max_connections_per_ip` (the caller closes it, unread). Otherwise
-    /// it takes its places under the listener's and the process's
-    /// `max_connections`, waiting for them if another worker took the last
-    /// one since [`Admission::room`].
+    /// Admit a connection accepted from `peer` on listener `name` with
+    /// `limits` (from the snapshot it was accepted with): `None` when its
+    /// address is at `max_connections_per_ip` (the caller closes it,
+    /// unread). Otherwise it takes its places under the listener's and the
+    /// process's `max_connections`, waiting for them (with the limits of
+    /// `live`'s snapshot of the moment) if another worker took the last one
+    /// since [`Admission::room`].
     pub(super) async fn admit(
         &self,
         gates: &ListenerGates,
+        (live, name): (&Live, &str),
         peer: SocketAddr,
         limits: &ConnectionLimits,
-        table_max: Option<u32>,
         stats: &ListenerStats,
     ) -> Option<Admitted> {
         let ip = match limits.max_connections_per_ip {
@@ -177,15 +178,20 @@ impl Admission {
                 }
             }
         };
+        let now = || self.limits(&live.load(), name);
         let listener = match limits.max_connections {
             None => None,
-            Some(max) => Some(gates.connections.take(max as usize).await),
+            Some(_) => Some(
+                gates
+                    .connections
+                    .take(|| now().listener.unwrap_or(usize::MAX))
+                    .await,
+            ),
         };
-        let global = table_max.map_or(self.default_max, |n| n as usize);
         Some(Admitted {
             _ip: ip,
             _listener: listener,
-            _global: self.global.take(global).await,
+            _global: self.global.take(|| now().global).await,
         })
     }
 }
@@ -228,13 +234,13 @@ impl Gate {
             .map(|_| Permit(self.clone()))
     }
 
-    /// A place, waiting for one if `max` are taken.
-    async fn take(self: &Arc<Self>, max: usize) -> Permit {
+    /// A place, waiting for one while `max()` are taken.
+    async fn take(self: &Arc<Self>, max: impl Fn() -> usize) -> Permit {
         loop {
-            if let Some(permit) = self.try_take(max) {
+            if let Some(permit) = self.try_take(max()) {
                 return permit;
             }
-            self.until(|| self.has_room(max)).await;
+            self.until(|| self.has_room(max())).await;
         }
     }
 
@@ -418,7 +424,7 @@ mod tests {
         let first = gate.try_take(1).unwrap();
         let waiter = tokio::spawn({
             let gate = gate.clone();
-            async move { gate.take(1).await }
+            async move { gate.take(|| 1).await }
         });
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());

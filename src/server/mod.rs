@@ -218,7 +218,7 @@ impl Worker {
             };
             match accepted {
                 Ok((stream, client)) => {
-                    let (stats, tls, limits, global_max) = {
+                    let (stats, tls, limits) = {
                         let table = self.live.load();
                         let router = table.router(&listener);
                         // Counted under the listener's counters of the
@@ -227,12 +227,7 @@ impl Worker {
                         // open.
                         let stats = router.map(|router| router.stats.clone()).unwrap_or_default();
                         let limits = router.map(|router| router.limits).unwrap_or_default();
-                        (
-                            stats,
-                            router.and_then(|router| router.tls.clone()),
-                            limits,
-                            table.max_connections,
-                        )
+                        (stats, router.and_then(|router| router.tls.clone()), limits)
                     };
                     // Another worker may have taken the last place since
                     // `room`: then this connection waits, accepted but
@@ -240,7 +235,7 @@ impl Worker {
                     let admitted = tokio::select! {
                         biased;
                         () = stop.cancelled() => break,
-                        admitted = self.admission.admit(&gates, client, &limits, global_max, &stats) => admitted,
+                        admitted = self.admission.admit(&gates, (&self.live, &listener), client, &limits, &stats) => admitted,
                     };
                     // At max_connections_per_ip: closed, nothing read.
                     let Some(admitted) = admitted else { continue };
