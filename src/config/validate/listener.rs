@@ -536,4 +536,34 @@ mod tests {
             ["ginx.toml:4:38: unmatched `}` in location `https://host}`: placeholders are written {host} and {uri}"]
         );
     }
+
+    #[test]
+    fn connection_limits_defaults_and_bounds() {
+        let config = ok(&format!("{WEB}{UP}"));
+        assert_eq!(config.listeners["web"].limits, ConnectionLimits::default());
+        assert_eq!(config.listeners["web"].limits.max_requests_per_connection, 1000);
+        assert_eq!(config.global.max_connections, None);
+        let text = format!(
+            "[global]\nmax_connections = 1\n{WEB}max_connections = 4294967295\n\
+             max_connections_per_ip = 1\nmax_requests_per_connection = 0\n{UP}"
+        );
+        let config = ok(&text);
+        assert_eq!(config.global.max_connections, Some(1));
+        assert_eq!(
+            config.listeners["web"].limits,
+            ConnectionLimits {
+                max_connections: Some(u32::MAX),
+                max_connections_per_ip: Some(1),
+                max_requests_per_connection: 0,
+            }
+        );
+        let text = format!("{WEB}max_connections = 0\nmax_connections_per_ip = 0\n{UP}");
+        assert_eq!(
+            errors(&[("ginx.toml", &text)]),
+            [
+                "ginx.toml:4:19: invalid max_connections 0: use a number from 1 to 4294967295 (leave it out for the default)",
+                "ginx.toml:5:26: invalid max_connections_per_ip 0: use a number from 1 to 4294967295 (leave it out for no per-address limit)",
+            ]
+        );
+    }
 }
