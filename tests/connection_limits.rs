@@ -32,6 +32,11 @@ fn respond_listener(name: &str, extra: &str) -> String {
     )
 }
 
+/// ginx with one [`respond_listener`] `web` that has `extra` keys.
+async fn web_with(extra: &str) -> Ginx {
+    Ginx::start(&respond_listener("web", extra), &[], &["web"]).await
+}
+
 /// Send `GET /` on `stream` (kept alive).
 async fn send_get(stream: &mut TcpStream) {
     stream
@@ -105,7 +110,7 @@ async fn answered(stream: &mut TcpStream) -> bool {
 
 #[tokio::test]
 async fn listener_limit_holds_the_next_connection_until_one_closes() {
-    let ginx = Ginx::start(&respond_listener("web", "max_connections = 2"), &[], &["web"]).await;
+    let ginx = web_with("max_connections = 2").await;
     let addr = ginx.addr("web");
     let first = served_connection(addr).await;
     let _second = served_connection(addr).await;
@@ -171,7 +176,7 @@ async fn global_limit_is_shared_by_every_listener() {
 
 #[tokio::test]
 async fn a_reload_that_raises_the_limit_serves_the_held_connection() {
-    let ginx = Ginx::start(&respond_listener("web", "max_connections = 1"), &[], &["web"]).await;
+    let ginx = web_with("max_connections = 1").await;
     let addr = ginx.addr("web");
     let _first = served_connection(addr).await;
     let mut second = TcpStream::connect(addr).await.unwrap();
@@ -205,12 +210,7 @@ async fn closed_unanswered(stream: &mut TcpStream) -> bool {
 
 #[tokio::test]
 async fn per_ip_limit_closes_a_second_connection_from_the_same_address() {
-    let ginx = Ginx::start(
-        &respond_listener("web", "max_connections_per_ip = 1"),
-        &[],
-        &["web"],
-    )
-    .await;
+    let ginx = web_with("max_connections_per_ip = 1").await;
     let addr = ginx.addr("web");
     let first = served_connection(addr).await;
 
@@ -244,12 +244,7 @@ async fn per_ip_limit_closes_a_second_connection_from_the_same_address() {
 
 #[tokio::test]
 async fn max_requests_ends_an_http1_connection_with_connection_close() {
-    let ginx = Ginx::start(
-        &respond_listener("web", "max_requests_per_connection = 3"),
-        &[],
-        &["web"],
-    )
-    .await;
+    let ginx = web_with("max_requests_per_connection = 3").await;
     let mut stream = TcpStream::connect(ginx.addr("web")).await.unwrap();
     for n in 1..=3 {
         send_get(&mut stream).await;
