@@ -67,6 +67,7 @@ impl prometheus_client::collector::Collector for Scrape {
         for metric in LISTENER_METRICS {
             listener_metric(&mut encoder, metric, &listeners)?;
         }
+        client_connection_limit_pauses(&mut encoder, &listeners)?;
         let servers: Vec<(&str, &Arc<ServerState>)> = table
             .upstreams()
             .flat_map(|pool| pool.servers().map(move |s| (&*pool.name, s)))
@@ -129,7 +130,7 @@ fn http_request_duration(
 
 /// The families read from each listener's counters, one series per
 /// listener.
-const LISTENER_METRICS: [ReadMetric<ListenerStats>; 4] = [
+const LISTENER_METRICS: [ReadMetric<ListenerStats>; 6] = [
     (
         "client_connections_open",
         "Client connections open now.",
@@ -154,7 +155,46 @@ const LISTENER_METRICS: [ReadMetric<ListenerStats>; 4] = [
         MetricType::Counter,
         |s| s.bytes_out.load(Ordering::Relaxed) as i64,
     ),
+    // Connection limits (issue 11).
+    (
+        "client_connections_rejected_per_ip",
+        "Client connections closed right after accept: their address had max_connections_per_ip open.",
+        MetricType::Counter,
+        |s| s.rejected_per_ip.load(Ordering::Relaxed) as i64,
+    ),
+    (
+        "client_connections_max_requests",
+        "Client connections closed (HTTP/2: sent GOAWAY) after max_requests_per_connection requests.",
+        MetricType::Counter,
+        |s| s.closed_at_max_requests.load(Ordering::Relaxed) as i64,
+    ),
 ];
+
+/// Times accept loops stopped accepting at a `max_connections` limit, by
+/// listener and by which limit (`listener` or `global`).
+fn client_connection_limit_pauses(
+    encoder: &mut DescriptorEncoder<'_>,
+    listeners: &[(&str, &Arc<ListenerStats>)],
+) -> std::fmt::Result {
+    let mut family = encoder.encode_descriptor(
+        "client_connection_limit_pauses",
+        "Times an accept loop stopped accepting because max_connections were open, by limit (listener, global).",
+        None,
+        MetricType::Counter,
+    )?;
+    for (listener, stats) in listeners {
+        for (limit, pauses) in [
+            ("listener", &stats.paused_at_listener_limit),
+            ("global", &stats.paused_at_global_limit),
+        ] {
+            let labels: Labels<'_> = vec![("listener", listener), ("limit", limit)];
+            family
+                .encode_family(&labels)?
+                .encode_counter::<NoLabels, _, f64>(&pauses.load(Ordering::Relaxed), None)?;
+        }
+    }
+    Ok(())
+}
 
 fn listener_metric(
     encoder: &mut DescriptorEncoder<'_>,

@@ -75,6 +75,7 @@ impl Diff {
                 u.clone().unwrap_or_else(|| "(none)".to_owned())
             });
             self.listener_tls(&prefix, &before.tls, &l.tls);
+            self.connection_limits(&prefix, &before.limits, &l.limits);
             self.routes(name, &before.routes, &l.routes);
         }
         for name in old.keys().filter(|n| !new.contains_key(*n)) {
@@ -280,6 +281,39 @@ impl Diff {
             duration,
         );
         self.client_body(p, a, b);
+        self.setting(
+            p,
+            "max_connections",
+            &a.max_connections,
+            &b.max_connections,
+            |n| n.map_or_else(|| "(from the open-files limit)".to_owned(), |n| n.to_string()),
+        );
+    }
+
+    /// A listener's `max_connections`, `max_connections_per_ip` and
+    /// `max_requests_per_connection`.
+    fn connection_limits(&mut self, p: &str, a: &super::ConnectionLimits, b: &super::ConnectionLimits) {
+        self.setting(
+            p,
+            "max_connections",
+            &a.max_connections,
+            &b.max_connections,
+            limit_text,
+        );
+        self.setting(
+            p,
+            "max_connections_per_ip",
+            &a.max_connections_per_ip,
+            &b.max_connections_per_ip,
+            limit_text,
+        );
+        self.setting(
+            p,
+            "max_requests_per_connection",
+            &a.max_requests_per_connection,
+            &b.max_requests_per_connection,
+            ToString::to_string,
+        );
     }
 
     /// `body_read_timeout` and `min_upload_rate`.
@@ -368,6 +402,11 @@ fn server_text(s: &ServerSpec) -> String {
 
 fn duration(d: &Duration) -> String {
     humantime::format_duration(*d).to_string()
+}
+
+/// A listener's connection limit; `(none)` when not set.
+fn limit_text(n: &Option<u32>) -> String {
+    n.map_or_else(|| "(none)".to_owned(), |n| n.to_string())
 }
 
 fn pem_path(file: &Option<PemFile>) -> String {
@@ -538,5 +577,21 @@ mod tests {
             ["~admin: bind 127.0.0.1:9901 -> 127.0.0.1:9902"]
         );
         assert_eq!(diff(&new, BASE).last().unwrap(), "-admin 127.0.0.1:9901");
+    }
+
+    #[test]
+    fn connection_limits() {
+        let new = format!("[global]\nmax_connections = 100\n{BASE}").replace(
+            "upstream = \"app\"\n",
+            "upstream = \"app\"\nmax_connections_per_ip = 5\nmax_requests_per_connection = 0\n",
+        );
+        assert_eq!(
+            diff(BASE, &new),
+            [
+                "~listener web: max_connections_per_ip (none) -> 5",
+                "~listener web: max_requests_per_connection 1000 -> 0",
+                "~global: max_connections (from the open-files limit) -> 100",
+            ]
+        );
     }
 }

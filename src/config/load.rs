@@ -522,7 +522,7 @@ mod tests {
         assert_eq!(
             errors(&[("ginx.toml", main)]),
             [
-                "ginx.toml:2:1: unknown field `log_levl`: did you mean `log_level`? (expected one of `log_level`, `log_format`, `access_log`, `shutdown_delay`, `watch`, `send_timeout`, `shutdown_timeout`, `header_read_timeout`, `resolver`, `resolve_min`, `resolve_max`, `body_read_timeout`, `min_upload_rate`)",
+                "ginx.toml:2:1: unknown field `log_levl`: did you mean `log_level`? (expected one of `log_level`, `log_format`, `access_log`, `shutdown_delay`, `watch`, `send_timeout`, `shutdown_timeout`, `header_read_timeout`, `resolver`, `resolve_min`, `resolve_max`, `body_read_timeout`, `min_upload_rate`, `max_connections`)",
                 "ginx.toml:6:12: unknown upstream `ap`: did you mean `app`?",
                 "ginx.toml:12:1: this route can never match: the route at ginx.toml:8:1 matches the same path `/api/` (any host) and comes first; remove one of them or change its host or path",
             ]
@@ -536,7 +536,7 @@ mod tests {
         assert_eq!(
             errs,
             [
-                "ginx.toml:3:1: unknown field `upstreem`: did you mean `upstream`? (expected one of `bind`, `upstream`, `route`, `tls`)",
+                "ginx.toml:3:1: unknown field `upstreem`: did you mean `upstream`? (expected one of `bind`, `upstream`, `route`, `tls`, `max_connections`, `max_connections_per_ip`, `max_requests_per_connection`)",
                 "ginx.toml:5:57: unknown field `wieght`: did you mean `weight`? (expected one of `addr`, `weight`, `backup`)",
                 "ginx.toml:6:1: unknown field `retrys`: did you mean `retries`? (expected one of `balance`, `hash`, `servers`, `connect_timeout`, `read_timeout`, `max_fails`, `fail_timeout`, `eject_on_5xx`, `on_all_down`, `retries`, `retry_on`, `retry_non_idempotent`, `health_check`, `protocol`, `tls_ca`, `tls_server_name`, `tls_verify`, `tunnel_timeout`, `keepalive`)",
             ]

@@ -226,6 +226,12 @@ pub(crate) struct Global {
     /// slowest average rate it accepts over that waiting time (as Apache's
     /// mod_reqtimeout `MinRate`).
     pub(crate) min_upload_rate: Option<u64>,
+
+    // Connection limits (issue 11).
+    /// `max_connections`, >= 1: client connections open at once over every
+    /// listener. `None`: derived from the open-files limit when the workers
+    /// start (`crate::server`), as HAProxy derives `maxconn`.
+    pub(crate) max_connections: Option<u32>,
 }
 
 impl Default for Global {
@@ -245,6 +251,7 @@ impl Default for Global {
             header_read_timeout: Duration::from_secs(30),
             body_read_timeout: Duration::from_secs(60),
             min_upload_rate: None,
+            max_connections: None,
         }
     }
 }
@@ -330,6 +337,32 @@ pub(crate) struct Listener {
     pub(crate) routes: Vec<Route>,
     /// `tls`: terminate TLS on this listener.
     pub(crate) tls: Option<ListenerTls>,
+    /// `max_connections`, `max_connections_per_ip`, `max_requests_per_connection`.
+    pub(crate) limits: ConnectionLimits,
+}
+
+/// A listener's connection limits (issue 11: bounded by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnectionLimits {
+    /// `max_connections`, >= 1: connections open at once on this listener;
+    /// `None`: only `[global]`'s limit applies.
+    pub(crate) max_connections: Option<u32>,
+    /// `max_connections_per_ip`, >= 1: connections open at once from one
+    /// client address; `None` (default): no limit, and no per-address table.
+    pub(crate) max_connections_per_ip: Option<u32>,
+    /// `max_requests_per_connection`, default 1000 (nginx's
+    /// `keepalive_requests`); 0: no limit.
+    pub(crate) max_requests_per_connection: u32,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: None,
+            max_connections_per_ip: None,
+            max_requests_per_connection: 1000,
+        }
+    }
 }
 
 /// `[[listener.NAME.route]]`.

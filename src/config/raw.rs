@@ -107,6 +107,12 @@ pub(crate) struct Global {
     /// Slowest accepted average upload rate, like "1KiB/s", after `body_read_timeout`. Default: none.
     #[schemars(with = "Option<String>")]
     pub(crate) min_upload_rate: Option<Spanned<String>>,
+
+    // Connection limits (issue 11).
+    /// Client connections open at once over all listeners; at the limit ginx
+    /// stops accepting. Default: (open-files limit - 256) / 2.
+    #[schemars(with = "Option<u32>")]
+    pub(crate) max_connections: Option<Spanned<i64>>,
 }
 
 /// `[listener.NAME]`.
@@ -126,6 +132,20 @@ pub(crate) struct Listener {
     /// Terminate TLS: { cert, key } or [[listener.NAME.tls.certificates]] entries.
     // Not `Spanned`, as `[global]`.
     pub(crate) tls: Option<ListenerTls>,
+
+    // Connection limits (issue 11).
+    /// Client connections open at once on this listener; at the limit it
+    /// stops accepting. Default: only [global] max_connections applies.
+    #[schemars(with = "Option<u32>")]
+    pub(crate) max_connections: Option<Spanned<i64>>,
+    /// Client connections open at once from one IP address; more are closed
+    /// right after accept. Default: no limit.
+    #[schemars(with = "Option<u32>")]
+    pub(crate) max_connections_per_ip: Option<Spanned<i64>>,
+    /// Requests on one client connection, after which it closes (HTTP/1.1:
+    /// `Connection: close`; HTTP/2: GOAWAY). 0: no limit. Default 1000.
+    #[schemars(with = "Option<u32>")]
+    pub(crate) max_requests_per_connection: Option<Spanned<i64>>,
 }
 
 /// A listener's `tls`: `cert` and `key`, or `[[...tls.certificates]]`.

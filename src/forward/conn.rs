@@ -1,15 +1,21 @@
 //! The context one client connection's requests share.
 //!
 //! This module owns [`Connection`]: who the client is, which listener
-//! accepted it, where tunnels run, and the header values made once per
-//! connection rather than once per request. Accepting the connection and
+//! accepted it, where tunnels run, the header values made once per
+//! connection rather than once per request, and its request count against
+//! `max_requests_per_connection` (per connection, never shared). Accepting the connection and
 //! serving HTTP on it is [`crate::server`]'s job; what a request does with
 //! this context is the rest of [`crate::forward`]'s.
 
+use std::fmt::Debug;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use http::header::HeaderValue;
+use http::header::{HeaderValue, CONNECTION};
+use http::{Response, StatusCode, Version};
+use tokio::sync::futures::Notified;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -39,6 +45,32 @@ pub(crate) struct Connection {
     _open: OpenConnection,
     /// `X-Forwarded-Proto`: `https` on TLS listeners.
     pub(super) proto: HeaderValue,
+
+    // Connection limits (issue 11).
+    /// Whatever the server holds for this connection (its places under
+    /// `max_connections`), freed with the last holder, as `_open`.
+    _admitted: Box<dyn Debug + Send + Sync>,
+    /// `max_requests_per_connection` when it was accepted; 0: no limit.
+    max_requests: u32,
+    /// Requests so far. An atomic because HTTP/2 streams run in tasks of
+    /// their own; only this connection's requests touch it.
+    requests: AtomicU32,
+    /// Woken by an HTTP/2 connection's last request under `max_requests`:
+    /// the connection's task then sends GOAWAY.
+    last_stream: Notify,
+}
+
+/// What the server hands a connection it accepted, besides who and where.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    /// The listener's count of open connections.
+    pub(crate) open: OpenConnection,
+    /// The connection's places under the connection limits.
+    pub(crate) admitted: Box<dyn Debug + Send + Sync>,
+    /// The listener's `max_requests_per_connection` (0: no limit).
+    pub(crate) max_requests: u32,
+    /// Accepted on a TLS listener.
+    pub(crate) tls: bool,
 }
 
 impl Connection {
@@ -51,8 +83,7 @@ impl Connection {
         live: Live,
         tasks: TaskTracker,
         stop: CancellationToken,
-        open: OpenConnection,
-        tls: bool,
+        accepted: Accepted,
     ) -> Self {
         let client_ip =
             HeaderValue::from_str(&client.ip().to_string()).expect("an IP address is a valid header value");
@@ -63,8 +94,54 @@ impl Connection {
             live,
             tasks,
             stop,
-            _open: open,
-            proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
+            _open: accepted.open,
+            proto: HeaderValue::from_static(if accepted.tls { "https" } else { "http" }),
+            _admitted: accepted.admitted,
+            max_requests: accepted.max_requests,
+            requests: AtomicU32::new(0),
+            last_stream: Notify::new(),
         }
+    }
+
+    /// Count one request of `version` against `max_requests_per_connection`.
+    /// True when it is an HTTP/1 connection's last: its response must carry
+    /// `Connection: close` ([`close_after`]), after which hyper closes the
+    /// connection. An HTTP/2 connection's last request wakes
+    /// [`Connection::last_stream`] instead (GOAWAY: streams already open
+    /// finish), and is answered as usual.
+    pub(crate) fn count_request(&self, version: Version) -> bool {
+        if self.max_requests == 0 {
+            return false;
+        }
+        if self.requests.fetch_add(1, Ordering::Relaxed) + 1 != self.max_requests {
+            return false;
+        }
+        self._open
+            .stats()
+            .closed_at_max_requests
+            .fetch_add(1, Ordering::Relaxed);
+        if version == Version::HTTP_2 {
+            self.last_stream.notify_one();
+            return false;
+        }
+        true
+    }
+
+    /// Ready once this HTTP/2 connection has had its last request under
+    /// `max_requests_per_connection`; never without a limit.
+    pub(crate) fn last_stream(&self) -> Notified<'_> {
+        self.last_stream.notified()
+    }
+}
+
+/// Make `response` the last on its HTTP/1 connection: `Connection: close`
+/// (hyper closes the connection once it is sent). A `101 Switching
+/// Protocols` keeps its `Connection: upgrade`: the tunnel ends the
+/// connection anyway.
+pub(crate) fn close_after<B>(response: &mut Response<B>) {
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
     }
 }

@@ -41,7 +41,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 pub(crate) use body::ProxyBody;
-pub(crate) use conn::Connection;
+pub(crate) use conn::{Accepted, Connection};
 
 use crate::balance::request_key;
 use crate::observe::access_log::AccessLogger;
@@ -60,6 +60,7 @@ pub(crate) async fn handle(
     let started = Instant::now();
     let (target, unmatched, access_log, limits) = route(&req, &conn);
     let version = req.version();
+    let last = conn.count_request(version);
     // A request id is made only when the request has no usable one and
     // someone needs it: the upstream, or the access log.
     let proxied = matches!(target, Some(Target::Proxy { .. }));
@@ -114,6 +115,9 @@ pub(crate) async fn handle(
     }
     if stats.is_some() || access.is_some() {
         response.body_mut().record_when_done(started, stats, access);
+    }
+    if last {
+        conn::close_after(&mut response);
     }
     Ok(response)
 }

@@ -121,6 +121,20 @@ pub(crate) struct ListenerStats {
     pub(crate) accepted: AtomicU64,
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
+
+    // Connection limits (issue 11).
+    /// Times an accept loop stopped accepting because this listener's
+    /// `max_connections` were open (one per wait, not per connection held
+    /// back: the kernel's backlog holds those).
+    pub(crate) paused_at_listener_limit: AtomicU64,
+    /// The same, at `[global] max_connections`.
+    pub(crate) paused_at_global_limit: AtomicU64,
+    /// Connections closed right after accept: their address already had
+    /// `max_connections_per_ip` open.
+    pub(crate) rejected_per_ip: AtomicU64,
+    /// Connections closed (or sent GOAWAY) after their
+    /// `max_requests_per_connection`-th request.
+    pub(crate) closed_at_max_requests: AtomicU64,
 }
 
 impl ListenerStats {
@@ -135,6 +149,13 @@ impl ListenerStats {
 /// An open client connection; dropping it closes it in the count.
 #[derive(Debug)]
 pub(crate) struct OpenConnection(Arc<ListenerStats>);
+
+impl OpenConnection {
+    /// The counters of the listener that accepted the connection.
+    pub(crate) fn stats(&self) -> &ListenerStats {
+        &self.0
+    }
+}
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {

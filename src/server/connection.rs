@@ -128,9 +128,10 @@ impl Worker {
                     .http1(watch.timeouts.header_read)
                     .serve_connection(TokioIo::new(io), service)
                     .with_upgrades();
-                drive(connection, &stop, watch, &live, None).await;
+                drive(connection, &stop, watch, &live, None, std::future::pending()).await;
             }
             Version::Http2 => {
+                let conn = info.clone();
                 let streams = Arc::new(StreamCount::default());
                 let counted = streams.clone();
                 let service = service_fn(move |req| {
@@ -143,7 +144,15 @@ impl Worker {
                 });
                 let connection = self.http.http2().serve_connection(TokioIo::new(io), service);
                 let idle = watch.timeouts.header_read;
-                drive(connection, &stop, watch, &live, Some((&streams, idle))).await;
+                drive(
+                    connection,
+                    &stop,
+                    watch,
+                    &live,
+                    Some((&streams, idle)),
+                    conn.last_stream(),
+                )
+                .await;
             }
         }
     }
@@ -167,6 +176,7 @@ struct Timeouts {
 
 /// Poll `connection` (and re-poll it every tick) until it ends; once `stop`
 /// fires, or an HTTP/2 connection has had no stream for `idle`'s timeout,
+/// or once `last_request` (`max_requests_per_connection` on HTTP/2: GOAWAY),
 /// shut it down gracefully and give it the shutdown timeout to finish. An
 /// HTTP/2 connection's tick also wakes its pending streams' requests, which
 /// hyper runs in tasks of their own.
@@ -176,6 +186,7 @@ async fn drive<C: Graceful>(
     watch: Watch,
     live: &Live,
     idle: Option<(&StreamCount, Duration)>,
+    last_request: impl std::future::Future<Output = ()>,
 ) {
     let Watch {
         mut check,
@@ -183,6 +194,7 @@ async fn drive<C: Graceful>(
         timeouts,
     } = watch;
     let mut connection = pin!(connection);
+    let mut last_request = pin!(last_request);
     loop {
         tokio::select! {
             biased;
@@ -193,6 +205,7 @@ async fn drive<C: Graceful>(
                 return;
             }
             () = stop.cancelled() => break,
+            () = last_request.as_mut() => break,
             _ = check.tick() => {
                 if stall.stalled_for() >= timeouts.send {
                     // The client stopped reading: drop the connection (and

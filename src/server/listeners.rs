@@ -159,6 +159,7 @@ impl ListenerSet {
             }
             old.stop.cancel();
         }
+        workers.limits_changed();
     }
 
     /// The address a listener is bound to.

@@ -28,6 +28,8 @@
 //!   view of the sockets: it plans a new configuration's listeners (binding
 //!   what is new before anything changes) and then commits the plan;
 //! - this file: [`Workers`], each worker's accept loop, and the drain;
+//! - [`admission`]: the connection counts behind `max_connections` and
+//!   `max_connections_per_ip`, which the accept loop asks before serving;
 //! - [`connection`]: one client connection's lifetime (TLS or h2c
 //!   detection, hyper, deadlines, graceful shutdown);
 //! - [`protocol`]: HTTP versions and hyper's settings; [`timer`]: the
@@ -35,6 +37,7 @@
 //!
 //! What a request does is [`crate::forward`]'s job, never this module's.
 
+mod admission;
 mod connection;
 mod listeners;
 mod protocol;
@@ -53,8 +56,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::forward::Connection;
+use crate::forward::{Accepted, Connection};
 use crate::table::Live;
+use admission::{Admission, ListenerGates};
 use protocol::Builders;
 
 /// A command to every worker: accept connections for `listener` on (a
@@ -62,6 +66,8 @@ use protocol::Builders;
 struct AcceptOn {
     listener: Arc<str>,
     socket: Arc<BoundSocket>,
+    /// The listener's connection counts, the same for every worker.
+    gates: Arc<ListenerGates>,
     stop: CancellationToken,
 }
 
@@ -73,6 +79,8 @@ pub(crate) struct Workers {
     hard_stop: CancellationToken,
     /// Every client connection of every worker.
     connections: TaskTracker,
+    /// The connection counts of every worker, against `max_connections`.
+    admission: Arc<Admission>,
 }
 
 impl Workers {
@@ -84,6 +92,7 @@ impl Workers {
     pub(crate) fn start(count: usize, live: Live) -> anyhow::Result<Self> {
         let hard_stop = CancellationToken::new();
         let connections = TaskTracker::new();
+        let admission = Arc::new(Admission::new());
         let mut senders = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
         for id in 0..count.max(1) {
@@ -96,6 +105,7 @@ impl Workers {
                 live: live.clone(),
                 connections: connections.clone(),
                 http: Builders::default(),
+                admission: admission.clone(),
             };
             let hard_stop = hard_stop.clone();
             let thread = std::thread::Builder::new()
@@ -110,18 +120,27 @@ impl Workers {
             threads,
             hard_stop,
             connections,
+            admission,
         })
     }
 
     /// Have every worker accept on `socket` for `listener` until `stop`.
     pub(super) fn accept_on(&self, listener: &Arc<str>, socket: &Arc<BoundSocket>, stop: &CancellationToken) {
+        let gates = self.admission.listener(listener);
         for tx in &self.senders {
             let _ = tx.send(AcceptOn {
                 listener: listener.clone(),
                 socket: socket.clone(),
+                gates: gates.clone(),
                 stop: stop.clone(),
             });
         }
+    }
+
+    /// A new snapshot may have changed the connection limits: accept loops
+    /// waiting at one look again.
+    pub(super) fn limits_changed(&self) {
+        self.admission.limits_changed();
     }
 
     /// Wait until every connection has finished (each enforces its own
@@ -154,6 +173,7 @@ struct Worker {
     live: Live,
     connections: TaskTracker,
     http: Builders,
+    admission: Arc<Admission>,
 }
 
 impl Worker {
@@ -164,7 +184,7 @@ impl Worker {
                 command = commands.recv() => match command {
                     Some(accept) => match accept.socket.duplicate() {
                         Ok(socket) => {
-                            tokio::spawn(worker.clone().accept_loop(accept.listener, socket, accept.stop));
+                            tokio::spawn(worker.clone().accept_loop(accept.listener, socket, accept.gates, accept.stop));
                         }
                         Err(error) => tracing::error!(listener = %accept.listener, %error, "worker cannot use the listening socket"),
                     },
@@ -177,16 +197,28 @@ impl Worker {
         // running on it: that is the hard close after the drain deadline.
     }
 
-    async fn accept_loop(self: Arc<Self>, listener: Arc<str>, socket: TcpListener, stop: CancellationToken) {
+    /// Accept on `socket` for `listener` until `stop`. At a
+    /// `max_connections` limit it stops accepting until a connection closes
+    /// (the kernel's backlog holds the next ones), so it never spins.
+    async fn accept_loop(
+        self: Arc<Self>,
+        listener: Arc<str>,
+        socket: TcpListener,
+        gates: Arc<ListenerGates>,
+        stop: CancellationToken,
+    ) {
         loop {
             let accepted = tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
-                accepted = socket.accept() => accepted,
+                accepted = async {
+                    self.admission.room(&gates, &self.live, &listener).await;
+                    socket.accept().await
+                } => accepted,
             };
             match accepted {
                 Ok((stream, client)) => {
-                    let (stats, tls) = {
+                    let (stats, tls, limits) = {
                         let table = self.live.load();
                         let router = table.router(&listener);
                         // Counted under the listener's counters of the
@@ -194,7 +226,24 @@ impl Worker {
                         // for as long as the connection or a tunnel of it is
                         // open.
                         let stats = router.map(|router| router.stats.clone()).unwrap_or_default();
-                        (stats, router.and_then(|router| router.tls.clone()))
+                        let limits = router.map(|router| router.limits).unwrap_or_default();
+                        (stats, router.and_then(|router| router.tls.clone()), limits)
+                    };
+                    // Another worker may have taken the last place since
+                    // `room`: then this connection waits, accepted but
+                    // unread, as it would in the backlog.
+                    let admitted = tokio::select! {
+                        biased;
+                        () = stop.cancelled() => break,
+                        admitted = self.admission.admit(&gates, (&self.live, &listener), client, &limits, &stats) => admitted,
+                    };
+                    // At max_connections_per_ip: closed, nothing read.
+                    let Some(admitted) = admitted else { continue };
+                    let accepted = Accepted {
+                        open: stats.open(),
+                        admitted: Box::new(admitted),
+                        max_requests: limits.max_requests_per_connection,
+                        tls: tls.is_some(),
                     };
                     let info = Arc::new(Connection::new(
                         listener.clone(),
@@ -202,8 +251,7 @@ impl Worker {
                         self.live.clone(),
                         self.connections.clone(),
                         stop.clone(),
-                        stats.open(),
-                        tls.is_some(),
+                        accepted,
                     ));
                     let connection = self
                         .clone()

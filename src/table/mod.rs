@@ -52,6 +52,9 @@ pub(crate) struct RoutingTable {
     pub(crate) send_timeout: std::time::Duration,
     /// How slow a client's request body may be.
     pub(crate) client_body: BodyLimits,
+    /// `[global] max_connections`; `None`: derived by [`crate::server`]
+    /// from the open-files limit.
+    pub(crate) max_connections: Option<u32>,
     listeners: HashMap<Arc<str>, Router>,
     upstreams: HashMap<Arc<str>, Arc<UpstreamPool>>,
     /// The counters of every route, for the scrape and the next snapshot.
@@ -103,6 +106,7 @@ impl RoutingTable {
                 timeout: config.global.body_read_timeout,
                 min_rate: config.global.min_upload_rate,
             },
+            max_connections: config.global.max_connections,
             listeners,
             upstreams,
             route_stats: stats.routes,
@@ -123,6 +127,7 @@ impl RoutingTable {
                 timeout: std::time::Duration::ZERO,
                 min_rate: None,
             },
+            max_connections: None,
             listeners: HashMap::new(),
             upstreams: HashMap::new(),
             route_stats: Vec::new(),

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use super::carry::StatsCarrier;
-use crate::config::{self, HostPattern, RouteAction};
+use crate::config::{self, ConnectionLimits, HostPattern, RouteAction};
 use crate::observe::metrics::{ListenerStats, RouteStats};
 use crate::upstream::UpstreamPool;
 
@@ -64,6 +64,9 @@ pub(crate) struct Router {
     /// use (so a reload with new certificates applies to new connections
     /// only). Built by [`super::prepare()`], before the reload went ahead.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    /// Its connection limits, applied by the accept loop to new connections
+    /// (and `max_requests_per_connection` by each new connection).
+    pub(crate) limits: ConnectionLimits,
 }
 
 /// Routes of one host group, longest prefix first.
@@ -158,6 +161,7 @@ pub(super) fn build_router(
         }),
         stats: stats.listener(name),
         unmatched: stats.route(name, "none", ""),
+        limits: listener.limits,
         tls,
     };
     let mut wildcard: HashMap<Box<str>, PathRoutes> = HashMap::new();

@@ -1,5 +1,5 @@
 //! `[global]` (logging, the access log, shutdown, DNS re-resolution, the
-//! client body's timeout and minimum rate) and
+//! client body's timeout and minimum rate, the process's connection limit) and
 //! `[admin]`: the settings of the process rather than of its traffic.
 //!
 //! This module owns that each of them is set at most once over all files,
@@ -18,6 +18,7 @@ use toml::Spanned;
 use super::super::names::{self, LOG_LEVELS};
 use super::super::raw;
 use super::super::{AccessLog, AccessLogFormat, Admin, Error, Location};
+use super::listener::MAX_CONNECTIONS_HINT;
 use super::parse::{parse_bind, parse_rate, parse_resolver, BIND_HINT};
 use super::{hinted, At, Validator};
 
@@ -77,6 +78,16 @@ impl Validator<'_> {
         self.lifecycle(at, g);
         self.resolver(at, g);
         self.client_body(at, g);
+        self.global_limits(at, g);
+    }
+
+    /// `max_connections`: client connections open at once, all listeners.
+    fn global_limits(&mut self, at: At<'_>, g: &raw::Global) {
+        if let Some(n) = self.once(at, "max_connections", &g.max_connections) {
+            if let Some(n) = self.number(at, n, "max_connections", (1, u32::MAX), MAX_CONNECTIONS_HINT) {
+                self.config.global.max_connections = Some(n);
+            }
+        }
     }
 
     /// `body_read_timeout` and `min_upload_rate`: how slow a client's

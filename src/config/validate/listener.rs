@@ -1,5 +1,6 @@
 //! `[listener.NAME]` and its routes: bind addresses, default upstreams,
-//! host patterns, paths and `respond` actions with their location templates.
+//! connection limits, host patterns, paths and `respond` actions with their
+//! location templates.
 //!
 //! This module owns the checks of one listener and of each of its routes
 //! (including a route another one shadows). Whether an `upstream = "NAME"`
@@ -13,9 +14,12 @@ use std::net::SocketAddr;
 use toml::Spanned;
 
 use super::super::raw;
-use super::super::{HostPattern, Listener, Location, Route, RouteAction};
+use super::super::{ConnectionLimits, HostPattern, Listener, Location, Route, RouteAction};
 use super::parse::{parse_bind, BIND_HINT};
 use super::{hinted, At, Validator};
+
+/// Appended to an invalid `max_connections` (listener or `[global]`).
+pub(super) const MAX_CONNECTIONS_HINT: &str = " (leave it out for the default)";
 
 /// What the listener tables noted, for the checks that span files.
 #[derive(Default)]
@@ -58,16 +62,55 @@ impl Validator<'_> {
             Some(t) => self.listener_tls(at, name, header, t).map(Some),
         };
         let routes = self.routes(at, &l.route);
-        if let (true, Some(bind), Some(tls)) = (first, bind, tls) {
+        let limits = self.connection_limits(at, l);
+        if let (true, Some(bind), Some(tls), Some(limits)) = (first, bind, tls, limits) {
             let listener = Listener {
                 name: name.clone(),
                 bind,
                 upstream: l.upstream.as_ref().map(|u| u.get_ref().clone()),
                 routes,
                 tls,
+                limits,
             };
             self.config.listeners.insert(name.clone(), listener);
         }
+    }
+
+    /// A listener's `max_connections`, `max_connections_per_ip` and
+    /// `max_requests_per_connection`; `None` (and errors) when one is invalid.
+    fn connection_limits(&mut self, at: At<'_>, l: &raw::Listener) -> Option<ConnectionLimits> {
+        let mut limits = ConnectionLimits::default();
+        let mut ok = true;
+        let mut count = |this: &mut Self, value: &Option<Spanned<i64>>, key: &str, min: u32, extra: &str| {
+            let value = value.as_ref()?;
+            let n = this.number(at, value, key, (min, u32::MAX), extra);
+            ok &= n.is_some();
+            n
+        };
+        limits.max_connections = count(
+            self,
+            &l.max_connections,
+            "max_connections",
+            1,
+            MAX_CONNECTIONS_HINT,
+        );
+        limits.max_connections_per_ip = count(
+            self,
+            &l.max_connections_per_ip,
+            "max_connections_per_ip",
+            1,
+            " (leave it out for no per-address limit)",
+        );
+        if let Some(n) = count(
+            self,
+            &l.max_requests_per_connection,
+            "max_requests_per_connection",
+            0,
+            " (0 for no limit)",
+        ) {
+            limits.max_requests_per_connection = n;
+        }
+        ok.then_some(limits)
     }
 
     /// A listener's `bind`: written, valid and, unless it is port 0 (a free
@@ -491,6 +534,36 @@ mod tests {
         assert_eq!(
             errors(&[("ginx.toml", &route("https://host}"))]),
             ["ginx.toml:4:38: unmatched `}` in location `https://host}`: placeholders are written {host} and {uri}"]
+        );
+    }
+
+    #[test]
+    fn connection_limits_defaults_and_bounds() {
+        let config = ok(&format!("{WEB}{UP}"));
+        assert_eq!(config.listeners["web"].limits, ConnectionLimits::default());
+        assert_eq!(config.listeners["web"].limits.max_requests_per_connection, 1000);
+        assert_eq!(config.global.max_connections, None);
+        let text = format!(
+            "[global]\nmax_connections = 1\n{WEB}max_connections = 4294967295\n\
+             max_connections_per_ip = 1\nmax_requests_per_connection = 0\n{UP}"
+        );
+        let config = ok(&text);
+        assert_eq!(config.global.max_connections, Some(1));
+        assert_eq!(
+            config.listeners["web"].limits,
+            ConnectionLimits {
+                max_connections: Some(u32::MAX),
+                max_connections_per_ip: Some(1),
+                max_requests_per_connection: 0,
+            }
+        );
+        let text = format!("{WEB}max_connections = 0\nmax_connections_per_ip = 0\n{UP}");
+        assert_eq!(
+            errors(&[("ginx.toml", &text)]),
+            [
+                "ginx.toml:4:19: invalid max_connections 0: use a number from 1 to 4294967295 (leave it out for the default)",
+                "ginx.toml:5:26: invalid max_connections_per_ip 0: use a number from 1 to 4294967295 (leave it out for no per-address limit)",
+            ]
         );
     }
 }

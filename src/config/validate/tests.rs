@@ -196,11 +196,11 @@ fn unknown_key() {
             "ginx.toml",
             "[listener.web]\nbind = \"127.0.0.1:1\"\nupstreem = \"a\"\n"
         )]),
-        ["ginx.toml:3:1: unknown field `upstreem`: did you mean `upstream`? (expected one of `bind`, `upstream`, `route`, `tls`)"]
+        ["ginx.toml:3:1: unknown field `upstreem`: did you mean `upstream`? (expected one of `bind`, `upstream`, `route`, `tls`, `max_connections`, `max_connections_per_ip`, `max_requests_per_connection`)"]
     );
     assert_eq!(
         errors(&[("ginx.toml", "[global]\nlog = 1\n")]),
-        ["ginx.toml:2:1: unknown field `log`, expected one of `log_level`, `log_format`, `access_log`, `shutdown_delay`, `watch`, `send_timeout`, `shutdown_timeout`, `header_read_timeout`, `resolver`, `resolve_min`, `resolve_max`, `body_read_timeout`, `min_upload_rate`"]
+        ["ginx.toml:2:1: unknown field `log`, expected one of `log_level`, `log_format`, `access_log`, `shutdown_delay`, `watch`, `send_timeout`, `shutdown_timeout`, `header_read_timeout`, `resolver`, `resolve_min`, `resolve_max`, `body_read_timeout`, `min_upload_rate`, `max_connections`"]
     );
     assert_eq!(
         errors(&[("ginx.toml", "listeners = 1\n")]),
