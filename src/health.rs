@@ -42,10 +42,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::{CheckKind, HealthCheck, UpstreamProtocol};
-use crate::table::Live;
+use crate::table::{Live, RoutingTable};
 use crate::upstream::{Connector, ServerState, UpstreamBody};
 
-/// How often the checker looks for due probes (and for table changes).
+/// How often the checker looks for due probes (and for a new table).
 pub(crate) const TICK: Duration = Duration::from_millis(100);
 
 /// The checker's view of one server.
@@ -72,6 +72,11 @@ pub(crate) async fn run(live: Live) {
     let (done_tx, mut done) = mpsc::unbounded_channel::<(usize, Result<(), String>)>();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The table the entries were last brought in line with: every server of
+    // every upstream is visited only when the table changes, so a large
+    // configuration costs nothing between reloads. Held (not compared by
+    // address) so that a freed table's address cannot pass for a new one.
+    let mut synced: Option<Arc<RoutingTable>> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -82,7 +87,11 @@ pub(crate) async fn run(live: Live) {
                 continue;
             }
         }
-        sync(&live, &mut entries);
+        let table = live.load_full();
+        if !synced.as_ref().is_some_and(|seen| Arc::ptr_eq(seen, &table)) {
+            sync(&table, &mut entries);
+            synced = Some(table);
+        }
         let now = Instant::now();
         for (&id, entry) in entries.iter_mut() {
             if entry.probing || entry.next_due > now {
@@ -106,8 +115,7 @@ pub(crate) async fn run(live: Live) {
 }
 
 /// Bring the entries in line with the current table.
-fn sync(live: &Live, entries: &mut HashMap<usize, Entry>) {
-    let table = live.load();
+fn sync(table: &RoutingTable, entries: &mut HashMap<usize, Entry>) {
     let mut seen = Vec::new();
     for pool in table.upstreams() {
         let check = pool.settings.health_check.as_ref();
