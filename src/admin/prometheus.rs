@@ -67,6 +67,8 @@ impl prometheus_client::collector::Collector for Scrape {
         for metric in LISTENER_METRICS {
             listener_metric(&mut encoder, metric, &listeners)?;
         }
+        // Request limits.
+        requests_too_large(&mut encoder, &listeners)?;
         let servers: Vec<(&str, &Arc<ServerState>)> = table
             .upstreams()
             .flat_map(|pool| pool.servers().map(move |s| (&*pool.name, s)))
@@ -169,6 +171,27 @@ fn listener_metric(
             MetricType::Counter => metric.encode_counter::<NoLabels, _, f64>(&(read(stats) as u64), None)?,
             _ => metric.encode_gauge(&read(stats))?,
         }
+    }
+    Ok(())
+}
+
+// Request limits.
+
+fn requests_too_large(
+    encoder: &mut DescriptorEncoder<'_>,
+    listeners: &[(&str, &Arc<ListenerStats>)],
+) -> std::fmt::Result {
+    let mut family = encoder.encode_descriptor(
+        "client_requests_too_large",
+        "Requests refused with 413 for their body's size (max_request_body), by listener.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (listener, stats) in listeners {
+        let labels: Labels<'_> = vec![("listener", listener)];
+        family
+            .encode_family(&labels)?
+            .encode_counter::<NoLabels, _, f64>(&stats.too_large.load(Ordering::Relaxed), None)?;
     }
     Ok(())
 }

@@ -121,6 +121,10 @@ pub(crate) struct ListenerStats {
     pub(crate) accepted: AtomicU64,
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
+
+    // Request limits.
+    /// Requests refused for the size of their body (`max_request_body`).
+    pub(crate) too_large: AtomicU64,
 }
 
 impl ListenerStats {
@@ -129,6 +133,13 @@ impl ListenerStats {
         self.accepted.fetch_add(1, Ordering::Relaxed);
         self.open.fetch_add(1, Ordering::Relaxed);
         OpenConnection(self.clone())
+    }
+}
+
+impl ListenerStats {
+    /// A request was refused for its body's size.
+    pub(crate) fn count_too_large(&self) {
+        self.too_large.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -120,12 +120,18 @@ impl Worker {
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let live = info.live.clone();
+        // Like its timeouts, a connection keeps its listener's limits.
+        let limits = live
+            .load()
+            .router(&info.listener)
+            .map(|r| r.limits)
+            .unwrap_or_default();
         match version {
             Version::Http1 => {
                 let service = service_fn(move |req| forward::handle(req, info.clone()));
                 let connection = self
                     .http
-                    .http1(watch.timeouts.header_read)
+                    .http1(watch.timeouts.header_read, &limits)
                     .serve_connection(TokioIo::new(io), service)
                     .with_upgrades();
                 drive(connection, &stop, watch, &live, None).await;

@@ -102,6 +102,8 @@ impl RoutingTable {
             client_body: BodyLimits {
                 timeout: config.global.body_read_timeout,
                 min_rate: config.global.min_upload_rate,
+                // Per route: set by each request from its target.
+                max_size: None,
             },
             listeners,
             upstreams,
@@ -122,6 +124,7 @@ impl RoutingTable {
             client_body: BodyLimits {
                 timeout: std::time::Duration::ZERO,
                 min_rate: None,
+                max_size: None,
             },
             listeners: HashMap::new(),
             upstreams: HashMap::new(),
