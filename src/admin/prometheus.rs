@@ -69,6 +69,7 @@ impl prometheus_client::collector::Collector for Scrape {
         }
         // Request limits.
         requests_too_large(&mut encoder, &listeners)?;
+        h2_floods(&mut encoder, &listeners)?;
         let servers: Vec<(&str, &Arc<ServerState>)> = table
             .upstreams()
             .flat_map(|pool| pool.servers().map(move |s| (&*pool.name, s)))
@@ -192,6 +193,25 @@ fn requests_too_large(
         family
             .encode_family(&labels)?
             .encode_counter::<NoLabels, _, f64>(&stats.too_large.load(Ordering::Relaxed), None)?;
+    }
+    Ok(())
+}
+
+fn h2_floods(
+    encoder: &mut DescriptorEncoder<'_>,
+    listeners: &[(&str, &Arc<ListenerStats>)],
+) -> std::fmt::Result {
+    let mut family = encoder.encode_descriptor(
+        "client_h2_floods",
+        "HTTP/2 connections closed for sending control frames faster than max_h2_control_frames, by listener.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (listener, stats) in listeners {
+        let labels: Labels<'_> = vec![("listener", listener)];
+        family
+            .encode_family(&labels)?
+            .encode_counter::<NoLabels, _, f64>(&stats.h2_floods.load(Ordering::Relaxed), None)?;
     }
     Ok(())
 }

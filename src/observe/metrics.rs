@@ -125,6 +125,8 @@ pub(crate) struct ListenerStats {
     // Request limits.
     /// Requests refused for the size of their body (`max_request_body`).
     pub(crate) too_large: AtomicU64,
+    /// HTTP/2 connections closed for a control-frame flood.
+    pub(crate) h2_floods: AtomicU64,
 }
 
 impl ListenerStats {
@@ -140,6 +142,11 @@ impl ListenerStats {
     /// A request was refused for its body's size.
     pub(crate) fn count_too_large(&self) {
         self.too_large.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An HTTP/2 connection was closed for a control-frame flood.
+    pub(crate) fn count_h2_flood(&self) {
+        self.h2_floods.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use super::h2_guard::H2Guard;
 use super::protocol::{self, Graceful, StreamBody, StreamCount, Ticked, Version};
 use super::timer::CHECK_INTERVAL;
 use super::Worker;
@@ -121,11 +122,14 @@ impl Worker {
     {
         let live = info.live.clone();
         // Like its timeouts, a connection keeps its listener's limits.
-        let limits = live
-            .load()
-            .router(&info.listener)
-            .map(|r| r.limits)
-            .unwrap_or_default();
+        let (limits, listener) = {
+            let table = live.load();
+            let router = table.router(&info.listener);
+            (
+                router.map(|r| r.limits).unwrap_or_default(),
+                router.map(|r| r.stats.clone()),
+            )
+        };
         match version {
             Version::Http1 => {
                 let service = service_fn(move |req| forward::handle(req, info.clone()));
@@ -147,6 +151,7 @@ impl Worker {
                         Ok::<_, std::convert::Infallible>(response.map(|body| StreamBody::new(body, open)))
                     }
                 });
+                let io = H2Guard::new(io, limits.h2_control_frames, listener);
                 let connection = self.http.http2().serve_connection(TokioIo::new(io), service);
                 let idle = watch.timeouts.header_read;
                 drive(connection, &stop, watch, &live, Some((&streams, idle))).await;

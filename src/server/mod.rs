@@ -36,6 +36,7 @@
 //! What a request does is [`crate::forward`]'s job, never this module's.
 
 mod connection;
+mod h2_guard;
 mod listeners;
 mod protocol;
 pub(crate) mod timer;

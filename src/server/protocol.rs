@@ -34,6 +34,10 @@
 //!   `body_read_timeout`) are seen within a second as on HTTP/1.1.
 //! - Rapid-reset protection: hyper's defaults (20 pending accept resets,
 //!   1024 locally reset streams).
+//! - Control-frame floods (PING, SETTINGS, WINDOW_UPDATE, ...): capped at
+//!   `max_h2_control_frames` a second by [`super::h2_guard`], under hyper.
+//! - Header fields per request: `max_request_headers`, counted by
+//!   [`crate::forward`] (the `h2` crate limits the list's size only).
 //! - Flow-control windows: hyper's defaults (1 MiB per stream and per
 //!   connection).
 
