@@ -68,8 +68,9 @@ impl prometheus_client::collector::Collector for Scrape {
             listener_metric(&mut encoder, metric, &listeners)?;
         }
         // Request limits.
-        requests_too_large(&mut encoder, &listeners)?;
-        h2_floods(&mut encoder, &listeners)?;
+        for metric in LIMIT_METRICS {
+            listener_metric(&mut encoder, metric, &listeners)?;
+        }
         let servers: Vec<(&str, &Arc<ServerState>)> = table
             .upstreams()
             .flat_map(|pool| pool.servers().map(move |s| (&*pool.name, s)))
@@ -178,43 +179,21 @@ fn listener_metric(
 
 // Request limits.
 
-fn requests_too_large(
-    encoder: &mut DescriptorEncoder<'_>,
-    listeners: &[(&str, &Arc<ListenerStats>)],
-) -> std::fmt::Result {
-    let mut family = encoder.encode_descriptor(
+/// What listeners refused for their request limits, one series per listener.
+const LIMIT_METRICS: [ReadMetric<ListenerStats>; 2] = [
+    (
         "client_requests_too_large",
-        "Requests refused with 413 for their body's size (max_request_body), by listener.",
-        None,
+        "Requests refused with 413 for their body's size (max_request_body).",
         MetricType::Counter,
-    )?;
-    for (listener, stats) in listeners {
-        let labels: Labels<'_> = vec![("listener", listener)];
-        family
-            .encode_family(&labels)?
-            .encode_counter::<NoLabels, _, f64>(&stats.too_large.load(Ordering::Relaxed), None)?;
-    }
-    Ok(())
-}
-
-fn h2_floods(
-    encoder: &mut DescriptorEncoder<'_>,
-    listeners: &[(&str, &Arc<ListenerStats>)],
-) -> std::fmt::Result {
-    let mut family = encoder.encode_descriptor(
+        |s| s.too_large.load(Ordering::Relaxed) as i64,
+    ),
+    (
         "client_h2_floods",
-        "HTTP/2 connections closed for sending control frames faster than max_h2_control_frames, by listener.",
-        None,
+        "HTTP/2 connections closed for sending control frames faster than max_h2_control_frames.",
         MetricType::Counter,
-    )?;
-    for (listener, stats) in listeners {
-        let labels: Labels<'_> = vec![("listener", listener)];
-        family
-            .encode_family(&labels)?
-            .encode_counter::<NoLabels, _, f64>(&stats.h2_floods.load(Ordering::Relaxed), None)?;
-    }
-    Ok(())
-}
+        |s| s.h2_floods.load(Ordering::Relaxed) as i64,
+    ),
+];
 
 fn upstream_attempts(encoder: &mut DescriptorEncoder<'_>, servers: &Servers<'_>) -> std::fmt::Result {
     let mut family = encoder.encode_descriptor(
