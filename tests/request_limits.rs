@@ -149,17 +149,17 @@ async fn a_chunked_body_that_passes_the_limit_is_a_413_and_closed() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let ginx = start(&a, &b, "").await;
     let addr = ginx.addr("web");
-    for n in 1..=2 {
+    for _ in 0..2 {
         let head = "POST /__upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
         // 600 bytes go upstream; the next 600 pass the 1 KiB limit. No
         // last chunk: the body is cut, not finished.
-        let hits = a.hits() + b.hits();
         let (reply, closed) = send_and_read(addr, head, vec![chunk(600), chunk(600)]).await;
         assert_413_and_closed(&reply, closed);
-        // The request reached one server at most once (its head, and part
-        // of its body, may have been written): it was not retried.
-        assert!(a.hits() + b.hits() <= hits + 1, "request {n} retried");
     }
+    // Each request reached a server at most once (its head, and part of
+    // its body, may have been written; the server may see it after the 413
+    // or not at all): neither was retried.
+    assert!(a.hits() + b.hits() <= 2, "retried: {} hits", a.hits() + b.hits());
     assert_eq!(too_large_count(&ginx).await, 2.0);
     // Under the limit, the same chunked upload goes through.
     let head =

@@ -37,6 +37,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
+use http::header::HeaderValue;
 use http::{Request, Response};
 use http_body::Body as _;
 use hyper::body::Incoming;
@@ -49,7 +50,7 @@ use crate::config::RequestLimits;
 use crate::observe::access_log::AccessLogger;
 use crate::observe::metrics::RouteStats;
 use crate::table::Target;
-use crate::upstream::BodyLimits;
+use crate::upstream::{BodyLimits, UpstreamPool};
 use body::AccessEntry;
 use error::Error;
 use headers::{has_request_id, new_request_id, request_host};
@@ -89,19 +90,6 @@ pub(crate) async fn handle(
         (
             None,
             Some(Target::Proxy {
-                max_body: Some(max),
-                stats,
-                ..
-            }),
-        ) if req.body().size_hint().lower() > max => {
-            // The declared length (hyper's size hint is the
-            // `Content-Length`): refused before any server is picked.
-            let length = req.body().size_hint().lower();
-            (Err(Error::BodyTooLarge { length, max }), Some(stats))
-        }
-        (
-            None,
-            Some(Target::Proxy {
                 pool,
                 strip,
                 stats,
@@ -109,19 +97,9 @@ pub(crate) async fn handle(
             }),
         ) => {
             limits.max_size = max_body;
-            let key = pool
-                .hash_key()
-                .map_or(0, |k| request_key(k, &req, &conn.client_ip));
-            let forwarded = match upgrade::upgrade_protocol(&req) {
-                // Boxed: upgrades are rare, and their larger state would otherwise
-                // be part of every request's future.
-                Some(protocol) => {
-                    Box::pin(upgrade::forward_upgrade(
-                        req, protocol, &pool, key, strip, &conn, new_id,
-                    ))
-                    .await
-                }
-                None => retry::forward(req, &pool, key, strip, &conn, new_id, limits).await,
+            let forwarded = match refuse_body(&req, max_body) {
+                Some(refused) => Err(refused),
+                None => proxy(req, &pool, strip, &conn, new_id, limits).await,
             };
             let result = forwarded.map(|(response, server)| {
                 if let Some(access) = &mut access {
@@ -149,6 +127,41 @@ pub(crate) async fn handle(
         response.body_mut().record_when_done(started, stats, access);
     }
     Ok(response)
+}
+
+/// Forward `req` to `pool`: upgraded, or through the attempt loop with
+/// its body held to `limits`.
+async fn proxy(
+    req: Request<Incoming>,
+    pool: &UpstreamPool,
+    strip: Option<usize>,
+    conn: &Arc<Connection>,
+    new_id: Option<HeaderValue>,
+    limits: BodyLimits,
+) -> retry::Forwarded {
+    let key = pool
+        .hash_key()
+        .map_or(0, |k| request_key(k, &req, &conn.client_ip));
+    match upgrade::upgrade_protocol(&req) {
+        // Boxed: upgrades are rare, and their larger state would otherwise
+        // be part of every request's future.
+        Some(protocol) => {
+            Box::pin(upgrade::forward_upgrade(
+                req, protocol, pool, key, strip, conn, new_id,
+            ))
+            .await
+        }
+        None => retry::forward(req, pool, key, strip, conn, new_id, limits).await,
+    }
+}
+
+/// A body whose declared length (hyper's size hint is the
+/// `Content-Length`) is over `max_request_body`: refused before any server
+/// is picked. One comparison, and none without a limit.
+fn refuse_body(req: &Request<Incoming>, max: Option<u64>) -> Option<Error> {
+    let max = max?;
+    let length = req.body().size_hint().lower();
+    (length > max).then_some(Error::BodyTooLarge { length, max })
 }
 
 /// Where the listener's routing table sends `req`; with no match, the
