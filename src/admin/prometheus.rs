@@ -68,6 +68,10 @@ impl prometheus_client::collector::Collector for Scrape {
             listener_metric(&mut encoder, metric, &listeners)?;
         }
         client_connection_limit_pauses(&mut encoder, &listeners)?;
+        // Request limits.
+        for metric in LIMIT_METRICS {
+            listener_metric(&mut encoder, metric, &listeners)?;
+        }
         let servers: Vec<(&str, &Arc<ServerState>)> = table
             .upstreams()
             .flat_map(|pool| pool.servers().map(move |s| (&*pool.name, s)))
@@ -212,6 +216,24 @@ fn listener_metric(
     }
     Ok(())
 }
+
+// Request limits.
+
+/// What listeners refused for their request limits, one series per listener.
+const LIMIT_METRICS: [ReadMetric<ListenerStats>; 2] = [
+    (
+        "client_requests_too_large",
+        "Requests refused with 413 for their body's size (max_request_body).",
+        MetricType::Counter,
+        |s| s.too_large.load(Ordering::Relaxed) as i64,
+    ),
+    (
+        "client_h2_floods",
+        "HTTP/2 connections closed for sending control frames faster than max_h2_control_frames.",
+        MetricType::Counter,
+        |s| s.h2_floods.load(Ordering::Relaxed) as i64,
+    ),
+];
 
 fn upstream_attempts(encoder: &mut DescriptorEncoder<'_>, servers: &Servers<'_>) -> std::fmt::Result {
     let mut family = encoder.encode_descriptor(

@@ -75,7 +75,7 @@ impl Diff {
                 u.clone().unwrap_or_else(|| "(none)".to_owned())
             });
             self.listener_tls(&prefix, &before.tls, &l.tls);
-            self.connection_limits(&prefix, &before.limits, &l.limits);
+            self.connection_limits(&prefix, &before.connection_limits, &l.connection_limits);
             self.routes(name, &before.routes, &l.routes);
         }
         for name in old.keys().filter(|n| !new.contains_key(*n)) {

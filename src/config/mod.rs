@@ -338,7 +338,10 @@ pub(crate) struct Listener {
     /// `tls`: terminate TLS on this listener.
     pub(crate) tls: Option<ListenerTls>,
     /// `max_connections`, `max_connections_per_ip`, `max_requests_per_connection`.
-    pub(crate) limits: ConnectionLimits,
+    pub(crate) connection_limits: ConnectionLimits,
+    /// `max_request_body`, `max_request_headers`, `max_request_line`,
+    /// `max_h2_control_frames`.
+    pub(crate) request_limits: RequestLimits,
 }
 
 /// A listener's connection limits (issue 11: bounded by default).
@@ -365,6 +368,52 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// What one client request (and one HTTP/2 connection) may make ginx hold,
+/// per listener: every one has a default but the body, which is streamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RequestLimits {
+    /// `max_request_body = "10MiB"`: the largest request body, in bytes;
+    /// default none (bodies are streamed, never held whole). A route's own
+    /// `max_request_body` overrides it.
+    pub(crate) max_body: Option<u64>,
+    /// `max_request_headers`, default 100 (hyper's and HAProxy's): header
+    /// fields in one request head; more get 431.
+    pub(crate) max_headers: usize,
+    /// `max_request_line = "8KiB"`, default 8 KiB (nginx's buffer for
+    /// it): the longest request target (path and query); longer gets 414.
+    pub(crate) max_line: usize,
+    /// `max_h2_control_frames`, default 1000: control frames (PING,
+    /// SETTINGS, WINDOW_UPDATE, ...) one HTTP/2 connection may send within
+    /// a second before it is closed as a flood.
+    pub(crate) h2_control_frames: u32,
+}
+
+impl RequestLimits {
+    /// `max_request_headers`' default.
+    pub(crate) const MAX_HEADERS: usize = 100;
+    /// `max_request_headers`' largest value: hyper reserves that many
+    /// header slots per request.
+    pub(crate) const MAX_HEADERS_LIMIT: usize = 1024;
+    /// `max_request_line`'s default.
+    pub(crate) const MAX_LINE: usize = 8 * 1024;
+    /// The largest request head (request line and headers; on HTTP/2 the
+    /// header list) any listener accepts: larger gets 431. Fixed rather
+    /// than a key: 4 nginx buffers of 8 KiB, and hyper's default (its
+    /// whole read buffer, about 400 KiB) is far too generous.
+    pub(crate) const MAX_HEAD: usize = 32 * 1024;
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_body: None,
+            max_headers: Self::MAX_HEADERS,
+            max_line: Self::MAX_LINE,
+            h2_control_frames: 1000,
+        }
+    }
+}
+
 /// `[[listener.NAME.route]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Route {
@@ -374,6 +423,9 @@ pub(crate) struct Route {
     pub(crate) path: Option<String>,
     /// What to do with a matching request.
     pub(crate) action: RouteAction,
+    /// `max_request_body`: overrides the listener's for this route's
+    /// upstream requests.
+    pub(crate) max_request_body: Option<u64>,
 }
 
 /// A route's `host`: compared case-insensitively, port ignored.

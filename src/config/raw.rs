@@ -146,6 +146,19 @@ pub(crate) struct Listener {
     /// `Connection: close`; HTTP/2: GOAWAY). 0: no limit. Default 1000.
     #[schemars(with = "Option<u32>")]
     pub(crate) max_requests_per_connection: Option<Spanned<i64>>,
+    // Request limits.
+    /// Largest request body, like "10MiB"; larger gets 413. Default: no limit.
+    #[schemars(with = "Option<String>")]
+    pub(crate) max_request_body: Option<Spanned<String>>,
+    /// Most header fields in one request; more gets 431. Default 100.
+    #[schemars(with = "Option<i64>")]
+    pub(crate) max_request_headers: Option<Spanned<i64>>,
+    /// Longest request target (path and query), like "8KiB"; longer gets 414. Default "8KiB".
+    #[schemars(with = "Option<String>")]
+    pub(crate) max_request_line: Option<Spanned<String>>,
+    /// HTTP/2 control frames (PING, SETTINGS, ...) per second before the connection is closed. Default 1000.
+    #[schemars(with = "Option<i64>")]
+    pub(crate) max_h2_control_frames: Option<Spanned<i64>>,
 }
 
 /// A listener's `tls`: `cert` and `key`, or `[[...tls.certificates]]`.
@@ -196,6 +209,9 @@ pub(crate) struct Route {
     pub(crate) strip_prefix: Option<Spanned<bool>>,
     /// Answer directly instead of forwarding.
     pub(crate) respond: Option<Respond>,
+    /// Largest request body for this route, like "10MiB"; overrides the listener's.
+    #[schemars(with = "Option<String>")]
+    pub(crate) max_request_body: Option<Spanned<String>>,
 }
 
 /// `respond = { status, body, location }`.

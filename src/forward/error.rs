@@ -28,6 +28,32 @@ pub(super) enum Error {
         /// The upstream's name.
         upstream: Arc<str>,
     },
+    /// The request's `Content-Length` is larger than `max_request_body`:
+    /// refused before any server is picked.
+    #[error("request body of {length} bytes is larger than max_request_body ({max} bytes)")]
+    BodyTooLarge {
+        /// The declared length.
+        length: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// The request target is longer than `max_request_line`.
+    #[error("request target of {length} bytes is longer than max_request_line ({max} bytes)")]
+    LineTooLong {
+        /// Its length.
+        length: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// More header fields than `max_request_headers` (HTTP/2: HTTP/1.1
+    /// requests are refused by hyper, with the same status).
+    #[error("{count} request header fields, more than max_request_headers ({max})")]
+    TooManyHeaders {
+        /// How many.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The last attempt failed (and no retry was allowed or left).
     #[error("upstream `{upstream}` server {server}: {failure}")]
     Failed {
@@ -62,6 +88,10 @@ pub(super) enum Failure {
     /// `min_upload_rate`): the client's fault.
     #[error("{0}")]
     ClientTimeout(Stall),
+    /// The client's body grew past `max_request_body` (this many bytes)
+    /// while it was streamed: the client's fault.
+    #[error("the client's request body passed max_request_body ({0} bytes)")]
+    ClientTooLarge(u64),
 }
 
 /// The status nginx logs for a request whose client went away before the
@@ -82,7 +112,10 @@ impl Failure {
     pub(super) fn is_client_fault(&self) -> bool {
         matches!(
             self,
-            Failure::ClientMalformed | Failure::ClientAborted | Failure::ClientTimeout(_)
+            Failure::ClientMalformed
+                | Failure::ClientAborted
+                | Failure::ClientTimeout(_)
+                | Failure::ClientTooLarge(_)
         )
     }
 
@@ -95,7 +128,8 @@ impl Failure {
             | Failure::ReadTimeout(_)
             | Failure::ClientMalformed
             | Failure::ClientAborted
-            | Failure::ClientTimeout(_) => Outcome::Reset,
+            | Failure::ClientTimeout(_)
+            | Failure::ClientTooLarge(_) => Outcome::Reset,
         }
     }
 
@@ -105,7 +139,10 @@ impl Failure {
             _ if self.is_timeout() => retry_on.timeout,
             Failure::Connect(_) => retry_on.connect,
             Failure::Reset(_) | Failure::ReadTimeout(_) => retry_on.reset,
-            Failure::ClientMalformed | Failure::ClientAborted | Failure::ClientTimeout(_) => false,
+            Failure::ClientMalformed
+            | Failure::ClientAborted
+            | Failure::ClientTimeout(_)
+            | Failure::ClientTooLarge(_) => false,
         }
     }
 }
@@ -127,6 +164,13 @@ impl Error {
                 failure: Failure::ClientTimeout(_),
                 ..
             } => StatusCode::REQUEST_TIMEOUT,
+            Error::BodyTooLarge { .. }
+            | Error::Failed {
+                failure: Failure::ClientTooLarge(_),
+                ..
+            } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::LineTooLong { .. } => StatusCode::URI_TOO_LONG,
+            Error::TooManyHeaders { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::Failed { failure, .. } if failure.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             Error::NoServer { .. } | Error::Failed { .. } => StatusCode::BAD_GATEWAY,
         }
@@ -135,16 +179,23 @@ impl Error {
 
 impl Error {
     /// Whether the client's connection must close after the answer: its
-    /// body was cut off midway, so the rest of it would be read as the next
-    /// request.
+    /// body was cut off midway (or never read), so the rest of it would be
+    /// read as the next request.
     pub(super) fn closes_connection(&self) -> bool {
         matches!(
             self,
-            Error::Failed {
-                failure: Failure::ClientTimeout(_),
-                ..
-            }
+            Error::BodyTooLarge { .. }
+                | Error::Failed {
+                    failure: Failure::ClientTimeout(_) | Failure::ClientTooLarge(_),
+                    ..
+                }
         )
+    }
+
+    /// Whether the request was refused for its body's size, whether
+    /// declared or streamed (counted per listener).
+    pub(super) fn is_too_large(&self) -> bool {
+        self.status() == StatusCode::PAYLOAD_TOO_LARGE
     }
 }
 
@@ -186,5 +237,18 @@ mod tests {
             assert!(error.closes_connection());
         }
         assert!(!failed(Failure::ClientMalformed).closes_connection());
+        let streamed = failed(Failure::ClientTooLarge(10));
+        assert_eq!(streamed.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(streamed.closes_connection() && streamed.is_too_large());
+        assert!(Failure::ClientTooLarge(10).is_client_fault());
+        assert!(!Failure::ClientTooLarge(10).retry_allowed(&RetryOn::default()));
+        let declared = Error::BodyTooLarge { length: 11, max: 10 };
+        assert_eq!(declared.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(declared.closes_connection() && declared.is_too_large());
+        let line = Error::LineTooLong { length: 11, max: 10 };
+        assert_eq!(line.status(), StatusCode::URI_TOO_LONG);
+        let headers = Error::TooManyHeaders { count: 11, max: 10 };
+        assert_eq!(headers.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        assert!(!line.closes_connection() && !headers.is_too_large());
     }
 }

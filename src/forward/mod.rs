@@ -37,17 +37,20 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
+use http::header::HeaderValue;
 use http::{Request, Response};
+use http_body::Body as _;
 use hyper::body::Incoming;
 
 pub(crate) use body::ProxyBody;
 pub(crate) use conn::{Accepted, Connection};
 
 use crate::balance::request_key;
+use crate::config::RequestLimits;
 use crate::observe::access_log::AccessLogger;
 use crate::observe::metrics::RouteStats;
 use crate::table::Target;
-use crate::upstream::BodyLimits;
+use crate::upstream::{BodyLimits, UpstreamPool};
 use body::AccessEntry;
 use error::Error;
 use headers::{has_request_id, new_request_id, request_host};
@@ -58,7 +61,7 @@ pub(crate) async fn handle(
     conn: Arc<Connection>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
-    let (target, unmatched, access_log, limits) = route(&req, &conn);
+    let (target, unmatched, access_log, mut limits, head) = route(&req, &conn);
     let version = req.version();
     let last = conn.count_request(version);
     // A request id is made only when the request has no usable one and
@@ -70,31 +73,34 @@ pub(crate) async fn handle(
     // it would be copied with every request's future whether used or not.
     let mut access = access_log.map(|logger| Box::new(AccessEntry::of(logger, &req, &conn, new_id.as_ref())));
 
-    let (result, stats) = match target {
-        None => (Err(Error::NoRoute), unmatched),
-        Some(Target::Respond {
-            status,
-            body,
-            location,
-            stats,
-        }) => (
+    let (result, stats) = match (refuse_head(&req, &head), target) {
+        (Some(refused), target) => (Err(refused), target.map_or(unmatched, Target::into_stats)),
+        (None, None) => (Err(Error::NoRoute), unmatched),
+        (
+            None,
+            Some(Target::Respond {
+                status,
+                body,
+                location,
+                stats,
+            }),
+        ) => (
             Ok(respond::respond_route(status, body, location.as_deref(), &req)),
             Some(stats),
         ),
-        Some(Target::Proxy { pool, strip, stats }) => {
-            let key = pool
-                .hash_key()
-                .map_or(0, |k| request_key(k, &req, &conn.client_ip));
-            let forwarded = match upgrade::upgrade_protocol(&req) {
-                // Boxed: upgrades are rare, and their larger state would otherwise
-                // be part of every request's future.
-                Some(protocol) => {
-                    Box::pin(upgrade::forward_upgrade(
-                        req, protocol, &pool, key, strip, &conn, new_id,
-                    ))
-                    .await
-                }
-                None => retry::forward(req, &pool, key, strip, &conn, new_id, limits).await,
+        (
+            None,
+            Some(Target::Proxy {
+                pool,
+                strip,
+                stats,
+                max_body,
+            }),
+        ) => {
+            limits.max_size = max_body;
+            let forwarded = match refuse_body(&req, max_body) {
+                Some(refused) => Err(refused),
+                None => proxy(req, &pool, strip, &conn, new_id, limits).await,
             };
             let result = forwarded.map(|(response, server)| {
                 if let Some(access) = &mut access {
@@ -105,7 +111,12 @@ pub(crate) async fn handle(
             (result, Some(stats))
         }
     };
-    let mut response = result.unwrap_or_else(|error| respond::error_response(&error, &conn, version));
+    let mut response = result.unwrap_or_else(|error| {
+        if error.is_too_large() {
+            count_too_large(&conn);
+        }
+        respond::error_response(&error, &conn, version)
+    });
     let status = response.status().as_u16();
     if let Some(stats) = &stats {
         stats.count(status);
@@ -122,10 +133,46 @@ pub(crate) async fn handle(
     Ok(response)
 }
 
+/// Forward `req` to `pool`: upgraded, or through the attempt loop with
+/// its body held to `limits`.
+async fn proxy(
+    req: Request<Incoming>,
+    pool: &UpstreamPool,
+    strip: Option<usize>,
+    conn: &Arc<Connection>,
+    new_id: Option<HeaderValue>,
+    limits: BodyLimits,
+) -> retry::Forwarded {
+    let key = pool
+        .hash_key()
+        .map_or(0, |k| request_key(k, &req, &conn.client_ip));
+    match upgrade::upgrade_protocol(&req) {
+        // Boxed: upgrades are rare, and their larger state would otherwise
+        // be part of every request's future.
+        Some(protocol) => {
+            Box::pin(upgrade::forward_upgrade(
+                req, protocol, pool, key, strip, conn, new_id,
+            ))
+            .await
+        }
+        None => retry::forward(req, pool, key, strip, conn, new_id, limits).await,
+    }
+}
+
+/// A body whose declared length (hyper's size hint is the
+/// `Content-Length`) is over `max_request_body`: refused before any server
+/// is picked. One comparison, and none without a limit.
+fn refuse_body(req: &Request<Incoming>, max: Option<u64>) -> Option<Error> {
+    let max = max?;
+    let length = req.body().size_hint().lower();
+    (length > max).then_some(Error::BodyTooLarge { length, max })
+}
+
 /// Where the listener's routing table sends `req`; with no match, the
 /// listener's stats for unmatched requests instead. The table's guard is
 /// held only for this lookup: what the request needs later it keeps by
-/// `Arc` (the target's pool, the access logger) or copies (the body limits).
+/// `Arc` (the target's pool, the access logger) or copies (the body and
+/// head limits).
 fn route(
     req: &Request<Incoming>,
     conn: &Connection,
@@ -134,6 +181,7 @@ fn route(
     Option<Arc<RouteStats>>,
     Option<AccessLogger>,
     BodyLimits,
+    RequestLimits,
 ) {
     let table = conn.live.load();
     let router = table.router(&conn.listener);
@@ -144,5 +192,41 @@ fn route(
         Some(_) => None,
         None => router.map(|router| router.unmatched.clone()),
     };
-    (target, unmatched, table.access_log.clone(), table.client_body)
+    let head = router.map_or_else(RequestLimits::default, |router| router.request_limits);
+    (
+        target,
+        unmatched,
+        table.access_log.clone(),
+        table.client_body,
+        head,
+    )
+}
+
+/// Why `req`'s head is refused, if it is: a request target longer than
+/// `max_request_line` (hyper has no such limit; its own is 64 KiB), or
+/// more header fields than `max_request_headers` (hyper refuses those on
+/// HTTP/1.1 itself, the `h2` crate only limits the header list's size).
+/// Two comparisons of lengths already known.
+fn refuse_head(req: &Request<Incoming>, limits: &RequestLimits) -> Option<Error> {
+    let length = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if length > limits.max_line {
+        return Some(Error::LineTooLong {
+            length,
+            max: limits.max_line,
+        });
+    }
+    let count = req.headers().len();
+    (count > limits.max_headers).then_some(Error::TooManyHeaders {
+        count,
+        max: limits.max_headers,
+    })
+}
+
+/// Count a request refused for its body's size on its listener (rare: the
+/// table is looked up again rather than its counters carried by every
+/// request).
+fn count_too_large(conn: &Connection) {
+    if let Some(router) = conn.live.load().router(&conn.listener) {
+        router.stats.count_too_large();
+    }
 }

@@ -272,6 +272,7 @@ fn client_fault(upload: Option<&Upload>) -> Option<Failure> {
     match upload?.state() {
         UploadState::Malformed => Some(Failure::ClientMalformed),
         UploadState::Aborted => Some(Failure::ClientAborted),
+        UploadState::TooLarge => upload?.max_size().map(Failure::ClientTooLarge),
         UploadState::Sending | UploadState::Done => None,
     }
 }

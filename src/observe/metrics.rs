@@ -135,6 +135,11 @@ pub(crate) struct ListenerStats {
     /// Connections closed (or sent GOAWAY) after their
     /// `max_requests_per_connection`-th request.
     pub(crate) closed_at_max_requests: AtomicU64,
+    // Request limits.
+    /// Requests refused for the size of their body (`max_request_body`).
+    pub(crate) too_large: AtomicU64,
+    /// HTTP/2 connections closed for a control-frame flood.
+    pub(crate) h2_floods: AtomicU64,
 }
 
 impl ListenerStats {
@@ -143,6 +148,18 @@ impl ListenerStats {
         self.accepted.fetch_add(1, Ordering::Relaxed);
         self.open.fetch_add(1, Ordering::Relaxed);
         OpenConnection(self.clone())
+    }
+}
+
+impl ListenerStats {
+    /// A request was refused for its body's size.
+    pub(crate) fn count_too_large(&self) {
+        self.too_large.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An HTTP/2 connection was closed for a control-frame flood.
+    pub(crate) fn count_h2_flood(&self) {
+        self.h2_floods.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -107,7 +107,7 @@ impl Admission {
             global: table.max_connections.map_or(self.default_max, |n| n as usize),
             listener: table
                 .router(listener)
-                .and_then(|router| router.limits.max_connections)
+                .and_then(|router| router.connection_limits.max_connections)
                 .map(|n| n as usize),
         }
     }

@@ -17,6 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use super::h2_guard::H2Guard;
 use super::protocol::{self, Graceful, StreamBody, StreamCount, Ticked, Version};
 use super::timer::CHECK_INTERVAL;
 use super::Worker;
@@ -120,12 +121,21 @@ impl Worker {
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let live = info.live.clone();
+        // Like its timeouts, a connection keeps its listener's limits.
+        let (limits, listener) = {
+            let table = live.load();
+            let router = table.router(&info.listener);
+            (
+                router.map(|r| r.request_limits).unwrap_or_default(),
+                router.map(|r| r.stats.clone()),
+            )
+        };
         match version {
             Version::Http1 => {
                 let service = service_fn(move |req| forward::handle(req, info.clone()));
                 let connection = self
                     .http
-                    .http1(watch.timeouts.header_read)
+                    .http1(watch.timeouts.header_read, &limits)
                     .serve_connection(TokioIo::new(io), service)
                     .with_upgrades();
                 drive(connection, &stop, watch, &live, None, std::future::pending()).await;
@@ -142,6 +152,7 @@ impl Worker {
                         Ok::<_, std::convert::Infallible>(response.map(|body| StreamBody::new(body, open)))
                     }
                 });
+                let io = H2Guard::new(io, limits.h2_control_frames, listener);
                 let connection = self.http.http2().serve_connection(TokioIo::new(io), service);
                 let idle = watch.timeouts.header_read;
                 drive(

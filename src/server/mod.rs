@@ -39,6 +39,7 @@
 
 mod admission;
 mod connection;
+mod h2_guard;
 mod listeners;
 mod protocol;
 pub(crate) mod timer;
@@ -226,7 +227,7 @@ impl Worker {
                         // for as long as the connection or a tunnel of it is
                         // open.
                         let stats = router.map(|router| router.stats.clone()).unwrap_or_default();
-                        let limits = router.map(|router| router.limits).unwrap_or_default();
+                        let limits = router.map(|router| router.connection_limits).unwrap_or_default();
                         (stats, router.and_then(|router| router.tls.clone()), limits)
                     };
                     // Another worker may have taken the last place since

@@ -13,7 +13,8 @@
 //!
 //! # HTTP/1.1
 //!
-//! Keep-alive on; request heads up to [`MAX_HEADER_SIZE`] (else 431);
+//! Keep-alive on; request heads up to [`MAX_HEADER_SIZE`] (else 431), with
+//! at most `max_request_headers` fields (else 431, hyper's answer);
 //! `header_read_timeout` through [`CheckedTimer`]; upgrades (WebSocket and
 //! any `Upgrade`) are served, tunnelled by [`crate::forward`].
 //!
@@ -33,6 +34,10 @@
 //!   `body_read_timeout`) are seen within a second as on HTTP/1.1.
 //! - Rapid-reset protection: hyper's defaults (20 pending accept resets,
 //!   1024 locally reset streams).
+//! - Control-frame floods (PING, SETTINGS, WINDOW_UPDATE, ...): capped at
+//!   `max_h2_control_frames` a second by [`super::h2_guard`], under hyper.
+//! - Header fields per request: `max_request_headers`, counted by
+//!   [`crate::forward`] (the `h2` crate limits the list's size only).
 //! - Flow-control windows: hyper's defaults (1 MiB per stream and per
 //!   connection).
 
@@ -49,11 +54,12 @@ use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use super::timer::CheckedTimer;
+use crate::config::RequestLimits;
 
 /// Largest request head (request line and headers) accepted; larger ones
 /// get 431. nginx's default limit is 4 buffers of 8 KiB; hyper's default
 /// is its whole read buffer, about 400 KiB.
-pub(crate) const MAX_HEADER_SIZE: usize = 32 * 1024;
+pub(crate) const MAX_HEADER_SIZE: usize = RequestLimits::MAX_HEAD;
 
 /// Most streams one HTTP/2 client may have open at once.
 pub(crate) const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
@@ -102,10 +108,16 @@ impl Default for Builders {
 
 impl Builders {
     /// The HTTP/1.1 builder for one connection, with its header-read
-    /// timeout (fixed for the connection's life).
-    pub(crate) fn http1(&self, header_read_timeout: Duration) -> http1::Builder {
+    /// timeout and its listener's limits (fixed for the connection's life).
+    pub(crate) fn http1(&self, header_read_timeout: Duration, limits: &RequestLimits) -> http1::Builder {
         let mut http1 = self.http1.clone();
         http1.header_read_timeout(header_read_timeout);
+        // hyper's default is the same 100, kept on the stack; any explicit
+        // value is a heap allocation per request (hyper measures ~5%), so
+        // it is set only when the listener asks for another count.
+        if limits.max_headers != RequestLimits::MAX_HEADERS {
+            http1.max_headers(limits.max_headers);
+        }
         http1
     }
 

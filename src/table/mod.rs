@@ -105,6 +105,8 @@ impl RoutingTable {
             client_body: BodyLimits {
                 timeout: config.global.body_read_timeout,
                 min_rate: config.global.min_upload_rate,
+                // Per route: set by each request from its target.
+                max_size: None,
             },
             max_connections: config.global.max_connections,
             listeners,
@@ -126,6 +128,7 @@ impl RoutingTable {
             client_body: BodyLimits {
                 timeout: std::time::Duration::ZERO,
                 min_rate: None,
+                max_size: None,
             },
             max_connections: None,
             listeners: HashMap::new(),

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use super::carry::StatsCarrier;
-use crate::config::{self, ConnectionLimits, HostPattern, RouteAction};
+use crate::config::{self, ConnectionLimits, HostPattern, RequestLimits, RouteAction};
 use crate::observe::metrics::{ListenerStats, RouteStats};
 use crate::upstream::UpstreamPool;
 
@@ -28,6 +28,9 @@ pub(crate) enum Target {
         strip: Option<usize>,
         /// The route's counters.
         stats: Arc<RouteStats>,
+        /// The largest request body, if limited: the route's
+        /// `max_request_body`, else its listener's.
+        max_body: Option<u64>,
     },
     /// Answer directly.
     Respond {
@@ -40,6 +43,15 @@ pub(crate) enum Target {
         /// The route's counters.
         stats: Arc<RouteStats>,
     },
+}
+
+impl Target {
+    /// The route's counters.
+    pub(crate) fn into_stats(self) -> Option<Arc<RouteStats>> {
+        match self {
+            Target::Proxy { stats, .. } | Target::Respond { stats, .. } => Some(stats),
+        }
+    }
 }
 
 /// The routes of one listener.
@@ -66,7 +78,9 @@ pub(crate) struct Router {
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     /// Its connection limits, applied by the accept loop to new connections
     /// (and `max_requests_per_connection` by each new connection).
-    pub(crate) limits: ConnectionLimits,
+    pub(crate) connection_limits: ConnectionLimits,
+    /// The listener's limits on a request (and on an HTTP/2 connection).
+    pub(crate) request_limits: RequestLimits,
 }
 
 /// Routes of one host group, longest prefix first.
@@ -158,11 +172,13 @@ pub(super) fn build_router(
             pool: pool(u),
             strip: None,
             stats: stats.route(name, "default", u),
+            max_body: listener.request_limits.max_body,
         }),
         stats: stats.listener(name),
         unmatched: stats.route(name, "none", ""),
-        limits: listener.limits,
+        connection_limits: listener.connection_limits,
         tls,
+        request_limits: listener.request_limits,
     };
     let mut wildcard: HashMap<Box<str>, PathRoutes> = HashMap::new();
     for route in &listener.routes {
@@ -176,6 +192,7 @@ pub(super) fn build_router(
                 pool: pool(upstream),
                 strip: strip_prefix.then_some(prefix.len()),
                 stats: stats.route(name, &label, upstream),
+                max_body: route.max_request_body.or(listener.request_limits.max_body),
             },
             RouteAction::Respond {
                 status,

@@ -51,19 +51,22 @@ pub(crate) enum UpstreamBody {
 
 impl http_body::Body for UpstreamBody {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    // The client's errors, or `max_request_body` passed (`TooLarge`).
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
         match self.get_mut() {
             UpstreamBody::Client(body, upload) => {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 if let Some(upload) = upload {
-                    upload.note(&polled, body.is_end_stream());
+                    if let Err(too_large) = upload.note(&polled, body.is_end_stream()) {
+                        return Poll::Ready(Some(Err(too_large.into())));
+                    }
                 }
-                polled
+                polled.map_err(Into::into)
             }
             UpstreamBody::Empty => Poll::Ready(None),
         }

@@ -5,7 +5,8 @@
 //! upstream connection's task takes the body, read by the request's attempt
 //! loop in [`crate::forward`], which runs on the client connection's task.
 //! It only exists for requests that have a body; a bodiless request pays
-//! nothing. Everything is a relaxed atomic: one writer, and a reader that
+//! nothing. It also holds the body to its `max_request_body` (one branch
+//! per frame when there is none). Everything is a relaxed atomic: one writer, and a reader that
 //! only needs a recent value, checked about once a second.
 //!
 //! Slowness is measured only while ginx *waits for the client*: from the
@@ -27,7 +28,8 @@ use http_body::Frame;
 use crate::observe::clock::millis;
 
 /// How slow a client's body may be: `[global] body_read_timeout` and
-/// `min_upload_rate`, carried by the routing table to each request.
+/// `min_upload_rate`, carried by the routing table to each request; and how
+/// large: the route's `max_request_body`, set per request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BodyLimits {
     /// The longest single wait for the client's next bytes; also the grace
@@ -36,7 +38,17 @@ pub(crate) struct BodyLimits {
     /// The slowest average rate accepted over the time spent waiting, in
     /// bytes per second.
     pub(crate) min_rate: Option<u64>,
+    /// The most body bytes accepted; `None`, no limit (one branch per
+    /// frame).
+    pub(crate) max_size: Option<u64>,
 }
+
+/// A client's body grew past its `max_request_body`: the error the body
+/// sent upstream ends with, so that the upstream connection, which holds
+/// part of a request, is closed and never reused.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body is larger than max_request_body ({0} bytes)")]
+pub(crate) struct TooLarge(pub(crate) u64);
 
 /// Why a client's body was cut off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +99,8 @@ pub(crate) enum UploadState {
     Malformed,
     /// The client went away (or reset its stream) before its body was whole.
     Aborted,
+    /// The body grew past `max_request_body`.
+    TooLarge,
 }
 
 impl Upload {
@@ -107,7 +121,8 @@ impl Upload {
             0 => UploadState::Sending,
             1 => UploadState::Done,
             2 => UploadState::Malformed,
-            _ => UploadState::Aborted,
+            3 => UploadState::Aborted,
+            _ => UploadState::TooLarge,
         }
     }
 
@@ -118,13 +133,22 @@ impl Upload {
     /// Record what one poll of the client's body gave; `end` is whether the
     /// body is now whole. The clock is read only when a wait starts or
     /// ends, not for frames that were already there.
-    pub(super) fn note(&self, polled: &Poll<Option<Result<Frame<Bytes>, hyper::Error>>>, end: bool) {
+    ///
+    /// # Errors
+    ///
+    /// The body is now larger than its `max_size`: it must end here, with
+    /// this error, instead of the frame.
+    pub(super) fn note(
+        &self,
+        polled: &Poll<Option<Result<Frame<Bytes>, hyper::Error>>>,
+        end: bool,
+    ) -> Result<(), TooLarge> {
         let frame = match polled {
             Poll::Pending => {
                 if self.waiting_since.load(Ordering::Relaxed) == 0 {
                     self.waiting_since.store(millis() + 1, Ordering::Relaxed);
                 }
-                return;
+                return Ok(());
             }
             Poll::Ready(frame) => frame,
         };
@@ -138,13 +162,24 @@ impl Upload {
             None => self.set(UploadState::Done),
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
-                    self.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    let len = data.len() as u64;
+                    let bytes = self.bytes.fetch_add(len, Ordering::Relaxed) + len;
+                    if let Some(max) = self.limits.max_size.filter(|&max| bytes > max) {
+                        self.set(UploadState::TooLarge);
+                        return Err(TooLarge(max));
+                    }
                 }
                 if end {
                     self.set(UploadState::Done);
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The most body bytes it may have, if limited.
+    pub(crate) fn max_size(&self) -> Option<u64> {
+        self.limits.max_size
     }
 
     /// Whether the body, still arriving, is now too slow for its limits.
@@ -200,7 +235,11 @@ mod tests {
     }
 
     fn upload(timeout: Duration, min_rate: Option<u64>) -> Upload {
-        Upload::new(BodyLimits { timeout, min_rate })
+        Upload::new(BodyLimits {
+            timeout,
+            min_rate,
+            max_size: None,
+        })
     }
 
     #[test]
@@ -208,23 +247,37 @@ mod tests {
         // A zero timeout fires as soon as ginx waits, and only then.
         let u = upload(Duration::ZERO, None);
         assert_eq!(u.stalled(), None, "not read yet: the upstream's turn");
-        u.note(&Poll::Pending, false);
+        u.note(&Poll::Pending, false).unwrap();
         assert_eq!(u.stalled(), Some(Stall::Timeout(Duration::ZERO)));
-        u.note(&data(10), false);
+        u.note(&data(10), false).unwrap();
         assert_eq!(u.stalled(), None, "bytes came: no longer waiting");
-        u.note(&Poll::Pending, false);
-        u.note(&data(10), true);
+        u.note(&Poll::Pending, false).unwrap();
+        u.note(&data(10), true).unwrap();
         assert_eq!(u.state(), UploadState::Done);
         assert_eq!(u.stalled(), None, "a whole body is never too slow");
+    }
+
+    #[test]
+    fn a_body_past_its_max_size_ends_at_the_frame_that_passes_it() {
+        let u = Upload::new(BodyLimits {
+            timeout: Duration::from_secs(60),
+            min_rate: None,
+            max_size: Some(100),
+        });
+        assert!(u.note(&data(60), false).is_ok());
+        assert!(u.note(&data(40), false).is_ok(), "exactly the limit is fine");
+        assert!(matches!(u.note(&data(1), false), Err(TooLarge(100))));
+        assert_eq!(u.state(), UploadState::TooLarge);
+        assert_eq!(u.stalled(), None, "no longer sending");
     }
 
     #[test]
     fn the_rate_is_over_the_time_spent_waiting() {
         let waited = |len| {
             let u = upload(Duration::ZERO, Some(1000));
-            u.note(&Poll::Pending, false);
+            u.note(&Poll::Pending, false).unwrap();
             std::thread::sleep(Duration::from_millis(20));
-            u.note(&data(len), false);
+            u.note(&data(len), false).unwrap();
             u.stalled()
         };
         // 1 byte in at least 20 ms: under 1000 B/s.
@@ -233,7 +286,7 @@ mod tests {
         assert_eq!(waited(1_000_000), None);
         // No wait at all (the bytes were there): nothing to measure.
         let u = upload(Duration::ZERO, Some(1000));
-        u.note(&data(1), false);
+        u.note(&data(1), false).unwrap();
         assert_eq!(u.stalled(), None);
     }
 }

@@ -14,8 +14,8 @@ use std::net::SocketAddr;
 use toml::Spanned;
 
 use super::super::raw;
-use super::super::{ConnectionLimits, HostPattern, Listener, Location, Route, RouteAction};
-use super::parse::{parse_bind, BIND_HINT};
+use super::super::{ConnectionLimits, HostPattern, Listener, Location, RequestLimits, Route, RouteAction};
+use super::parse::{parse_bind, parse_size, BIND_HINT};
 use super::{hinted, At, Validator};
 
 /// Appended to an invalid `max_connections` (listener or `[global]`).
@@ -62,15 +62,19 @@ impl Validator<'_> {
             Some(t) => self.listener_tls(at, name, header, t).map(Some),
         };
         let routes = self.routes(at, &l.route);
-        let limits = self.connection_limits(at, l);
-        if let (true, Some(bind), Some(tls), Some(limits)) = (first, bind, tls, limits) {
+        let connection_limits = self.connection_limits(at, l);
+        let request_limits = self.request_limits(at, l);
+        if let (true, Some(bind), Some(tls), Some(connection_limits), Some(request_limits)) =
+            (first, bind, tls, connection_limits, request_limits)
+        {
             let listener = Listener {
                 name: name.clone(),
                 bind,
                 upstream: l.upstream.as_ref().map(|u| u.get_ref().clone()),
                 routes,
                 tls,
-                limits,
+                connection_limits,
+                request_limits,
             };
             self.config.listeners.insert(name.clone(), listener);
         }
@@ -154,6 +158,58 @@ impl Validator<'_> {
         Some(addr)
     }
 
+    /// A listener's request limits, each key's default where it is left
+    /// out; `None` (and errors) when one is invalid.
+    fn request_limits(&mut self, at: At<'_>, l: &raw::Listener) -> Option<RequestLimits> {
+        let mut limits = RequestLimits::default();
+        let mut ok = true;
+        if let Some(size) = &l.max_request_body {
+            limits.max_body = self.size(at, size, "max_request_body");
+            ok &= limits.max_body.is_some();
+        }
+        if let Some(n) = &l.max_request_headers {
+            let most = RequestLimits::MAX_HEADERS_LIMIT as u32;
+            match self.number(at, n, "max_request_headers", (1, most), "") {
+                Some(n) => limits.max_headers = n as usize,
+                None => ok = false,
+            }
+        }
+        if let Some(size) = &l.max_request_line {
+            // A longer line could not fit in the request head anyway.
+            let head = RequestLimits::MAX_HEAD as u64;
+            match self.size(at, size, "max_request_line") {
+                Some(bytes) if bytes <= head => limits.max_line = bytes as usize,
+                Some(_) => {
+                    self.errors.push(at.error(
+                        size.span(),
+                        format!(
+                            "max_request_line `{}` is larger than the whole request head may be ({} KiB): use at most \"{}KiB\"",
+                            size.get_ref(),
+                            head / 1024,
+                            head / 1024
+                        ),
+                    ));
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        if let Some(n) = &l.max_h2_control_frames {
+            match self.number(at, n, "max_h2_control_frames", (1, u32::MAX), " (per second)") {
+                Some(n) => limits.h2_control_frames = n,
+                None => ok = false,
+            }
+        }
+        ok.then_some(limits)
+    }
+
+    /// A size in bytes (`"10MiB"`); `None` and an error if it is not one.
+    fn size(&mut self, at: At<'_>, size: &Spanned<String>, key: &str) -> Option<u64> {
+        parse_size(key, size.get_ref())
+            .map_err(|message| self.errors.push(at.error(size.span(), message)))
+            .ok()
+    }
+
     /// A listener's valid routes, in file order; a route that an earlier one
     /// shadows is an error.
     fn routes(&mut self, at: At<'_>, raw_routes: &[Spanned<raw::Route>]) -> Vec<Route> {
@@ -220,11 +276,20 @@ impl Validator<'_> {
                 ok = false;
             }
         }
+        let max_request_body = match &r.max_request_body {
+            None => None,
+            Some(size) => {
+                let bytes = self.size(at, size, "max_request_body");
+                ok &= bytes.is_some();
+                bytes
+            }
+        };
         let action = self.route_action(at, start, r)?;
         ok.then(|| Route {
             host,
             path: r.path.as_ref().map(|p| p.get_ref().clone()),
             action,
+            max_request_body,
         })
     }
 
@@ -416,6 +481,44 @@ mod tests {
     }
 
     #[test]
+    fn request_limits() {
+        let config = ok(&format!("{WEB}{UP}"));
+        assert_eq!(config.listeners["web"].request_limits, RequestLimits::default());
+        let text = format!(
+            "{WEB}max_request_body = \"1MiB\"\nmax_request_headers = 50\nmax_request_line = \"4KiB\"\n\
+             max_h2_control_frames = 10\n\
+             [[listener.web.route]]\npath = \"/up/\"\nupstream = \"app\"\nmax_request_body = \"1GiB\"\n{UP}"
+        );
+        let config = ok(&text);
+        let web = &config.listeners["web"];
+        assert_eq!(
+            web.request_limits,
+            RequestLimits {
+                max_body: Some(1 << 20),
+                max_headers: 50,
+                max_line: 4096,
+                h2_control_frames: 10,
+            }
+        );
+        assert_eq!(web.routes[0].max_request_body, Some(1 << 30));
+        let text = format!(
+            "{WEB}max_request_body = \"0B\"\nmax_request_headers = 0\nmax_request_line = \"64KiB\"\n\
+             max_h2_control_frames = -1\n\
+             [[listener.web.route]]\npath = \"/up/\"\nupstream = \"app\"\nmax_request_body = \"lots\"\n{UP}"
+        );
+        assert_eq!(
+            errors(&[("ginx.toml", &text)]),
+            [
+                "ginx.toml:4:20: invalid max_request_body `0B`: it must be greater than zero; remove the key for no limit".to_owned(),
+                "ginx.toml:5:23: invalid max_request_headers 0: use a number from 1 to 1024".to_owned(),
+                "ginx.toml:6:20: max_request_line `64KiB` is larger than the whole request head may be (32 KiB): use at most \"32KiB\"".to_owned(),
+                "ginx.toml:7:25: invalid max_h2_control_frames -1: use a number from 1 to 4294967295 (per second)".to_owned(),
+                format!("ginx.toml:11:20: invalid max_request_body `lots`: {}", super::super::parse::SIZE_HINT),
+            ]
+        );
+    }
+
+    #[test]
     fn duplicate_bind() {
         let text = format!(
             "[listener.a]\nbind = \"127.0.0.1:80\"\nupstream = \"app\"\n\
@@ -540,8 +643,16 @@ mod tests {
     #[test]
     fn connection_limits_defaults_and_bounds() {
         let config = ok(&format!("{WEB}{UP}"));
-        assert_eq!(config.listeners["web"].limits, ConnectionLimits::default());
-        assert_eq!(config.listeners["web"].limits.max_requests_per_connection, 1000);
+        assert_eq!(
+            config.listeners["web"].connection_limits,
+            ConnectionLimits::default()
+        );
+        assert_eq!(
+            config.listeners["web"]
+                .connection_limits
+                .max_requests_per_connection,
+            1000
+        );
         assert_eq!(config.global.max_connections, None);
         let text = format!(
             "[global]\nmax_connections = 1\n{WEB}max_connections = 4294967295\n\
@@ -550,7 +661,7 @@ mod tests {
         let config = ok(&text);
         assert_eq!(config.global.max_connections, Some(1));
         assert_eq!(
-            config.listeners["web"].limits,
+            config.listeners["web"].connection_limits,
             ConnectionLimits {
                 max_connections: Some(u32::MAX),
                 max_connections_per_ip: Some(1),

@@ -239,7 +239,7 @@ fn check_host_name(host: &str) -> Result<String, String> {
 pub(super) const RATE_HINT: &str =
     "use a whole number of bytes per second with a unit, like \"500B/s\", \"1KiB/s\" or \"1MB/s\" (KB, MB, GB are powers of 1000; KiB, MiB, GiB of 1024)";
 
-/// Units of `min_upload_rate`: SI prefixes are powers of 1000 and IEC ones
+/// Units of `min_upload_rate` and of sizes: SI prefixes are powers of 1000 and IEC ones
 /// of 1024, as written, so that `1MB/s` means what a network engineer
 /// reads (nginx's `k`/`m` are 1024; ginx does not guess).
 const RATE_UNITS: [(&str, u64); 8] = [
@@ -255,10 +255,27 @@ const RATE_UNITS: [(&str, u64); 8] = [
 
 /// `min_upload_rate = "1KiB/s"`: bytes per second, greater than zero.
 pub(super) fn parse_rate(text: &str) -> Result<u64, String> {
-    let invalid = |why: &str| format!("invalid min_upload_rate `{text}`: {why}{RATE_HINT}");
     let Some(amount) = text.trim().strip_suffix("/s") else {
-        return Err(invalid("a rate ends with \"/s\"; "));
+        return Err(format!(
+            "invalid min_upload_rate `{text}`: a rate ends with \"/s\"; {RATE_HINT}"
+        ));
     };
+    parse_amount("min_upload_rate", text, amount, RATE_HINT, "no minimum")
+}
+
+pub(super) const SIZE_HINT: &str =
+    "use a whole number of bytes with a unit, like \"512KiB\", \"10MiB\" or \"1GB\" (KB, MB, GB are powers of 1000; KiB, MiB, GiB of 1024)";
+
+/// A size such as `max_request_body = "10MiB"`, in bytes, greater than
+/// zero: the units of `min_upload_rate`, without its "/s".
+pub(super) fn parse_size(key: &str, text: &str) -> Result<u64, String> {
+    parse_amount(key, text, text.trim(), SIZE_HINT, "no limit")
+}
+
+/// `amount` (the number and unit of `text`, the value of `key`) in bytes;
+/// zero is refused, `none` says what leaving the key out means.
+fn parse_amount(key: &str, text: &str, amount: &str, hint: &str, none: &str) -> Result<u64, String> {
+    let invalid = |why: &str| format!("invalid {key} `{text}`: {why}{hint}");
     let digits = amount.bytes().take_while(u8::is_ascii_digit).count();
     let (number, unit) = amount.split_at(digits);
     let Ok(number) = number.parse::<u64>() else {
@@ -270,9 +287,9 @@ pub(super) fn parse_rate(text: &str) -> Result<u64, String> {
     };
     match number.checked_mul(scale) {
         Some(0) => Err(format!(
-            "invalid min_upload_rate `{text}`: it must be greater than zero; remove the key for no minimum"
+            "invalid {key} `{text}`: it must be greater than zero; remove the key for {none}"
         )),
-        Some(rate) => Ok(rate),
+        Some(bytes) => Ok(bytes),
         None => Err(invalid("too large; ")),
     }
 }
@@ -316,6 +333,27 @@ mod tests {
         assert_eq!(
             parse_rate("0KiB/s"),
             Err("invalid min_upload_rate `0KiB/s`: it must be greater than zero; remove the key for no minimum".to_owned())
+        );
+    }
+
+    #[test]
+    fn sizes() {
+        let key = "max_request_body";
+        assert_eq!(parse_size(key, "10MiB"), Ok(10 * 1024 * 1024));
+        assert_eq!(parse_size(key, "512 B"), Ok(512));
+        assert_eq!(parse_size(key, "1GB"), Ok(1_000_000_000));
+        assert_eq!(
+            parse_size(key, "10MiB/s"),
+            Err(format!(
+                "invalid max_request_body `10MiB/s`: unknown unit `MiB/s`; {SIZE_HINT}"
+            ))
+        );
+        assert_eq!(
+            parse_size(key, "0KiB"),
+            Err(
+                "invalid max_request_body `0KiB`: it must be greater than zero; remove the key for no limit"
+                    .to_owned()
+            )
         );
     }
 

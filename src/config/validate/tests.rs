@@ -141,6 +141,7 @@ servers = ["[::1]:9003"]
                     upstream: "api".into(),
                     strip_prefix: true
                 },
+                max_request_body: None,
             },
             Route {
                 host: Some(HostPattern::Wildcard(".example.com".into())),
@@ -150,6 +151,7 @@ servers = ["[::1]:9003"]
                     body: String::new(),
                     location: None,
                 },
+                max_request_body: None,
             },
             Route {
                 host: None,
@@ -159,6 +161,7 @@ servers = ["[::1]:9003"]
                     body: "ok\n".into(),
                     location: None,
                 },
+                max_request_body: None,
             },
         ]
     );
@@ -196,7 +199,7 @@ fn unknown_key() {
             "ginx.toml",
             "[listener.web]\nbind = \"127.0.0.1:1\"\nupstreem = \"a\"\n"
         )]),
-        ["ginx.toml:3:1: unknown field `upstreem`: did you mean `upstream`? (expected one of `bind`, `upstream`, `route`, `tls`, `max_connections`, `max_connections_per_ip`, `max_requests_per_connection`)"]
+        ["ginx.toml:3:1: unknown field `upstreem`: did you mean `upstream`? (expected one of `bind`, `upstream`, `route`, `tls`, `max_connections`, `max_connections_per_ip`, `max_requests_per_connection`, `max_request_body`, `max_request_headers`, `max_request_line`, `max_h2_control_frames`)"]
     );
     assert_eq!(
         errors(&[("ginx.toml", "[global]\nlog = 1\n")]),
