@@ -42,13 +42,14 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use super::timer::CheckedTimer;
+use crate::observe::clock;
 
 /// Largest request head (request line and headers) accepted; larger ones
 /// get 431. nginx's default limit is 4 buffers of 8 KiB; hyper's default
@@ -84,7 +85,7 @@ impl Default for Builders {
     fn default() -> Self {
         let mut http1 = http1::Builder::new();
         http1
-            .timer(CheckedTimer)
+            .timer(CheckedTimer::default())
             .keep_alive(true)
             .max_header_size(MAX_HEADER_SIZE);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
@@ -92,7 +93,7 @@ impl Default for Builders {
             // Only sleeps that the connection task re-polls are used (no
             // pings are configured); hyper panics without a timer if one is
             // ever needed, so it gets the same checked one as HTTP/1.1.
-            .timer(CheckedTimer)
+            .timer(CheckedTimer::default())
             .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
             .max_header_list_size(H2_MAX_HEADER_LIST_SIZE)
             .keep_alive_interval(None);
@@ -237,9 +238,9 @@ where
 /// stream tasks, hence atomics (they all run on the same worker thread).
 #[derive(Debug)]
 pub(crate) struct StreamCount {
-    origin: Instant,
     open: AtomicUsize,
-    /// Milliseconds since `origin` at which the last stream ended.
+    /// When the last stream ended (or the connection began), in
+    /// [`clock::millis`].
     idle_since: AtomicU64,
     /// How many times [`StreamCount::wake_pending`] ran.
     ticks: AtomicU64,
@@ -250,9 +251,8 @@ pub(crate) struct StreamCount {
 impl Default for StreamCount {
     fn default() -> Self {
         StreamCount {
-            origin: Instant::now(),
             open: AtomicUsize::new(0),
-            idle_since: AtomicU64::new(0),
+            idle_since: AtomicU64::new(clock::millis()),
             ticks: AtomicU64::new(0),
             pending: Mutex::new(Vec::new()),
         }
@@ -266,13 +266,28 @@ impl StreamCount {
         OpenStream(self.clone())
     }
 
+    /// Whether a stream is open.
+    pub(crate) fn busy(&self) -> bool {
+        self.open.load(Ordering::Relaxed) != 0
+    }
+
     /// How long the connection has had no open stream (zero while it has).
     pub(crate) fn idle_for(&self) -> Duration {
-        if self.open.load(Ordering::Relaxed) != 0 {
+        if self.busy() {
             return Duration::ZERO;
         }
-        let since = Duration::from_millis(self.idle_since.load(Ordering::Relaxed));
-        self.origin.elapsed().saturating_sub(since)
+        let since = self.idle_since.load(Ordering::Relaxed);
+        Duration::from_millis(clock::millis().saturating_sub(since))
+    }
+
+    /// When the connection will have been idle for `timeout`, in
+    /// [`clock::millis`]; `None` while a stream is open.
+    pub(crate) fn idle_deadline(&self, timeout: Duration) -> Option<u64> {
+        if self.busy() {
+            return None;
+        }
+        let since = self.idle_since.load(Ordering::Relaxed);
+        Some(since.saturating_add(timeout.as_millis() as u64))
     }
 
     /// The connection's tick: wake every request that is still pending, so
@@ -372,9 +387,7 @@ pub(crate) struct OpenStream(Arc<StreamCount>);
 impl Drop for OpenStream {
     fn drop(&mut self) {
         let count = &self.0;
-        count
-            .idle_since
-            .store(count.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+        count.idle_since.store(clock::millis(), Ordering::Relaxed);
         count.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
