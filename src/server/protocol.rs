@@ -8,7 +8,7 @@
 //! says which it speaks with ALPN instead, and is never sniffed.
 //!
 //! This module owns the protocol settings; it does not own the connection's
-//! lifetime (ticks, deadlines, draining: [`crate::server`]) nor what a request
+//! lifetime (its alarm, deadlines, draining: [`crate::server`]) nor what a request
 //! does ([`crate::forward`]).
 //!
 //! # HTTP/1.1
@@ -28,9 +28,11 @@
 //!   instead (see [`StreamCount`]), the same rule HTTP/1.1 keep-alive
 //!   connections follow. A dead peer is noticed by TCP like on HTTP/1.1.
 //! - hyper runs each stream's request in a task of its own, which the
-//!   connection's tick does not poll: [`Ticked`] has the tick wake the
-//!   pending ones, so the request path's checked deadlines (`read_timeout`,
-//!   `body_read_timeout`) are seen within a second as on HTTP/1.1.
+//!   connection's task does not poll: while streams are open its alarm
+//!   ticks every second, and [`Ticked`] has the tick wake the pending ones,
+//!   so the request path's checked deadlines (`read_timeout`,
+//!   `body_read_timeout`) are seen within a second. An idle HTTP/2
+//!   connection has no tick: it wakes only at its idle deadline.
 //! - Rapid-reset protection: hyper's defaults (20 pending accept resets,
 //!   1024 locally reset streams).
 //! - Flow-control windows: hyper's defaults (1 MiB per stream and per
