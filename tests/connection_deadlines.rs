@@ -18,14 +18,21 @@ async fn until_closed(stream: &mut TcpStream) -> Option<String> {
     read.ok().map(|_| String::from_utf8_lossy(&buf).into_owned())
 }
 
-#[tokio::test]
-async fn a_silent_connection_is_served_once_it_speaks_or_closed_at_the_header_read_timeout() {
+/// ginx with `header_read_timeout = "1s"` in front of one backend (kept
+/// alive by the caller).
+async fn with_header_read_timeout_1s() -> (Backend, Ginx) {
     let app = Backend::start("app").await;
     let config = format!(
         "[global]\nheader_read_timeout = \"1s\"\n\n{}",
         one_listener(&[app.addr])
     );
     let ginx = Ginx::start(&config, &[], &["web"]).await;
+    (app, ginx)
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_served_once_it_speaks_or_closed_at_the_header_read_timeout() {
+    let (_app, ginx) = with_header_read_timeout_1s().await;
     let addr = ginx.addr("web");
 
     let mut silent = TcpStream::connect(addr).await.unwrap();
@@ -48,12 +55,7 @@ async fn a_silent_connection_is_served_once_it_speaks_or_closed_at_the_header_re
 
 #[tokio::test]
 async fn a_keep_alive_connection_is_still_closed_when_idle_after_a_response_slower_than_the_timeout() {
-    let app = Backend::start("app").await;
-    let config = format!(
-        "[global]\nheader_read_timeout = \"1s\"\n\n{}",
-        one_listener(&[app.addr])
-    );
-    let ginx = Ginx::start(&config, &[], &["web"]).await;
+    let (_app, ginx) = with_header_read_timeout_1s().await;
     let addr = ginx.addr("web");
 
     // The head deadline noted for this request passes while the upstream

@@ -60,10 +60,14 @@ impl Worker {
         // timeout, as waiting for a request head does; the TLS handshake
         // gets what is left of it.
         let deadline = Instant::now() + timeouts.header_read;
+        // A peek, not `readable()`: tokio reports a fresh socket readable at
+        // once. It returns at the first byte, or at EOF or an error, which
+        // TLS or hyper then see for themselves.
+        let mut first = [0u8; 1];
         tokio::select! {
             biased;
             () = stop.cancelled() => return,
-            readable = stream.readable() => if readable.is_err() { return },
+            _ = stream.peek(&mut first) => {}
             () = tokio::time::sleep_until(deadline) => return,
         }
         let start = Start {
