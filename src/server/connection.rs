@@ -152,7 +152,9 @@ impl Worker {
                 let mut http1 = self.http.http1(watch.timeouts.header_read);
                 http1.timer(CheckedTimer::noting(head.clone()));
                 let connection = http1.serve_connection(TokioIo::new(io), service).with_upgrades();
-                drive(connection, &stop, watch.with_head(head), &live, None).await;
+                // Boxed, as the HTTP/2 branch: each connection then holds
+                // the state of the protocol it speaks, not of the larger one.
+                Box::pin(drive(connection, &stop, watch.with_head(head), &live, None)).await;
             }
             Version::Http2 => {
                 let streams = Arc::new(StreamCount::default());
@@ -166,7 +168,7 @@ impl Worker {
                     }
                 });
                 let connection = self.http.http2().serve_connection(TokioIo::new(io), service);
-                drive(connection, &stop, watch, &live, Some(&streams)).await;
+                Box::pin(drive(connection, &stop, watch, &live, Some(&streams))).await;
             }
         }
     }
