@@ -2,14 +2,16 @@
 //!
 //! This module owns [`Connection`]: who the client is, which listener
 //! accepted it, where tunnels run, the header values made once per
-//! connection rather than once per request, and its request count against
-//! `max_requests_per_connection` (per connection, never shared). Accepting the connection and
+//! connection rather than once per request, its request count against
+//! `max_requests_per_connection` (per connection, never shared), and
+//! [`WakeBy`], when the request path's checked deadlines need the
+//! connection's task to re-poll it. Accepting the connection and
 //! serving HTTP on it is [`crate::server`]'s job; what a request does with
 //! this context is the rest of [`crate::forward`]'s.
 
 use std::fmt::Debug;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::header::{HeaderValue, CONNECTION};
@@ -58,6 +60,8 @@ pub(crate) struct Connection {
     /// Woken by an HTTP/2 connection's last request under `max_requests`:
     /// the connection's task then sends GOAWAY.
     last_stream: Notify,
+    /// When the requests' checked deadlines are next due.
+    pub(crate) wake_by: WakeBy,
 }
 
 /// What the server hands a connection it accepted, besides who and where.
@@ -71,6 +75,37 @@ pub(crate) struct Accepted {
     pub(crate) max_requests: u32,
     /// Accepted on a TLS listener.
     pub(crate) tls: bool,
+}
+
+/// The earliest moment ([`crate::observe::clock::millis`]) at which a
+/// request's checked deadline (`read_timeout`, an upload's limits) needs its
+/// future polled. Those deadlines only compare the clock when polled, so
+/// that a request registers no timer; the connection's task reads this
+/// after polling the connection and arms its one timer by it (see
+/// `crate::server::timer`). A request pays a load, and a store when its
+/// deadline is the earliest; the connection task takes the value when its
+/// timer fires, and the requests still pending note theirs again as they
+/// are re-polled.
+#[derive(Debug)]
+pub(crate) struct WakeBy(AtomicU64);
+
+impl WakeBy {
+    /// Be polled by `deadline` at the latest.
+    pub(crate) fn by(&self, deadline: u64) {
+        if deadline < self.0.load(Ordering::Relaxed) {
+            self.0.fetch_min(deadline, Ordering::Relaxed);
+        }
+    }
+
+    /// The earliest deadline noted (`u64::MAX` for none).
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Forget every deadline noted: they are being polled now.
+    pub(crate) fn clear(&self) {
+        self.0.store(u64::MAX, Ordering::Relaxed);
+    }
 }
 
 impl Connection {
@@ -100,6 +135,7 @@ impl Connection {
             max_requests: accepted.max_requests,
             requests: AtomicU32::new(0),
             last_stream: Notify::new(),
+            wake_by: WakeBy(AtomicU64::new(u64::MAX)),
         }
     }
 

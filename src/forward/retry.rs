@@ -25,17 +25,19 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body::Body;
 use hyper::body::Incoming;
 
+use super::conn::WakeBy;
 use super::error::{Error, Failure};
 use super::headers::{self, remove_hop_by_hop, set_host, Message};
 use super::{Connection, ProxyBody};
 use crate::config::{self, UpstreamProtocol};
+use crate::observe::clock;
 use crate::observe::metrics::Outcome;
 use crate::upstream::{
     BodyLimits, HoldOutReason, InFlight, Sender, ServerState, Stall, Upload, UploadState, UpstreamBody,
@@ -87,7 +89,16 @@ pub(super) async fn forward(
             pool.state().count_retry();
         }
         attempts_left -= 1;
-        match attempt(server, req, pool, replay.as_ref(), upload.as_deref()).await {
+        match attempt(
+            server,
+            req,
+            pool,
+            replay.as_ref(),
+            upload.as_deref(),
+            &conn.wake_by,
+        )
+        .await
+        {
             Ok(response) => {
                 let status = response.status();
                 note_response(pool, server, status);
@@ -173,6 +184,7 @@ async fn attempt(
     pool: &UpstreamPool,
     replay: Option<&Replay>,
     upload: Option<&Upload>,
+    wake_by: &WakeBy,
 ) -> Result<Response<ProxyBody>, (Failure, Option<Request<UpstreamBody>>)> {
     let settings = &pool.settings;
     // One transparent resend for the race where a pooled connection is
@@ -197,11 +209,11 @@ async fn attempt(
         let sent = tokio::select! {
             biased;
             sent = sender.try_send_request(req) => sent,
-            () = ReadDeadline::new(settings.read_timeout, upload) => {
+            () = ReadDeadline::new(settings.read_timeout, upload, wake_by) => {
                 // Dropping the send closes that connection.
                 return Err((Failure::ReadTimeout(settings.read_timeout), None));
             }
-            stall = UploadDeadline(upload) => {
+            stall = UploadDeadline(upload, wake_by) => {
                 // The client's fault; dropping the send closes the upstream
                 // connection, which holds the unfinished body.
                 return Err((Failure::ClientTimeout(stall), None));
@@ -248,23 +260,32 @@ async fn attempt(
 
 /// `read_timeout`, counted from when the request has been sent whole:
 /// at once for a request without a body, else from the end of the upload.
-/// Checked, not scheduled, like [`crate::server::timer`]'s deadlines: the client
-/// connection's tick polls it.
+/// Checked, not scheduled, like [`crate::server`]'s header-read deadline:
+/// while pending it notes its deadline in the connection's [`WakeBy`], and
+/// the connection's task re-polls it then.
 pub(super) struct ReadDeadline<'a> {
     timeout: Duration,
     upload: Option<&'a Upload>,
-    deadline: Option<Instant>,
+    /// In [`clock::millis`], once it runs.
+    deadline: Option<u64>,
+    wake_by: &'a WakeBy,
 }
 
 impl<'a> ReadDeadline<'a> {
-    pub(super) fn new(timeout: Duration, upload: Option<&'a Upload>) -> Self {
-        let deadline = upload.is_none().then(|| Instant::now() + timeout);
+    pub(super) fn new(timeout: Duration, upload: Option<&'a Upload>, wake_by: &'a WakeBy) -> Self {
+        let deadline = upload.is_none().then(|| after(timeout));
         ReadDeadline {
             timeout,
             upload,
             deadline,
+            wake_by,
         }
     }
+}
+
+/// `timeout` from now, in [`clock::millis`].
+fn after(timeout: Duration) -> u64 {
+    clock::millis().saturating_add(timeout.as_millis() as u64)
 }
 
 /// The client's fault, if the upload failed on the client's side.
@@ -285,32 +306,45 @@ impl std::future::Future for ReadDeadline<'_> {
         let deadline = match this.deadline {
             Some(deadline) => deadline,
             None if this.upload.is_some_and(|u| u.state() == UploadState::Done) => {
-                *this.deadline.insert(Instant::now() + this.timeout)
+                *this.deadline.insert(after(this.timeout))
             }
+            // The upload's own deadline has the connection re-poll this.
             None => return Poll::Pending,
         };
-        if Instant::now() >= deadline {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
+        if clock::millis() >= deadline {
+            return Poll::Ready(());
         }
+        this.wake_by.by(deadline);
+        Poll::Pending
     }
 }
 
+/// How often a request whose body is still arriving is re-polled for
+/// `body_read_timeout`, `min_upload_rate` and the end of its upload: the
+/// body is read by the upstream connection's task, which cannot say when a
+/// wait for the client begins, so this is checked rather than computed.
+const UPLOAD_CHECK: Duration = Duration::from_secs(1);
+
 /// `body_read_timeout` and `min_upload_rate` for a request with a body
 /// still arriving: ready with the reason once the client is too slow.
-/// Checked, like [`ReadDeadline`]: the client connection's tick polls it.
-/// Never ready for a request without a body.
-struct UploadDeadline<'a>(Option<&'a Upload>);
+/// Checked, like [`ReadDeadline`], every [`UPLOAD_CHECK`] while the body
+/// arrives. Never ready for a request without a body.
+struct UploadDeadline<'a>(Option<&'a Upload>, &'a WakeBy);
 
 impl std::future::Future for UploadDeadline<'_> {
     type Output = Stall;
 
     fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Stall> {
-        match self.0.and_then(Upload::stalled) {
-            Some(stall) => Poll::Ready(stall),
-            None => Poll::Pending,
+        let Some(upload) = self.0 else {
+            return Poll::Pending;
+        };
+        if let Some(stall) = upload.stalled() {
+            return Poll::Ready(stall);
         }
+        if upload.state() == UploadState::Sending {
+            self.1.by(after(UPLOAD_CHECK));
+        }
+        Poll::Pending
     }
 }
 

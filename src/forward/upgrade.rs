@@ -72,7 +72,7 @@ pub(super) async fn forward_upgrade(
     let sent = tokio::select! {
         biased;
         sent = sender.try_send_request(req) => sent,
-        () = ReadDeadline::new(settings.read_timeout, None) => {
+        () = ReadDeadline::new(settings.read_timeout, None, &conn.wake_by) => {
             return Err(failed(Failure::ReadTimeout(settings.read_timeout)));
         }
     };

@@ -240,11 +240,12 @@ impl WriteStall {
         }
     }
 
-    /// How long writes have been waiting (zero while they go through).
-    pub(crate) fn stalled_for(&self) -> Duration {
+    /// When writes that keep waiting will have waited `timeout`, in
+    /// [`super::clock::millis`]; `None` while they go through.
+    pub(crate) fn deadline(&self, timeout: Duration) -> Option<u64> {
         match self.since.load(Ordering::Relaxed) {
-            0 => Duration::ZERO,
-            since => Duration::from_millis(Self::now().saturating_sub(since)),
+            0 => None,
+            since => Some((since - 1).saturating_add(timeout.as_millis() as u64)),
         }
     }
 }

@@ -1,27 +1,37 @@
 //! One client connection, from the accepted socket to its last byte: the
-//! TLS handshake or the h2c preface, hyper serving HTTP/1.1 or HTTP/2 on it,
-//! and [`drive`], which re-polls it for its header-read deadline, closes an
-//! idle HTTP/2 connection, and gives it the shutdown timeout once its
-//! listener stops.
+//! wait for its first byte, the TLS handshake or the h2c preface, hyper
+//! serving HTTP/1.1 or HTTP/2 on it, and [`drive`], which wakes it when one
+//! of its deadlines is due (the header-read timeout, `send_timeout`, the
+//! HTTP/2 idle close, the requests' checked deadlines), and gives it the
+//! shutdown timeout once its listener stops.
+//!
+//! A connection costs no CPU while nothing is due: its task holds one timer
+//! ([`Alarm`]), armed at the earliest deadline it knows of, not a periodic
+//! tick (see [`super::timer`]). Before its first byte it costs only its
+//! task and socket: hyper, TLS and their buffers come once it is readable.
 //!
 //! This module owns the connection's lifetime; which protocol it speaks and
 //! with which limits is [`super::protocol`]'s decision, and what each request
 //! does is [`crate::forward`]'s job.
 
+use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::h2_guard::H2Guard;
 use super::protocol::{self, Graceful, StreamBody, StreamCount, Ticked, Version};
-use super::timer::CHECK_INTERVAL;
+use super::timer::{Alarm, CheckedTimer, HeadDeadline, CHECK_INTERVAL, NEVER};
 use super::Worker;
 use crate::forward::{self, Connection};
+use crate::observe::clock;
 use crate::observe::metrics::{CountingIo, ListenerStats, WriteStall};
 use crate::table::Live;
 use crate::tls;
@@ -47,20 +57,49 @@ impl Worker {
                 send: table.send_timeout,
             }
         };
-        let header_read_timeout = timeouts.header_read;
+        // Waiting for the first bytes counts against the header-read
+        // timeout, as waiting for a request head does; the TLS handshake
+        // gets what is left of it.
+        let deadline = Instant::now() + timeouts.header_read;
+        // A peek, not `readable()`: tokio reports a fresh socket readable at
+        // once. It returns at the first byte, or at EOF or an error, which
+        // TLS or hyper then see for themselves.
+        let mut first = [0u8; 1];
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            _ = stream.peek(&mut first) => {}
+            () = tokio::time::sleep_until(deadline) => return,
+        }
+        let start = Start {
+            stats,
+            tls,
+            info,
+            timeouts,
+            deadline,
+        };
+        // Boxed: TLS and hyper's connections are nearly all of this task's
+        // state; inline, a connection that has sent nothing would hold them.
+        Box::pin(self.serve_readable(stream, start, stop)).await;
+    }
+
+    /// [`Worker::serve_connection`] once the client has sent something.
+    async fn serve_readable(&self, stream: TcpStream, start: Start, stop: CancellationToken) {
+        let Start {
+            stats,
+            tls,
+            info,
+            timeouts,
+            deadline,
+        } = start;
         let stall = Arc::new(WriteStall::default());
-        // Re-polls the connection so hyper sees its header-read deadline
-        // pass (see `crate::server::timer`): the only timer this connection needs.
-        let mut check = tokio::time::interval(CHECK_INTERVAL);
-        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         if let Some(config) = tls {
-            // The handshake gets the header-read timeout: it is what a
-            // client must complete before it can send a request head.
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            let left = deadline.saturating_duration_since(Instant::now());
             let stream = tokio::select! {
                 biased;
                 () = stop.cancelled() => return,
-                accepted = tls::accept(&acceptor, stream, header_read_timeout) => match accepted {
+                accepted = tls::accept(&acceptor, stream, left) => match accepted {
                     Ok(stream) => stream,
                     Err(error) => {
                         tracing::debug!(listener = %info.listener, client = %info.client, %error, "TLS handshake failed");
@@ -75,33 +114,19 @@ impl Worker {
             };
             // Counted above TLS: the bytes of HTTP, as on plaintext listeners.
             let io = CountingIo::new(stream, stats, stall.clone());
-            let watch = Watch {
-                check,
-                stall,
-                timeouts,
-            };
+            let watch = Watch::new(stall, timeouts, &info);
             return self.serve_http(version, io, info, stop, watch).await;
         }
         let stream = CountingIo::new(stream, stats, stall.clone());
-        // Waiting for the first bytes counts against the header-read
-        // timeout, as waiting for a request head does.
-        let deadline = std::time::Instant::now() + header_read_timeout;
-        let mut detect = pin!(protocol::detect(stream));
-        let detected = loop {
-            tokio::select! {
-                biased;
-                detected = detect.as_mut() => break detected,
-                () = stop.cancelled() => return,
-                _ = check.tick() => if std::time::Instant::now() >= deadline { return },
-            }
+        let detected = tokio::select! {
+            biased;
+            detected = protocol::detect(stream) => detected,
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep_until(deadline) => return,
         };
         match detected {
             Ok((version, io)) => {
-                let watch = Watch {
-                    check,
-                    stall,
-                    timeouts,
-                };
+                let watch = Watch::new(stall, timeouts, &info);
                 self.serve_http(version, io, info, stop, watch).await
             }
             Err(error) => tracing::debug!(%error, "client connection failed before its first request"),
@@ -133,12 +158,22 @@ impl Worker {
         match version {
             Version::Http1 => {
                 let service = service_fn(move |req| forward::handle(req, info.clone()));
-                let connection = self
-                    .http
-                    .http1(watch.timeouts.header_read, &limits)
-                    .serve_connection(TokioIo::new(io), service)
-                    .with_upgrades();
-                drive(connection, &stop, watch, &live, None, std::future::pending()).await;
+                let head = Arc::new(HeadDeadline::default());
+                let mut http1 = self.http.http1(watch.timeouts.header_read, &limits);
+                http1.timer(CheckedTimer::noting(head.clone()));
+                let connection = http1.serve_connection(TokioIo::new(io), service).with_upgrades();
+                // Boxed, as the HTTP/2 branch: each connection then holds
+                // the state of the protocol it speaks, not of the larger one.
+                let watch = watch.with_head(head);
+                Box::pin(drive(
+                    connection,
+                    &stop,
+                    watch,
+                    &live,
+                    None,
+                    std::future::pending(),
+                ))
+                .await;
             }
             Version::Http2 => {
                 let conn = info.clone();
@@ -154,28 +189,76 @@ impl Worker {
                 });
                 let io = H2Guard::new(io, limits.h2_control_frames, listener);
                 let connection = self.http.http2().serve_connection(TokioIo::new(io), service);
-                let idle = watch.timeouts.header_read;
-                drive(
+                let last_request = conn.last_stream();
+                Box::pin(drive(
                     connection,
                     &stop,
                     watch,
                     &live,
-                    Some((&streams, idle)),
-                    conn.last_stream(),
-                )
+                    Some(&streams),
+                    last_request,
+                ))
                 .await;
             }
         }
     }
 }
 
-/// What a connection's task watches besides the connection itself: its
-/// tick (see [`super::timer`]), how long its writes have waited for the
-/// client, and its timeouts.
-pub(super) struct Watch {
-    check: tokio::time::Interval,
-    stall: Arc<WriteStall>,
+/// What [`Worker::serve_readable`] takes over from the accept.
+struct Start {
+    stats: Arc<ListenerStats>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    info: Arc<Connection>,
     timeouts: Timeouts,
+    /// The header-read deadline of the first bytes (and the handshake).
+    deadline: Instant,
+}
+
+/// What a connection's task watches besides the connection itself: the
+/// deadlines its alarm is armed by.
+pub(super) struct Watch {
+    /// Since when its writes have waited for the client (`send_timeout`).
+    stall: Arc<WriteStall>,
+    /// hyper's header-read deadline (HTTP/1.1).
+    head: Option<Arc<HeadDeadline>>,
+    /// Its requests' checked deadlines.
+    info: Arc<Connection>,
+    timeouts: Timeouts,
+}
+
+impl Watch {
+    fn new(stall: Arc<WriteStall>, timeouts: Timeouts, info: &Arc<Connection>) -> Self {
+        Watch {
+            stall,
+            head: None,
+            info: info.clone(),
+            timeouts,
+        }
+    }
+
+    fn with_head(self, head: Arc<HeadDeadline>) -> Self {
+        Watch {
+            head: Some(head),
+            ..self
+        }
+    }
+
+    /// The earliest deadline (in [`clock::millis`]) the alarm must fire by,
+    /// as far as the connection's state says: loads, no clock read.
+    fn due(&self, streams: Option<&StreamCount>, grace: Option<u64>) -> u64 {
+        let head = self.head.as_ref().map_or(NEVER, |head| head.get());
+        let stall = self.stall.deadline(self.timeouts.send).unwrap_or(NEVER);
+        // An HTTP/2 connection with no stream is closed after the
+        // header-read timeout, as an idle HTTP/1.1 keep-alive one is.
+        let idle = match (streams, grace) {
+            (Some(streams), None) => streams.idle_deadline(self.timeouts.header_read).unwrap_or(NEVER),
+            _ => NEVER,
+        };
+        head.min(stall)
+            .min(idle)
+            .min(self.info.wake_by.get())
+            .min(grace.unwrap_or(NEVER))
+    }
 }
 
 /// The timeouts a connection keeps from the table it was accepted with.
@@ -185,67 +268,123 @@ struct Timeouts {
     send: Duration,
 }
 
-/// Poll `connection` (and re-poll it every tick) until it ends; once `stop`
-/// fires, or an HTTP/2 connection has had no stream for `idle`'s timeout,
-/// or once `last_request` (`max_requests_per_connection` on HTTP/2: GOAWAY),
-/// shut it down gracefully and give it the shutdown timeout to finish. An
-/// HTTP/2 connection's tick also wakes its pending streams' requests, which
-/// hyper runs in tasks of their own.
+/// What woke a connection's task.
+enum Event {
+    Ended(hyper::Result<()>),
+    /// `stop` fired, or the connection had its last request under
+    /// `max_requests_per_connection` (HTTP/2: GOAWAY, open streams finish).
+    Stop,
+    Due,
+}
+
+/// What a due alarm decided.
+enum Verdict {
+    /// Re-poll the connection and go on.
+    Continue,
+    /// Shut it down gracefully (an HTTP/2 connection idle too long).
+    Drain,
+    /// Close it now.
+    Close,
+}
+
+/// Poll `connection` until it ends, re-polling it whenever its alarm is due
+/// (see [`super::timer`]); once `stop` fires, or an HTTP/2 connection (one
+/// with `streams`) has had no stream for the header-read timeout, shut it
+/// down gracefully and give it the shutdown timeout to finish. While an
+/// HTTP/2 connection has open streams its alarm also fires every
+/// [`CHECK_INTERVAL`] to wake their requests, which hyper runs in tasks of
+/// their own, so that they check their deadlines. `last_request` drains the
+/// connection as `stop` does.
 async fn drive<C: Graceful>(
     connection: C,
     stop: &CancellationToken,
     watch: Watch,
     live: &Live,
-    idle: Option<(&StreamCount, Duration)>,
-    last_request: impl std::future::Future<Output = ()>,
+    streams: Option<&StreamCount>,
+    last_request: impl Future<Output = ()>,
 ) {
-    let Watch {
-        mut check,
-        stall,
-        timeouts,
-    } = watch;
     let mut connection = pin!(connection);
     let mut last_request = pin!(last_request);
+    let mut alarm = pin!(Alarm::new());
+    let mut stopping = pin!(stop.cancelled());
+    // Once shutting down: when the shutdown timeout ends.
+    let mut grace: Option<u64> = None;
+    // Whether the alarm is set for the open streams' next check.
+    let mut ticking = false;
     loop {
-        tokio::select! {
-            biased;
-            result = connection.as_mut() => {
+        let event = poll_fn(|cx| {
+            if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                return Poll::Ready(Event::Ended(result));
+            }
+            if grace.is_none()
+                && (stopping.as_mut().poll(cx).is_ready() || last_request.as_mut().poll(cx).is_ready())
+            {
+                return Poll::Ready(Event::Stop);
+            }
+            if !ticking && streams.is_some_and(StreamCount::busy) {
+                ticking = true;
+                alarm
+                    .as_mut()
+                    .by(clock::millis() + CHECK_INTERVAL.as_millis() as u64);
+            }
+            alarm.as_mut().by(watch.due(streams, grace));
+            alarm.as_mut().poll_due(cx).map(|()| Event::Due)
+        })
+        .await;
+        let verdict = match event {
+            Event::Ended(result) => {
                 if let Err(error) = result {
                     tracing::debug!(%error, "client connection ended with an error");
                 }
                 return;
             }
-            () = stop.cancelled() => break,
-            () = last_request.as_mut() => break,
-            _ = check.tick() => {
-                if stall.stalled_for() >= timeouts.send {
-                    // The client stopped reading: drop the connection (and
-                    // with it the response and its upstream connection).
-                    tracing::debug!(timeout = ?timeouts.send, "client stopped reading for send_timeout; closing its connection");
-                    return;
-                }
-                if let Some((streams, _)) = idle {
-                    streams.wake_pending();
-                }
-                if idle.is_some_and(|(streams, timeout)| streams.idle_for() >= timeout) {
-                    break;
-                }
+            Event::Stop => Verdict::Drain,
+            Event::Due => {
+                ticking = false;
+                on_due(&watch, streams, grace)
             }
+        };
+        match verdict {
+            Verdict::Continue => {}
+            Verdict::Drain => {
+                connection.as_mut().graceful_shutdown();
+                grace = Some(clock::millis() + live.load().shutdown_timeout.as_millis() as u64);
+            }
+            Verdict::Close => return,
         }
     }
-    connection.as_mut().graceful_shutdown();
-    let mut grace = pin!(tokio::time::sleep(live.load().shutdown_timeout));
-    loop {
-        tokio::select! {
-            biased;
-            _ = connection.as_mut() => return,
-            () = grace.as_mut() => break,
-            _ = check.tick() => {
-                if let Some((streams, _)) = idle {
-                    streams.wake_pending();
-                }
-            }
-        }
+}
+
+/// The alarm of a connection fired: decide what is due, and forget the
+/// deadlines that are being seen to (the connection is re-polled next,
+/// and what is still pending notes its deadline again).
+fn on_due(watch: &Watch, streams: Option<&StreamCount>, grace: Option<u64>) -> Verdict {
+    let now = clock::millis();
+    if grace.is_some_and(|grace| now >= grace) {
+        tracing::debug!("connection still busy at the shutdown deadline; closing it");
+        return Verdict::Close;
     }
-    tracing::debug!("connection still busy at the shutdown deadline; closing it");
+    if watch
+        .stall
+        .deadline(watch.timeouts.send)
+        .is_some_and(|due| now >= due)
+    {
+        // The client stopped reading: drop the connection (and with it the
+        // response and its upstream connection).
+        tracing::debug!(timeout = ?watch.timeouts.send, "client stopped reading for send_timeout; closing its connection");
+        return Verdict::Close;
+    }
+    if let Some(head) = &watch.head {
+        // Passed: hyper sees it expire when re-polled now, or it was stale.
+        head.ahead_of(now);
+    }
+    watch.info.wake_by.clear();
+    let Some(streams) = streams else {
+        return Verdict::Continue;
+    };
+    streams.wake_pending();
+    if grace.is_none() && streams.idle_for() >= watch.timeouts.header_read {
+        return Verdict::Drain;
+    }
+    Verdict::Continue
 }

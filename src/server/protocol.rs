@@ -8,7 +8,7 @@
 //! says which it speaks with ALPN instead, and is never sniffed.
 //!
 //! This module owns the protocol settings; it does not own the connection's
-//! lifetime (ticks, deadlines, draining: [`crate::server`]) nor what a request
+//! lifetime (its alarm, deadlines, draining: [`crate::server`]) nor what a request
 //! does ([`crate::forward`]).
 //!
 //! # HTTP/1.1
@@ -29,9 +29,11 @@
 //!   instead (see [`StreamCount`]), the same rule HTTP/1.1 keep-alive
 //!   connections follow. A dead peer is noticed by TCP like on HTTP/1.1.
 //! - hyper runs each stream's request in a task of its own, which the
-//!   connection's tick does not poll: [`Ticked`] has the tick wake the
-//!   pending ones, so the request path's checked deadlines (`read_timeout`,
-//!   `body_read_timeout`) are seen within a second as on HTTP/1.1.
+//!   connection's task does not poll: while streams are open its alarm
+//!   ticks every second, and [`Ticked`] has the tick wake the pending ones,
+//!   so the request path's checked deadlines (`read_timeout`,
+//!   `body_read_timeout`) are seen within a second. An idle HTTP/2
+//!   connection has no tick: it wakes only at its idle deadline.
 //! - Rapid-reset protection: hyper's defaults (20 pending accept resets,
 //!   1024 locally reset streams).
 //! - Control-frame floods (PING, SETTINGS, WINDOW_UPDATE, ...): capped at
@@ -41,13 +43,14 @@
 //! - Flow-control windows: hyper's defaults (1 MiB per stream and per
 //!   connection).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::TokioExecutor;
@@ -55,6 +58,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 use super::timer::CheckedTimer;
 use crate::config::RequestLimits;
+use crate::observe::clock;
 
 /// Largest request head (request line and headers) accepted; larger ones
 /// get 431. nginx's default limit is 4 buffers of 8 KiB; hyper's default
@@ -90,7 +94,7 @@ impl Default for Builders {
     fn default() -> Self {
         let mut http1 = http1::Builder::new();
         http1
-            .timer(CheckedTimer)
+            .timer(CheckedTimer::default())
             .keep_alive(true)
             .max_header_size(MAX_HEADER_SIZE);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
@@ -98,7 +102,7 @@ impl Default for Builders {
             // Only sleeps that the connection task re-polls are used (no
             // pings are configured); hyper panics without a timer if one is
             // ever needed, so it gets the same checked one as HTTP/1.1.
-            .timer(CheckedTimer)
+            .timer(CheckedTimer::default())
             .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
             .max_header_list_size(H2_MAX_HEADER_LIST_SIZE)
             .keep_alive_interval(None);
@@ -249,24 +253,30 @@ where
 /// stream tasks, hence atomics (they all run on the same worker thread).
 #[derive(Debug)]
 pub(crate) struct StreamCount {
-    origin: Instant,
     open: AtomicUsize,
-    /// Milliseconds since `origin` at which the last stream ended.
+    /// When the last stream ended (or the connection began), in
+    /// [`clock::millis`].
     idle_since: AtomicU64,
     /// How many times [`StreamCount::wake_pending`] ran.
     ticks: AtomicU64,
-    /// The pending requests that asked to be woken by the next tick.
-    pending: Mutex<Vec<Waker>>,
+    /// The pending requests that asked to be woken by the next tick, by
+    /// [`Ticked`] id. A request that ends takes its waker out at once: a
+    /// waker keeps its task's allocation (the size of the whole request
+    /// future) alive, and at tens of thousands of streams a second a
+    /// second's worth of finished tasks was hundreds of MiB.
+    pending: Mutex<HashMap<u64, Waker>>,
+    /// The id of the next [`Ticked`].
+    next_id: AtomicU64,
 }
 
 impl Default for StreamCount {
     fn default() -> Self {
         StreamCount {
-            origin: Instant::now(),
             open: AtomicUsize::new(0),
-            idle_since: AtomicU64::new(0),
+            idle_since: AtomicU64::new(clock::millis()),
             ticks: AtomicU64::new(0),
-            pending: Mutex::new(Vec::new()),
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
         }
     }
 }
@@ -278,43 +288,76 @@ impl StreamCount {
         OpenStream(self.clone())
     }
 
+    /// Whether a stream is open.
+    pub(crate) fn busy(&self) -> bool {
+        self.open.load(Ordering::Relaxed) != 0
+    }
+
     /// How long the connection has had no open stream (zero while it has).
     pub(crate) fn idle_for(&self) -> Duration {
-        if self.open.load(Ordering::Relaxed) != 0 {
+        if self.busy() {
             return Duration::ZERO;
         }
-        let since = Duration::from_millis(self.idle_since.load(Ordering::Relaxed));
-        self.origin.elapsed().saturating_sub(since)
+        let since = self.idle_since.load(Ordering::Relaxed);
+        Duration::from_millis(clock::millis().saturating_sub(since))
+    }
+
+    /// When the connection will have been idle for `timeout`, in
+    /// [`clock::millis`]; `None` while a stream is open.
+    pub(crate) fn idle_deadline(&self, timeout: Duration) -> Option<u64> {
+        if self.busy() {
+            return None;
+        }
+        let since = self.idle_since.load(Ordering::Relaxed);
+        Some(since.saturating_add(timeout.as_millis() as u64))
     }
 
     /// The connection's tick: wake every request that is still pending, so
     /// that it checks its deadlines.
     pub(crate) fn wake_pending(&self) {
         self.ticks.fetch_add(1, Ordering::Relaxed);
-        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
-        pending.into_iter().for_each(Waker::wake);
+        let pending = std::mem::take(&mut *self.pending());
+        pending.into_values().for_each(Waker::wake);
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waker>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 pin_project_lite::pin_project! {
     /// A stream's request future that the connection's tick wakes while it
     /// is pending (at most one registration per tick: a lock a second per
-    /// pending request, none for one that completes at its first poll).
+    /// pending request, and one more when it ends; none for one that
+    /// completes at its first poll).
     pub(crate) struct Ticked<F> {
         #[pin]
         inner: F,
         streams: Arc<StreamCount>,
+        // Its key in `streams.pending`.
+        id: u64,
         // The tick it last registered for; `u64::MAX` for none.
         registered: u64,
+    }
+
+    impl<F> PinnedDrop for Ticked<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if *this.registered != u64::MAX {
+                this.streams.pending().remove(this.id);
+            }
+        }
     }
 }
 
 impl<F> Ticked<F> {
     /// `inner`, woken by `streams`' connection tick.
     pub(crate) fn new(inner: F, streams: Arc<StreamCount>) -> Self {
+        let id = streams.next_id.fetch_add(1, Ordering::Relaxed);
         Ticked {
             inner,
             streams,
+            id,
             registered: u64::MAX,
         }
     }
@@ -330,12 +373,7 @@ impl<F: Future> Future for Ticked<F> {
             let tick = this.streams.ticks.load(Ordering::Relaxed);
             if *this.registered != tick {
                 *this.registered = tick;
-                let mut pending = this
-                    .streams
-                    .pending
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                pending.push(cx.waker().clone());
+                this.streams.pending().insert(*this.id, cx.waker().clone());
             }
         }
         polled
@@ -384,9 +422,7 @@ pub(crate) struct OpenStream(Arc<StreamCount>);
 impl Drop for OpenStream {
     fn drop(&mut self) {
         let count = &self.0;
-        count
-            .idle_since
-            .store(count.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+        count.idle_since.store(clock::millis(), Ordering::Relaxed);
         count.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
