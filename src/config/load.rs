@@ -557,6 +557,16 @@ mod tests {
     }
 
     #[test]
+    fn columns_after_a_skipped_unknown_key_count_its_characters() {
+        // `wieght`'s value is blanked byte by byte; `é` is two bytes but one
+        // column (found by the config_bytes fuzz target).
+        let main = "[listener.web]\nbind = \"127.0.0.1:8080\"\nupstream = \"app\"\n[upstream.app]\nservers = [{ wieght = \"éé\", addr = \"no port\" }]\n";
+        let errs = errors(&[("ginx.toml", main)]);
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[1].starts_with("ginx.toml:5:36: "), "{errs:?}");
+    }
+
+    #[test]
     fn errors_at_the_header_of_a_table_with_an_unknown_key_are_dropped() {
         // Without `upstreem` the listener has no upstream, and without
         // `hots` the second route is shadowed: both about the misspelt keys.

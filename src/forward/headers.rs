@@ -343,6 +343,24 @@ mod tests {
     }
 
     #[test]
+    fn connection_tokens_count_in_a_value_that_is_not_ascii() {
+        let mut h = HeaderMap::new();
+        let value = HeaderValue::from_bytes(b"\xef\xefclose, X-Secret").unwrap();
+        h.insert(header::CONNECTION, value);
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut h, Message::Response);
+        assert!(h.is_empty(), "{h:?}");
+    }
+
+    #[test]
+    fn user_information_is_not_part_of_the_host() {
+        let req = Request::get("http://user:pw@api.example.com:8080/x")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&req), Some("api.example.com:8080"));
+    }
+
+    #[test]
     fn expect_is_removed_from_requests_only() {
         let with_expect = || {
             let mut h = HeaderMap::new();
