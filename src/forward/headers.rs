@@ -147,8 +147,14 @@ pub(super) fn upstream_request<B>(
     };
     headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
     headers.insert(X_FORWARDED_PROTO.clone(), conn.proto.clone());
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert(X_FORWARDED_HOST.clone(), host);
+    match headers.get(header::HOST).cloned() {
+        Some(host) => {
+            headers.insert(X_FORWARDED_HOST.clone(), host);
+        }
+        // No host to tell: the client's own value must not pass for ginx's.
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
     }
     parts.version = Version::HTTP_11;
     Request::from_parts(parts, body)
