@@ -243,6 +243,10 @@ fn check_request(
             assert_eq!(headers.get(header::HOST), host.as_ref());
             assert_eq!(headers.get("x-forwarded-host"), host.as_ref());
         }
+        // An authority-form target (`host:port`, CONNECT's) is sent as it
+        // is, whatever `Host` says.
+        UpstreamProtocol::H2 | UpstreamProtocol::H2c
+            if uri.scheme().is_none() && uri.authority().is_some() => {}
         UpstreamProtocol::H2 | UpstreamProtocol::H2c => {
             assert_eq!(out.version(), Version::HTTP_2);
             // The host is `:authority` now, or kept when it cannot be one.
