@@ -52,6 +52,8 @@ pub mod check;
 mod config;
 mod dns;
 mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
 mod mounts;
 mod observe;

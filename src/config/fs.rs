@@ -155,8 +155,8 @@ pub(crate) fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-/// An in-memory [`Fs`] for the loader's and validation's tests.
-#[cfg(test)]
+/// An in-memory [`Fs`] for the loader's and validation's tests, and for
+/// [`crate::fuzzing`] (no disk I/O per input).
 pub(crate) mod mem {
     use super::*;
 

@@ -7,7 +7,7 @@
 //! so that they do not hide the file's other problems either. Files are read
 //! through [`super::fs::Fs`]; what they mean is [`super::validate`]'s job.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 
 use super::error::{Error, Errors, Location};
@@ -66,7 +66,6 @@ pub(crate) fn load_with(fs: &dyn Fs, path: &Path) -> Result<Config, Errors> {
         errors: Vec::new(),
         watch_dirs: Vec::new(),
         complete: true,
-        originals: HashMap::new(),
         skipped_in: Vec::new(),
     };
     loader.visit(path.to_path_buf());
@@ -95,10 +94,9 @@ pub(crate) fn load_with(fs: &dyn Fs, path: &Path) -> Result<Config, Errors> {
     let mut sources: Vec<Source> = loader
         .parsed
         .into_iter()
-        .enumerate()
-        .map(|(i, p)| Source {
+        .map(|p| Source {
             path: p.path,
-            text: loader.originals.remove(&i).unwrap_or(p.text),
+            text: p.written.unwrap_or(p.text),
             kind: crate::config::SourceKind::Config,
         })
         .collect();
@@ -125,10 +123,6 @@ struct Loader<'f> {
     watch_dirs: Vec<PathBuf>,
     /// False once a file could not be read or parsed.
     complete: bool,
-    /// The text as written of each file (by index in `parsed`) that was
-    /// parsed with unknown keys blanked out: the parsed text is validated
-    /// (same offsets), the written one is the source errors are shown in.
-    originals: HashMap<usize, String>,
     /// The headers of the tables unknown keys were skipped in.
     skipped_in: Vec<Location>,
 }
@@ -189,12 +183,13 @@ impl Loader<'_> {
                 }
             }
         }
-        if parsed_text != text {
-            self.originals.insert(self.parsed.len(), text);
-        }
+        // The parsed text is validated (same offsets); the written one is
+        // the source errors are shown in and their columns counted in.
+        let written = (parsed_text != text).then_some(text);
         self.parsed.push(Parsed {
             path,
             text: parsed_text,
+            written,
             file,
         });
         for child in children {
@@ -559,6 +554,16 @@ mod tests {
         );
         // The file is shown as written.
         assert_eq!(errs.sources[0].text, main);
+    }
+
+    #[test]
+    fn columns_after_a_skipped_unknown_key_count_its_characters() {
+        // `wieght`'s value is blanked byte by byte; `é` is two bytes but one
+        // column (found by the config_bytes fuzz target).
+        let main = "[listener.web]\nbind = \"127.0.0.1:8080\"\nupstream = \"app\"\n[upstream.app]\nservers = [{ wieght = \"éé\", addr = \"no port\" }]\n";
+        let errs = errors(&[("ginx.toml", main)]);
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[1].starts_with("ginx.toml:5:36: "), "{errs:?}");
     }
 
     #[test]

@@ -72,6 +72,17 @@ pub(crate) fn load_from_texts(main: &Path, texts: BTreeMap<PathBuf, String>) -> 
     load::load_with(&fs::TextsFs::new(texts), main)
 }
 
+/// Load and validate the configuration rooted at `main` from `files` (path
+/// -> text) held in memory, and nothing else: a file not given does not
+/// exist. For [`crate::fuzzing`]: no disk I/O per input.
+///
+/// # Errors
+///
+/// As [`load()`].
+pub(crate) fn load_from_memory(main: &Path, files: &[(&str, &str)]) -> Result<Config, Errors> {
+    load::load_with(&fs::mem::MemFs::new(files), main)
+}
+
 /// The JSON Schema of a configuration file (`ginx schema`), generated from
 /// the types files are parsed into, so it cannot drift from what is accepted.
 pub(crate) fn schema() -> serde_json::Value {

@@ -11,7 +11,6 @@ use std::cell::RefCell;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Uri, Version};
-use hyper::body::Incoming;
 
 use super::Connection;
 use crate::balance::header_items;
@@ -26,11 +25,19 @@ pub(super) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-
 
 /// The host a request is for: an absolute-form target's authority
 /// overrides `Host` (RFC 9112 3.2.2).
-pub(super) fn request_host<B>(req: &Request<B>) -> Option<&str> {
+pub(crate) fn request_host<B>(req: &Request<B>) -> Option<&str> {
     req.uri()
         .authority()
-        .map(|a| a.as_str())
+        .map(authority_host)
         .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+}
+
+/// An authority as `Host` would say it: without user information
+/// (`http://user@host/` is for `host`, RFC 9110 4.2.4), so that it can
+/// neither dodge a host's routes nor reach the server as its `Host`.
+fn authority_host(authority: &http::uri::Authority) -> &str {
+    let text = authority.as_str();
+    text.rsplit_once('@').map_or(text, |(_, host)| host)
 }
 
 /// Whether the request carries an `X-Request-Id` worth keeping.
@@ -80,13 +87,13 @@ static HEX_PAIRS: [[u8; 2]; 256] = {
 /// The request as sent to a server speaking `protocol`: its head rewritten
 /// as [`upstream_request`] says and, for an HTTP/2 server, its target as
 /// [`http2_target`] says.
-pub(super) fn for_upstream(
-    req: Request<Incoming>,
+pub(crate) fn for_upstream<B>(
+    req: Request<B>,
     protocol: UpstreamProtocol,
     strip: Option<usize>,
     conn: &Connection,
     new_id: Option<HeaderValue>,
-) -> Request<Incoming> {
+) -> Request<B> {
     // gRPC needs `TE: trailers` to reach an HTTP/2 server; towards an
     // HTTP/1.1 one it is a hop-by-hop header like any other.
     let te_trailers = protocol != UpstreamProtocol::Http1 && asks_for_trailers(req.headers());
@@ -99,12 +106,12 @@ pub(super) fn for_upstream(
 
 /// The request as it is sent upstream: origin-form target (prefix stripped
 /// if asked), hop-by-hop headers removed, `X-Forwarded-*` set, HTTP/1.1.
-pub(super) fn upstream_request(
-    req: Request<Incoming>,
+pub(super) fn upstream_request<B>(
+    req: Request<B>,
     strip: Option<usize>,
     conn: &Connection,
     new_id: Option<HeaderValue>,
-) -> Request<Incoming> {
+) -> Request<B> {
     let client_ip = &conn.client_ip;
     let (mut parts, body) = req.into_parts();
     let headers = &mut parts.headers;
@@ -113,7 +120,7 @@ pub(super) fn upstream_request(
     if let Some(value) = parts
         .uri
         .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        .and_then(|a| HeaderValue::from_str(authority_host(a)).ok())
     {
         headers.insert(header::HOST, value);
     }
@@ -140,8 +147,14 @@ pub(super) fn upstream_request(
     };
     headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
     headers.insert(X_FORWARDED_PROTO.clone(), conn.proto.clone());
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert(X_FORWARDED_HOST.clone(), host);
+    match headers.get(header::HOST).cloned() {
+        Some(host) => {
+            headers.insert(X_FORWARDED_HOST.clone(), host);
+        }
+        // No host to tell: the client's own value must not pass for ginx's.
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
     }
     parts.version = Version::HTTP_11;
     Request::from_parts(parts, body)
@@ -243,7 +256,7 @@ fn hop_by_hop_bit(name: &HeaderName) -> u16 {
 /// Which message [`remove_hop_by_hop`] cleans: a request also loses
 /// `Expect` (hyper answers `100-continue` towards the client itself).
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Message {
+pub(crate) enum Message {
     Request,
     Response,
 }
@@ -253,7 +266,7 @@ pub(super) enum Message {
 /// This runs twice per request, so it costs one pass over the names (no
 /// hashing) when nothing is to be removed, and removes only what is there
 /// otherwise.
-pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap, message: Message) {
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, message: Message) {
     let mut present = headers.keys().fold(0, |bits, name| bits | hop_by_hop_bit(name));
     if message == Message::Response {
         present &= !EXPECT_BIT;
@@ -263,10 +276,16 @@ pub(super) fn remove_hop_by_hop(headers: &mut HeaderMap, message: Message) {
     }
     // `close` and `keep-alive` are the usual tokens of `Connection`, and
     // name nothing to remove beyond the list.
+    // Split from the bytes: a value with a byte `to_str` refuses (obs-text)
+    // still names headers, which must not get through.
     if present & CONNECTION_BIT != 0 {
-        let named: Vec<HeaderName> = header_items(headers, header::CONNECTION, ',')
-            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive"))
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
             .collect();
         for name in named {
             headers.remove(name);
@@ -327,6 +346,24 @@ mod tests {
         remove_hop_by_hop(&mut h, Message::Request);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn connection_tokens_count_in_a_value_that_is_not_ascii() {
+        let mut h = HeaderMap::new();
+        let value = HeaderValue::from_bytes(b"\xef\xefclose, X-Secret").unwrap();
+        h.insert(header::CONNECTION, value);
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        remove_hop_by_hop(&mut h, Message::Response);
+        assert!(h.is_empty(), "{h:?}");
+    }
+
+    #[test]
+    fn user_information_is_not_part_of_the_host() {
+        let req = Request::get("http://user:pw@api.example.com:8080/x")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&req), Some("api.example.com:8080"));
     }
 
     #[test]

@@ -27,7 +27,8 @@
 mod body;
 mod conn;
 mod error;
-mod headers;
+// pub(crate) for crate::fuzzing only; the rest of the crate goes through `handle`.
+pub(crate) mod headers;
 mod respond;
 mod retry;
 mod tunnel;

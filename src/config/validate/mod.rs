@@ -48,7 +48,12 @@ const DURATION_HINT: &str = "use a number with a unit, like \"250ms\", \"5s\" or
 /// has already been reported).
 pub(crate) struct Parsed {
     pub(crate) path: PathBuf,
+    /// The text parsed: as written, or with unknown keys blanked out.
     pub(crate) text: String,
+    /// The text as written when it differs from `text` (the same bytes
+    /// offsets, but a blanked `é` is one space per byte): columns are
+    /// counted in it, so that they match what the user sees.
+    pub(crate) written: Option<String>,
     pub(crate) file: Option<raw::File>,
 }
 
@@ -78,6 +83,7 @@ pub(crate) fn validate(
             let at = At {
                 path: &f.path,
                 text: &f.text,
+                written: f.written.as_deref().unwrap_or(&f.text),
                 lines: &lines,
             };
             v.file(at, raw);
@@ -91,16 +97,18 @@ pub(crate) fn validate(
 struct At<'a> {
     path: &'a Path,
     text: &'a str,
+    /// `text` as written: where columns and widths are counted.
+    written: &'a str,
     lines: &'a LineIndex,
 }
 
 impl At<'_> {
     fn loc(&self, offset: usize) -> Location {
-        self.lines.locate(self.path, self.text, offset)
+        self.lines.locate(self.path, self.written, offset)
     }
 
     fn error(&self, span: Range<usize>, message: String) -> Error {
-        Error::at_located(self.loc(span.start), self.text, span, message)
+        Error::at_located(self.loc(span.start), self.written, span, message)
     }
 
     /// From `offset` to the end of its line: what a caret under a table

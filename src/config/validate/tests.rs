@@ -34,6 +34,7 @@ pub(super) fn check_with(files: &[(&str, &str)], other: &[(&str, &str)]) -> (Con
             Parsed {
                 path: PathBuf::from(path),
                 text: (*text).to_owned(),
+                written: None,
                 file,
             }
         })

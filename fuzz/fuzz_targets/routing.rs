@@ -1,0 +1,6 @@
+//! Fuzz target `routing`: see fuzz/README.md.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    ginx_fuzz::routing(data);
+});
