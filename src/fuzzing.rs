@@ -34,7 +34,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, Errors, UpstreamProtocol};
 use crate::dns::Resolved;
 use crate::forward::headers::{for_upstream, remove_hop_by_hop, request_host, Message};
-use crate::forward::Connection;
+use crate::forward::{Accepted, Connection};
 use crate::observe::metrics::ListenerStats;
 use crate::table::{RoutingTable, Target};
 
@@ -326,8 +326,12 @@ fn connection(tls: bool, ipv6: bool) -> Connection {
         Arc::new(ArcSwap::from_pointee(RoutingTable::empty())),
         TaskTracker::new(),
         CancellationToken::new(),
-        Arc::new(ListenerStats::default()).open(),
-        tls,
+        Accepted {
+            open: Arc::new(ListenerStats::default()).open(),
+            admitted: Box::new(()),
+            max_requests: 0,
+            tls,
+        },
     )
 }
 
