@@ -174,24 +174,19 @@ async fn read_frames_until(
     Some(frames)
 }
 
-#[tokio::test]
-async fn ginx_announces_its_stream_and_header_list_limits() {
-    let (_a, ginx) = start("").await;
+/// The SETTINGS ginx sends first on an h2c connection to a listener with
+/// `listener_extra`, as (identifier, value) pairs.
+async fn announced_settings(listener_extra: &str) -> Vec<(u16, u32)> {
+    let (_a, ginx) = start(listener_extra).await;
     let mut stream = tokio::net::TcpStream::connect(ginx.addr("web")).await.unwrap();
     stream.write_all(PREFACE).await.unwrap();
     stream.write_all(&frame(SETTINGS, 0, &[])).await.unwrap();
-    let frames = read_frames_until(&mut stream, |frames| {
-        frames
-            .iter()
-            .any(|(kind, flags, _)| *kind == SETTINGS && *flags == 0)
-    })
-    .await
-    .expect("ginx's SETTINGS");
-    let (_, _, settings) = frames
-        .iter()
-        .find(|(kind, flags, _)| *kind == SETTINGS && *flags == 0)
-        .unwrap();
-    let values: Vec<(u16, u32)> = settings
+    let is_settings = |(kind, flags, _): &(u8, u8, Vec<u8>)| *kind == SETTINGS && *flags == 0;
+    let frames = read_frames_until(&mut stream, |frames| frames.iter().any(is_settings))
+        .await
+        .expect("ginx's SETTINGS");
+    let (_, _, settings) = frames.iter().find(|f| is_settings(f)).unwrap();
+    settings
         .chunks(6)
         .map(|s| {
             (
@@ -199,10 +194,22 @@ async fn ginx_announces_its_stream_and_header_list_limits() {
                 u32::from_be_bytes([s[2], s[3], s[4], s[5]]),
             )
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test]
+async fn ginx_announces_its_stream_and_header_list_limits() {
+    let values = announced_settings("").await;
     // SETTINGS_MAX_CONCURRENT_STREAMS, SETTINGS_MAX_HEADER_LIST_SIZE.
     assert!(values.contains(&(0x3, 256)), "{values:?}");
     assert!(values.contains(&(0x6, 32 * 1024)), "{values:?}");
+}
+
+#[tokio::test]
+async fn a_listener_sets_its_own_stream_and_header_list_limits() {
+    let values = announced_settings("max_h2_streams = 10\nmax_request_head = \"16KiB\"").await;
+    assert!(values.contains(&(0x3, 10)), "{values:?}");
+    assert!(values.contains(&(0x6, 16 * 1024)), "{values:?}");
 }
 
 #[tokio::test]

@@ -296,6 +296,25 @@ async fn a_listener_can_lower_max_request_headers() {
 }
 
 #[tokio::test]
+async fn a_listener_can_lower_max_request_head() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let ginx = start(&a, &b, "max_request_head = \"4KiB\"").await;
+    let addr = ginx.addr("web");
+    let head = |value: usize| {
+        format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {}\r\n\r\n",
+            "v".repeat(value)
+        )
+    };
+    // A 5 KiB head is over this listener's 4 KiB (the default is 32 KiB).
+    let reply = raw_exchange(addr, head(5 * 1024).as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.1 431"), "got {reply:?}");
+    let reply = raw_exchange(addr, head(3 * 1024).as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "got {reply:?}");
+    assert_eq!(a.hits() + b.hits(), 1);
+}
+
+#[tokio::test]
 async fn a_request_target_over_max_request_line_is_a_414() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     let ginx = start(&a, &b, "").await;

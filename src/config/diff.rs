@@ -76,6 +76,7 @@ impl Diff {
             });
             self.listener_tls(&prefix, &before.tls, &l.tls);
             self.connection_limits(&prefix, &before.connection_limits, &l.connection_limits);
+            self.request_limits(&prefix, &before.request_limits, &l.request_limits);
             self.routes(name, &before.routes, &l.routes);
         }
         for name in old.keys().filter(|n| !new.contains_key(*n)) {
@@ -313,6 +314,27 @@ impl Diff {
             &a.max_requests_per_connection,
             &b.max_requests_per_connection,
             ToString::to_string,
+        );
+    }
+
+    /// `max_request_body`, `max_request_headers`, `max_request_line`,
+    /// `max_request_head`, `max_h2_streams`, `max_h2_control_frames`.
+    fn request_limits(&mut self, p: &str, a: &super::RequestLimits, b: &super::RequestLimits) {
+        let bytes = |n: &Option<u64>| n.map_or_else(|| "(none)".to_owned(), |n| format!("{n} bytes"));
+        self.setting(p, "max_request_body", &a.max_body, &b.max_body, bytes);
+        let count = |n: &usize| n.to_string();
+        self.setting(p, "max_request_headers", &a.max_headers, &b.max_headers, count);
+        let size = |n: &usize| format!("{n} bytes");
+        self.setting(p, "max_request_line", &a.max_line, &b.max_line, size);
+        self.setting(p, "max_request_head", &a.max_head, &b.max_head, size);
+        let count = |n: &u32| n.to_string();
+        self.setting(p, "max_h2_streams", &a.h2_streams, &b.h2_streams, count);
+        self.setting(
+            p,
+            "max_h2_control_frames",
+            &a.h2_control_frames,
+            &b.h2_control_frames,
+            count,
         );
     }
 
@@ -611,6 +633,21 @@ mod tests {
                 "~listener web: max_connections_per_ip (none) -> 5",
                 "~listener web: max_requests_per_connection 1000 -> 0",
                 "~global: max_connections (from the open-files limit) -> 100",
+            ]
+        );
+    }
+
+    #[test]
+    fn request_limits() {
+        let new = BASE.replace(
+            "upstream = \"app\"\n",
+            "upstream = \"app\"\nmax_request_body = \"1KiB\"\nmax_h2_streams = 8\n",
+        );
+        assert_eq!(
+            diff(BASE, &new),
+            [
+                "~listener web: max_request_body (none) -> 1024 bytes",
+                "~listener web: max_h2_streams 256 -> 8",
             ]
         );
     }

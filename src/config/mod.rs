@@ -351,7 +351,7 @@ pub(crate) struct Listener {
     /// `max_connections`, `max_connections_per_ip`, `max_requests_per_connection`.
     pub(crate) connection_limits: ConnectionLimits,
     /// `max_request_body`, `max_request_headers`, `max_request_line`,
-    /// `max_h2_control_frames`.
+    /// `max_request_head`, `max_h2_streams`, `max_h2_control_frames`.
     pub(crate) request_limits: RequestLimits,
 }
 
@@ -397,6 +397,13 @@ pub(crate) struct RequestLimits {
     /// SETTINGS, WINDOW_UPDATE, ...) one HTTP/2 connection may send within
     /// a second before it is closed as a flood.
     pub(crate) h2_control_frames: u32,
+    /// `max_request_head = "32KiB"`, default [`RequestLimits::MAX_HEAD`]:
+    /// the request line and headers (on HTTP/2 the uncompressed header
+    /// list); larger gets 431.
+    pub(crate) max_head: usize,
+    /// `max_h2_streams`, default 256: streams one HTTP/2 client may have
+    /// open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    pub(crate) h2_streams: u32,
 }
 
 impl RequestLimits {
@@ -407,11 +414,14 @@ impl RequestLimits {
     pub(crate) const MAX_HEADERS_LIMIT: usize = 1024;
     /// `max_request_line`'s default.
     pub(crate) const MAX_LINE: usize = 8 * 1024;
-    /// The largest request head (request line and headers; on HTTP/2 the
-    /// header list) any listener accepts: larger gets 431. Fixed rather
-    /// than a key: 4 nginx buffers of 8 KiB, and hyper's default (its
-    /// whole read buffer, about 400 KiB) is far too generous.
+    /// `max_request_head`'s default: 4 nginx buffers of 8 KiB (hyper's
+    /// default, its whole read buffer of about 400 KiB, is far too
+    /// generous).
     pub(crate) const MAX_HEAD: usize = 32 * 1024;
+    /// `max_request_head`'s largest value.
+    pub(crate) const MAX_HEAD_LIMIT: usize = 1024 * 1024;
+    /// `max_h2_streams`' default (nginx: 128, Go: 250).
+    pub(crate) const H2_STREAMS: u32 = 256;
 }
 
 impl Default for RequestLimits {
@@ -421,6 +431,8 @@ impl Default for RequestLimits {
             max_headers: Self::MAX_HEADERS,
             max_line: Self::MAX_LINE,
             h2_control_frames: 1000,
+            max_head: Self::MAX_HEAD,
+            h2_streams: Self::H2_STREAMS,
         }
     }
 }

@@ -159,6 +159,12 @@ pub(crate) struct Listener {
     /// HTTP/2 control frames (PING, SETTINGS, ...) per second before the connection is closed. Default 1000.
     #[schemars(with = "Option<i64>")]
     pub(crate) max_h2_control_frames: Option<Spanned<i64>>,
+    /// Largest request head (request line and headers; HTTP/2: the header list), like "32KiB"; larger gets 431. Default "32KiB".
+    #[schemars(with = "Option<String>")]
+    pub(crate) max_request_head: Option<Spanned<String>>,
+    /// HTTP/2 streams one client may have open at once. Default 256.
+    #[schemars(with = "Option<i64>")]
+    pub(crate) max_h2_streams: Option<Spanned<i64>>,
 }
 
 /// A listener's `tls`: `cert` and `key`, or `[[...tls.certificates]]`.

@@ -69,6 +69,7 @@ pub(super) async fn forward(
         missing_host,
     } = Prepared::of(req, settings, limits);
     let mut unsent = Some(request);
+    let (replay, upload) = (replay.as_ref(), upload.as_deref());
 
     let mut attempts_left = settings.retries.saturating_add(1);
     let mut last_failure: Option<(Arc<ServerState>, Failure)> = None;
@@ -79,7 +80,7 @@ pub(super) async fn forward(
         if attempts_left == 0 {
             break;
         }
-        let Some(mut req) = unsent.take().or_else(|| replay.as_ref().map(Replay::request)) else {
+        let Some(mut req) = unsent.take().or_else(|| replay.map(Replay::request)) else {
             break;
         };
         if missing_host {
@@ -89,16 +90,8 @@ pub(super) async fn forward(
             pool.state().count_retry();
         }
         attempts_left -= 1;
-        match attempt(
-            server,
-            req,
-            pool,
-            replay.as_ref(),
-            upload.as_deref(),
-            &conn.wake_by,
-        )
-        .await
-        {
+        let attempted = attempt(server, req, pool, replay, upload, &conn.wake_by).await;
+        match attempted {
             Ok(response) => {
                 let status = response.status();
                 note_response(pool, server, status);

@@ -188,7 +188,10 @@ impl Worker {
                     }
                 });
                 let io = H2Guard::new(io, limits.h2_control_frames, listener);
-                let connection = self.http.http2().serve_connection(TokioIo::new(io), service);
+                let connection = self
+                    .http
+                    .http2(&limits)
+                    .serve_connection(TokioIo::new(io), service);
                 let last_request = conn.last_stream();
                 Box::pin(drive(
                     connection,

@@ -13,16 +13,17 @@
 //!
 //! # HTTP/1.1
 //!
-//! Keep-alive on; request heads up to [`MAX_HEADER_SIZE`] (else 431), with
+//! Keep-alive on; request heads up to `max_request_head` (32 KiB by
+//! default, else 431), with
 //! at most `max_request_headers` fields (else 431, hyper's answer);
 //! `header_read_timeout` through [`CheckedTimer`]; upgrades (WebSocket and
 //! any `Upgrade`) are served, tunnelled by [`crate::forward`].
 //!
 //! # HTTP/2
 //!
-//! - At most [`H2_MAX_CONCURRENT_STREAMS`] streams at once per connection
-//!   (nginx: 128, Go: 250).
-//! - Header lists up to [`H2_MAX_HEADER_LIST_SIZE`], the same budget as an
+//! - At most `max_h2_streams` streams at once per connection (256 by
+//!   default; nginx: 128, Go: 250).
+//! - Header lists up to `max_request_head`, the same budget as an
 //!   HTTP/1.1 request head.
 //! - No keep-alive pings: a connection with no open stream for
 //!   `header_read_timeout` is closed with GOAWAY by the connection task
@@ -43,6 +44,7 @@
 //! - Flow-control windows: hyper's defaults (1 MiB per stream and per
 //!   connection).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
@@ -59,17 +61,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use super::timer::CheckedTimer;
 use crate::config::RequestLimits;
 use crate::observe::clock;
-
-/// Largest request head (request line and headers) accepted; larger ones
-/// get 431. nginx's default limit is 4 buffers of 8 KiB; hyper's default
-/// is its whole read buffer, about 400 KiB.
-pub(crate) const MAX_HEADER_SIZE: usize = RequestLimits::MAX_HEAD;
-
-/// Most streams one HTTP/2 client may have open at once.
-pub(crate) const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
-
-/// Largest HTTP/2 header list (uncompressed, RFC 9113 6.5.2) accepted.
-pub(crate) const H2_MAX_HEADER_LIST_SIZE: u32 = MAX_HEADER_SIZE as u32;
 
 /// The HTTP/2 connection preface a prior-knowledge client starts with.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -96,15 +87,15 @@ impl Default for Builders {
         http1
             .timer(CheckedTimer::default())
             .keep_alive(true)
-            .max_header_size(MAX_HEADER_SIZE);
+            .max_header_size(RequestLimits::MAX_HEAD);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             // Only sleeps that the connection task re-polls are used (no
             // pings are configured); hyper panics without a timer if one is
             // ever needed, so it gets the same checked one as HTTP/1.1.
             .timer(CheckedTimer::default())
-            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
-            .max_header_list_size(H2_MAX_HEADER_LIST_SIZE)
+            .max_concurrent_streams(RequestLimits::H2_STREAMS)
+            .max_header_list_size(RequestLimits::MAX_HEAD as u32)
             .keep_alive_interval(None);
         Builders { http1, http2 }
     }
@@ -122,12 +113,24 @@ impl Builders {
         if limits.max_headers != RequestLimits::MAX_HEADERS {
             http1.max_headers(limits.max_headers);
         }
+        if limits.max_head != RequestLimits::MAX_HEAD {
+            http1.max_header_size(limits.max_head);
+        }
         http1
     }
 
-    /// The HTTP/2 builder.
-    pub(crate) fn http2(&self) -> &http2::Builder<TokioExecutor> {
-        &self.http2
+    /// The HTTP/2 builder for a connection of a listener with `limits`: the
+    /// worker's own, or a copy when the listener changes its stream count
+    /// or head size.
+    pub(crate) fn http2(&self, limits: &RequestLimits) -> Cow<'_, http2::Builder<TokioExecutor>> {
+        if limits.h2_streams == RequestLimits::H2_STREAMS && limits.max_head == RequestLimits::MAX_HEAD {
+            return Cow::Borrowed(&self.http2);
+        }
+        let mut http2 = self.http2.clone();
+        http2
+            .max_concurrent_streams(limits.h2_streams)
+            .max_header_list_size(limits.max_head as u32);
+        Cow::Owned(http2)
     }
 }
 

@@ -174,9 +174,24 @@ impl Validator<'_> {
                 None => ok = false,
             }
         }
+        if let Some(size) = &l.max_request_head {
+            let most = RequestLimits::MAX_HEAD_LIMIT as u64;
+            match self.size(at, size, "max_request_head") {
+                Some(bytes) if (1024..=most).contains(&bytes) => limits.max_head = bytes as usize,
+                Some(_) => {
+                    let message = format!(
+                        "max_request_head `{}` is out of range: use \"1KiB\" to \"1MiB\"",
+                        size.get_ref()
+                    );
+                    self.errors.push(at.error(size.span(), message));
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
         if let Some(size) = &l.max_request_line {
             // A longer line could not fit in the request head anyway.
-            let head = RequestLimits::MAX_HEAD as u64;
+            let head = limits.max_head as u64;
             match self.size(at, size, "max_request_line") {
                 Some(bytes) if bytes <= head => limits.max_line = bytes as usize,
                 Some(_) => {
@@ -191,6 +206,12 @@ impl Validator<'_> {
                     ));
                     ok = false;
                 }
+                None => ok = false,
+            }
+        }
+        if let Some(n) = &l.max_h2_streams {
+            match self.number(at, n, "max_h2_streams", (1, 65_536), "") {
+                Some(n) => limits.h2_streams = n,
                 None => ok = false,
             }
         }
@@ -486,7 +507,7 @@ mod tests {
         assert_eq!(config.listeners["web"].request_limits, RequestLimits::default());
         let text = format!(
             "{WEB}max_request_body = \"1MiB\"\nmax_request_headers = 50\nmax_request_line = \"4KiB\"\n\
-             max_h2_control_frames = 10\n\
+             max_h2_control_frames = 10\nmax_request_head = \"16KiB\"\nmax_h2_streams = 64\n\
              [[listener.web.route]]\npath = \"/up/\"\nupstream = \"app\"\nmax_request_body = \"1GiB\"\n{UP}"
         );
         let config = ok(&text);
@@ -498,12 +519,14 @@ mod tests {
                 max_headers: 50,
                 max_line: 4096,
                 h2_control_frames: 10,
+                max_head: 16 << 10,
+                h2_streams: 64,
             }
         );
         assert_eq!(web.routes[0].max_request_body, Some(1 << 30));
         let text = format!(
             "{WEB}max_request_body = \"0B\"\nmax_request_headers = 0\nmax_request_line = \"64KiB\"\n\
-             max_h2_control_frames = -1\n\
+             max_h2_control_frames = -1\nmax_request_head = \"2MiB\"\nmax_h2_streams = 0\n\
              [[listener.web.route]]\npath = \"/up/\"\nupstream = \"app\"\nmax_request_body = \"lots\"\n{UP}"
         );
         assert_eq!(
@@ -513,7 +536,9 @@ mod tests {
                 "ginx.toml:5:23: invalid max_request_headers 0: use a number from 1 to 1024".to_owned(),
                 "ginx.toml:6:20: max_request_line `64KiB` is larger than the whole request head may be (32 KiB): use at most \"32KiB\"".to_owned(),
                 "ginx.toml:7:25: invalid max_h2_control_frames -1: use a number from 1 to 4294967295 (per second)".to_owned(),
-                format!("ginx.toml:11:20: invalid max_request_body `lots`: {}", super::super::parse::SIZE_HINT),
+                "ginx.toml:8:20: max_request_head `2MiB` is out of range: use \"1KiB\" to \"1MiB\"".to_owned(),
+                "ginx.toml:9:18: invalid max_h2_streams 0: use a number from 1 to 65536".to_owned(),
+                format!("ginx.toml:13:20: invalid max_request_body `lots`: {}", super::super::parse::SIZE_HINT),
             ]
         );
     }

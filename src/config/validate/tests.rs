@@ -200,7 +200,7 @@ fn unknown_key() {
             "ginx.toml",
             "[listener.web]\nbind = \"127.0.0.1:1\"\nupstreem = \"a\"\n"
         )]),
-        ["ginx.toml:3:1: unknown field `upstreem`: did you mean `upstream`? (expected one of `bind`, `upstream`, `route`, `tls`, `max_connections`, `max_connections_per_ip`, `max_requests_per_connection`, `max_request_body`, `max_request_headers`, `max_request_line`, `max_h2_control_frames`)"]
+        ["ginx.toml:3:1: unknown field `upstreem`: did you mean `upstream`? (expected one of `bind`, `upstream`, `route`, `tls`, `max_connections`, `max_connections_per_ip`, `max_requests_per_connection`, `max_request_body`, `max_request_headers`, `max_request_line`, `max_h2_control_frames`, `max_request_head`, `max_h2_streams`)"]
     );
     assert_eq!(
         errors(&[("ginx.toml", "[global]\nlog = 1\n")]),
