@@ -29,6 +29,7 @@ use hickory_resolver::TokioResolver;
 use tokio::time::Instant;
 
 use crate::config::{Config, Endpoint, Global};
+use crate::observe::clock;
 
 /// Addresses of every host name in a configuration, by (host, port).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -228,7 +229,7 @@ fn apply(
 ) -> bool {
     match answer {
         Ok((addrs, ttl)) => {
-            followed.next = Instant::now() + ttl.clamp(min, max);
+            followed.next = clock::later(Instant::now(), ttl.clamp(min, max));
             if std::mem::replace(&mut followed.failing, false) {
                 tracing::info!(name = %format!("{host}:{port}"), "resolving again");
             }
@@ -240,7 +241,7 @@ fn apply(
             true
         }
         Err(error) => {
-            followed.next = Instant::now() + min;
+            followed.next = clock::later(Instant::now(), min);
             if std::mem::replace(&mut followed.failing, true) {
                 tracing::debug!(name = %format!("{host}:{port}"), %error, "still cannot resolve");
             } else if followed.addrs.is_empty() {

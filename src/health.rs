@@ -42,6 +42,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::{CheckKind, HealthCheck, UpstreamProtocol};
+use crate::observe::clock;
 use crate::table::{Live, RoutingTable};
 use crate::upstream::{Connector, ServerState, UpstreamBody};
 
@@ -98,7 +99,7 @@ pub(crate) async fn run(live: Live) {
                 continue;
             }
             entry.probing = true;
-            entry.next_due = now + jittered(entry.check.interval);
+            entry.next_due = clock::later(now, jittered(entry.check.interval));
             let (server, connector, check) =
                 (entry.server.clone(), entry.connector.clone(), entry.check.clone());
             let done = done_tx.clone();

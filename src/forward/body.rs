@@ -25,6 +25,7 @@ use hyper::body::Incoming;
 use super::headers::X_REQUEST_ID;
 use super::Connection;
 use crate::observe::access_log::{AccessLogger, AccessRecord};
+use crate::observe::clock;
 use crate::observe::metrics::RouteStats;
 use crate::upstream::{InFlight, Sender};
 
@@ -184,7 +185,7 @@ impl IdleTimeout {
         let armed = self.armed.get_or_insert_with(|| {
             let now = tokio::time::Instant::now();
             Box::pin(Armed {
-                sleep: tokio::time::sleep_until(now + timeout),
+                sleep: tokio::time::sleep_until(clock::later(now, timeout)),
                 last_frame: now,
             })
         });
@@ -193,7 +194,7 @@ impl IdleTimeout {
             if this.sleep.as_mut().poll(cx).is_pending() {
                 return false;
             }
-            let due = *this.last_frame + timeout;
+            let due = clock::later(*this.last_frame, timeout);
             if due <= tokio::time::Instant::now() {
                 return true;
             }

@@ -27,6 +27,19 @@ pub(crate) fn millis_at(instant: Instant) -> u64 {
     since.as_millis() as u64 + u64::from(since.subsec_nanos() % 1_000_000 != 0)
 }
 
+/// `from + wait`, formed with `checked_add`: durations from the
+/// configuration are capped at a year when validated, so the fallback (a
+/// century ahead, "never") is only a guard against a bound that moved.
+pub(crate) fn after(from: Instant, wait: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    from.checked_add(wait).unwrap_or_else(|| from + CENTURY)
+}
+
+/// [`after`] for tokio's timers.
+pub(crate) fn later(from: tokio::time::Instant, wait: Duration) -> tokio::time::Instant {
+    after(from.into_std(), wait).into()
+}
+
 /// The instant of a [`millis`] value (a century ahead at most: "never").
 pub(crate) fn instant(millis: u64) -> Instant {
     const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);

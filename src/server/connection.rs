@@ -60,7 +60,7 @@ impl Worker {
         // Waiting for the first bytes counts against the header-read
         // timeout, as waiting for a request head does; the TLS handshake
         // gets what is left of it.
-        let deadline = Instant::now() + timeouts.header_read;
+        let deadline = Instant::from_std(clock::after(std::time::Instant::now(), timeouts.header_read));
         // A peek, not `readable()`: tokio reports a fresh socket readable at
         // once. It returns at the first byte, or at EOF or an error, which
         // TLS or hyper then see for themselves.
@@ -351,7 +351,8 @@ async fn drive<C: Graceful>(
             Verdict::Continue => {}
             Verdict::Drain => {
                 connection.as_mut().graceful_shutdown();
-                grace = Some(clock::millis() + live.load().shutdown_timeout.as_millis() as u64);
+                let grace_ms = live.load().shutdown_timeout.as_millis() as u64;
+                grace = Some(clock::millis().saturating_add(grace_ms));
             }
             Verdict::Close => return,
         }
