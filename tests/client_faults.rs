@@ -9,9 +9,6 @@
 
 mod support;
 
-use std::path::Path;
-
-use serde_json::Value;
 use support::*;
 use tokio::io::AsyncWriteExt;
 
@@ -25,15 +22,6 @@ async fn start(a: &Backend, b: &Backend) -> Ginx {
         one_listener(&[a.addr, b.addr])
     );
     Ginx::start(&config, &[], &["web"]).await
-}
-
-/// The statuses of the access log's lines so far.
-fn logged_statuses(path: &Path) -> Vec<u64> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok()?["status"].as_u64())
-        .collect()
 }
 
 /// Both servers still answer: 20 GETs, all 200, round robin over both.

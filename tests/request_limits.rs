@@ -13,13 +13,11 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::{Request, StatusCode};
-use serde_json::Value;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -38,15 +36,6 @@ fn config(servers: &[SocketAddr], listener_extra: &str) -> String {
 
 async fn start(a: &Backend, b: &Backend, listener_extra: &str) -> Ginx {
     Ginx::start(&config(&[a.addr, b.addr], listener_extra), &[], &["web"]).await
-}
-
-/// The statuses of the access log's lines so far.
-fn logged_statuses(path: &Path) -> Vec<u64> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok()?["status"].as_u64())
-        .collect()
 }
 
 /// Both servers still answer, and `/status` shows no failed attempt and

@@ -368,3 +368,13 @@ where
             .unwrap()
     })
 }
+
+/// The statuses of a JSON access log's lines so far (`access_log = { path
+/// = ..., format = "json" }`).
+pub fn logged_statuses(path: &std::path::Path) -> Vec<u64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok()?["status"].as_u64())
+        .collect()
+}
