@@ -92,6 +92,7 @@ GINX_ROTATING = """\
 [listener.web]
 bind = "127.0.0.1:{proxy}"
 upstream = "app"
+{listener_extra}
 
 [[listener.web.route]]
 path = "/ws"
@@ -148,9 +149,12 @@ class Backend:
             self.proc.wait()
 
 
+LISTENER_EXTRA = ""
+
+
 def write_rotating(confd, n):
     weights = (1, 2) if n % 2 else (2, 1)
-    text = GINX_ROTATING.format(n=n, proxy=PROXY, a=BACKEND_A, b=BACKEND_B, wa=weights[0], wb=weights[1])
+    text = GINX_ROTATING.format(n=n, proxy=PROXY, listener_extra=LISTENER_EXTRA, a=BACKEND_A, b=BACKEND_B, wa=weights[0], wb=weights[1])
     tmp = os.path.join(confd, ".soak.toml.tmp")
     with open(tmp, "w") as f:
         f.write(text)
@@ -486,9 +490,14 @@ def main():
     parser.add_argument("--websockets", type=int, default=10)
     parser.add_argument("--slow", type=int, default=10)
     parser.add_argument("--loads", default=ALL_LOADS, help=f"comma list of: {ALL_LOADS}")
+    parser.add_argument("--max-requests-per-connection", type=int,
+                        help="set the listener's max_requests_per_connection (ginx's default: 1000)")
     parser.add_argument("--out", help="write the report here too")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
+    global LISTENER_EXTRA
+    if args.max_requests_per_connection is not None:
+        LISTENER_EXTRA = f"max_requests_per_connection = {args.max_requests_per_connection}"
     for tool in ("nginx", "wrk", "h2load"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is needed (Debian: apt-get install nginx wrk nghttp2-client)")
