@@ -21,7 +21,6 @@ use bytes::Bytes;
 use hyper::body::Frame;
 
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Less than the configured 1 s, for the checks that the 408 did not come
 /// early: the check is done against the process-wide millisecond clock.
@@ -56,28 +55,14 @@ async fn upload(
     pace: Duration,
     chunks: usize,
 ) -> (String, bool, Duration) {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut read, mut write) = stream.into_split();
     let head = format!("POST /__upload HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\n{extra}\r\n");
+    let pieces = pattern(chunk * chunks)
+        .chunks(chunk)
+        .map(<[u8]>::to_vec)
+        .collect();
     let started = Instant::now();
-    let writer = tokio::spawn(async move {
-        write.write_all(head.as_bytes()).await?;
-        let data = pattern(chunk * chunks);
-        for piece in data.chunks(chunk) {
-            write.write_all(piece).await?;
-            tokio::time::sleep(pace).await;
-        }
-        // Keep the connection open: only ginx may close it.
-        std::future::pending::<()>().await;
-        Ok::<_, std::io::Error>(write)
-    });
-    let mut buf = Vec::new();
-    let closed = tokio::time::timeout(DEADLINE, read.read_to_end(&mut buf))
-        .await
-        .is_ok();
-    let took = started.elapsed();
-    writer.abort();
-    (String::from_utf8_lossy(&buf).into_owned(), closed, took)
+    let (reply, closed) = send_held_open(addr, head, pieces, pace).await;
+    (reply, closed, started.elapsed())
 }
 
 fn assert_408_and_closed(reply: &str, closed: bool) {

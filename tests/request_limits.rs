@@ -19,7 +19,6 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::{Request, StatusCode};
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A listener with a 1 KiB body limit, a route `/big/` that allows 1 MiB
 /// (stripped, so `/big/__upload` is the backend's `/__upload`), a JSON
@@ -68,24 +67,7 @@ async fn too_large_count(ginx: &Ginx) -> f64 {
 /// connection open for writing, and read the reply until ginx closes the
 /// connection (or [`DEADLINE`]): the reply, and whether it was closed.
 async fn send_and_read(addr: SocketAddr, head: &str, chunks: Vec<Vec<u8>>) -> (String, bool) {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut read, mut write) = stream.into_split();
-    let head = head.to_owned();
-    let writer = tokio::spawn(async move {
-        write.write_all(head.as_bytes()).await?;
-        for chunk in chunks {
-            write.write_all(&chunk).await?;
-        }
-        // Only ginx may close the connection.
-        std::future::pending::<()>().await;
-        Ok::<_, std::io::Error>(write)
-    });
-    let mut buf = Vec::new();
-    let closed = tokio::time::timeout(DEADLINE, read.read_to_end(&mut buf))
-        .await
-        .is_ok();
-    writer.abort();
-    (String::from_utf8_lossy(&buf).into_owned(), closed)
+    send_held_open(addr, head.to_owned(), chunks, std::time::Duration::ZERO).await
 }
 
 fn assert_413_and_closed(reply: &str, closed: bool) {

@@ -217,3 +217,35 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// Write `head`, then each of `chunks` with `pace` after each, while
+/// reading the reply until ginx closes the connection (or [`DEADLINE`]);
+/// the client never closes it, so whatever closes it is ginx. The reply
+/// and whether the connection was closed.
+pub async fn send_held_open(
+    addr: SocketAddr,
+    head: String,
+    chunks: Vec<Vec<u8>>,
+    pace: std::time::Duration,
+) -> (String, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        write.write_all(head.as_bytes()).await?;
+        for chunk in chunks {
+            write.write_all(&chunk).await?;
+            if !pace.is_zero() {
+                tokio::time::sleep(pace).await;
+            }
+        }
+        std::future::pending::<()>().await;
+        Ok::<_, std::io::Error>(write)
+    });
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(DEADLINE, read.read_to_end(&mut buf))
+        .await
+        .is_ok();
+    writer.abort();
+    (String::from_utf8_lossy(&buf).into_owned(), closed)
+}
