@@ -10,6 +10,11 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::{fmt, prelude::*, reload, EnvFilter};
 
+/// jemalloc, with the decay `.cargo/config.toml` compiles in: see Cargo.toml.
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// A config-file-driven HTTP reverse proxy and load balancer.
 #[derive(Debug, Parser)]
 #[command(name = "ginx", version, about)]
