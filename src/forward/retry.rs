@@ -266,11 +266,10 @@ pub(super) struct ReadDeadline<'a> {
 
 impl<'a> ReadDeadline<'a> {
     pub(super) fn new(timeout: Duration, upload: Option<&'a Upload>, wake_by: &'a WakeBy) -> Self {
-        let deadline = upload.is_none().then(|| after(timeout));
         ReadDeadline {
             timeout,
             upload,
-            deadline,
+            deadline: None,
             wake_by,
         }
     }
@@ -296,15 +295,18 @@ impl std::future::Future for ReadDeadline<'_> {
 
     fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let deadline = match this.deadline {
-            Some(deadline) => deadline,
-            None if this.upload.is_some_and(|u| u.state() == UploadState::Done) => {
-                *this.deadline.insert(after(this.timeout))
-            }
-            // The upload's own deadline has the connection re-poll this.
-            None => return Poll::Pending,
-        };
-        if clock::millis() >= deadline {
+        // The upload's own deadline has the connection re-poll this.
+        if this.deadline.is_none() && this.upload.is_some_and(|u| u.state() != UploadState::Done) {
+            return Poll::Pending;
+        }
+        // One clock read per poll: the deadline is set on the first poll
+        // after the request is whole (at once for one without a body,
+        // since the attempt polls this as soon as it starts).
+        let now = clock::millis();
+        let deadline = *this
+            .deadline
+            .get_or_insert_with(|| now.saturating_add(this.timeout.as_millis() as u64));
+        if now >= deadline {
             return Poll::Ready(());
         }
         this.wake_by.by(deadline);
