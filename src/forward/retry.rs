@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::header::{HeaderMap, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body::Body;
 use hyper::body::Incoming;
@@ -344,18 +344,30 @@ impl std::future::Future for UploadDeadline<'_> {
 }
 
 /// What it takes to send a request again: its head (it has no body).
+///
+/// Made for every request that may be sent again, and almost never used:
+/// so the headers are kept as a plain list (one allocation, each name and
+/// value a reference count), not as a cloned `HeaderMap` (two allocations
+/// and its index table); the map is rebuilt only for a resend.
 struct Replay {
     method: http::Method,
     uri: Uri,
-    headers: HeaderMap,
+    /// In the map's order, a name once per value.
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Replay {
     fn of(req: &Request<Incoming>) -> Self {
+        let mut headers = Vec::with_capacity(req.headers().len());
+        headers.extend(
+            req.headers()
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone())),
+        );
         Replay {
             method: req.method().clone(),
             uri: req.uri().clone(),
-            headers: req.headers().clone(),
+            headers,
         }
     }
 
@@ -363,7 +375,11 @@ impl Replay {
         let mut req = Request::new(UpstreamBody::Empty);
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
-        *req.headers_mut() = self.headers.clone();
+        let headers = req.headers_mut();
+        headers.reserve(self.headers.len());
+        for (name, value) in &self.headers {
+            headers.append(name.clone(), value.clone());
+        }
         req
     }
 }
