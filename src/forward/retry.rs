@@ -357,7 +357,7 @@ struct Replay {
 }
 
 impl Replay {
-    fn of(req: &Request<Incoming>) -> Self {
+    fn of<B>(req: &Request<B>) -> Self {
         let mut headers = Vec::with_capacity(req.headers().len());
         headers.extend(
             req.headers()
@@ -442,4 +442,35 @@ pub(super) fn upstream_response(
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers, Message::Response);
     Response::from_parts(parts, ProxyBody::upstream(body, sender, in_flight, read_timeout))
+}
+
+#[cfg(test)]
+mod tests {
+    use http::header::HeaderMap;
+
+    use super::*;
+
+    /// A resend carries the head as it was: every value of a repeated
+    /// header, in order, and the other headers in the map's order.
+    #[test]
+    fn a_replayed_request_has_the_same_head() {
+        let req = Request::builder()
+            .method("GET")
+            .uri("/a?b=c")
+            .header("host", "example.com")
+            .header("accept", "text/html")
+            .header("x-tag", "one")
+            .header("x-tag", "two")
+            .header("cookie", "a=1")
+            .header("x-tag", "three")
+            .body(())
+            .unwrap();
+        let again = Replay::of(&req).request();
+        assert_eq!(again.method(), req.method());
+        assert_eq!(again.uri(), req.uri());
+        let pairs = |h: &HeaderMap| h.iter().map(|(n, v)| (n.clone(), v.clone())).collect::<Vec<_>>();
+        assert_eq!(pairs(again.headers()), pairs(req.headers()));
+        let tags: Vec<_> = again.headers().get_all("x-tag").iter().collect();
+        assert_eq!(tags, ["one", "two", "three"]);
+    }
 }
