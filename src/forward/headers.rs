@@ -59,14 +59,18 @@ pub(super) fn new_request_id() -> HeaderValue {
         static IDS: RefCell<bytes::BytesMut> = RefCell::new(bytes::BytesMut::new());
     }
     let bits = (u128::from(random_u64()) << 64) | u128::from(random_u64());
+    // Formed on the stack and copied into the slab at once: one capacity
+    // check, not one per byte.
+    let mut hex = [0u8; 32];
+    for (pair, byte) in hex.chunks_exact_mut(2).zip(bits.to_be_bytes()) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
+    }
     let id = IDS.with(|ids| {
         let mut ids = ids.borrow_mut();
-        if ids.capacity() < 32 {
+        if ids.capacity() < hex.len() {
             *ids = bytes::BytesMut::with_capacity(SLAB);
         }
-        for byte in bits.to_be_bytes() {
-            ids.extend_from_slice(&HEX_PAIRS[usize::from(byte)]);
-        }
+        ids.extend_from_slice(&hex);
         ids.split().freeze()
     });
     HeaderValue::from_maybe_shared(id).expect("hex digits are a valid header value")
@@ -138,14 +142,23 @@ pub(super) fn upstream_request<B>(
         headers.insert(X_REQUEST_ID.clone(), id);
     }
 
-    let forwarded_for = match joined(headers, &X_FORWARDED_FOR) {
-        Some(previous) => {
-            let ip = client_ip.to_str().unwrap_or_default();
-            HeaderValue::from_str(&format!("{previous}, {ip}")).unwrap_or_else(|_| client_ip.clone())
+    // One lookup (an entry), not a read and then an insert: most requests
+    // have no `X-Forwarded-For` and get the client's address alone.
+    match headers.entry(&X_FORWARDED_FOR) {
+        header::Entry::Vacant(vacant) => {
+            vacant.insert(client_ip.clone());
         }
-        None => client_ip.clone(),
-    };
-    headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
+        header::Entry::Occupied(mut occupied) => {
+            let forwarded_for = match joined(occupied.iter()) {
+                Some(previous) => {
+                    let ip = client_ip.to_str().unwrap_or_default();
+                    HeaderValue::from_str(&format!("{previous}, {ip}")).unwrap_or_else(|_| client_ip.clone())
+                }
+                None => client_ip.clone(),
+            };
+            occupied.insert(forwarded_for);
+        }
+    }
     headers.insert(X_FORWARDED_PROTO.clone(), conn.proto.clone());
     match headers.get(header::HOST).cloned() {
         Some(host) => {
@@ -298,9 +311,9 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, message: Message) {
     }
 }
 
-/// All values of a header joined by `, `, if it is present.
-fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
-    let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+/// All `values` of a header joined by `, `, if any is text.
+fn joined<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> Option<String> {
+    let mut values = values.filter_map(|v| v.to_str().ok());
     let first = values.next()?;
     Some(values.fold(first.to_owned(), |mut acc, v| {
         acc.push_str(", ");

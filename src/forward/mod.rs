@@ -187,7 +187,10 @@ fn route(
     let table = conn.live.load();
     let router = table.router(&conn.listener);
     let target = router
-        .and_then(|router| router.route(request_host(req), req.uri().path()))
+        .and_then(|router| {
+            let host = router.routes_by_host().then(|| request_host(req)).flatten();
+            router.route(host, req.uri().path())
+        })
         .cloned();
     let unmatched = match target {
         Some(_) => None,

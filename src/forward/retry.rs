@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::header::{HeaderMap, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body::Body;
 use hyper::body::Incoming;
@@ -266,11 +266,10 @@ pub(super) struct ReadDeadline<'a> {
 
 impl<'a> ReadDeadline<'a> {
     pub(super) fn new(timeout: Duration, upload: Option<&'a Upload>, wake_by: &'a WakeBy) -> Self {
-        let deadline = upload.is_none().then(|| after(timeout));
         ReadDeadline {
             timeout,
             upload,
-            deadline,
+            deadline: None,
             wake_by,
         }
     }
@@ -296,15 +295,18 @@ impl std::future::Future for ReadDeadline<'_> {
 
     fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let deadline = match this.deadline {
-            Some(deadline) => deadline,
-            None if this.upload.is_some_and(|u| u.state() == UploadState::Done) => {
-                *this.deadline.insert(after(this.timeout))
-            }
-            // The upload's own deadline has the connection re-poll this.
-            None => return Poll::Pending,
-        };
-        if clock::millis() >= deadline {
+        // The upload's own deadline has the connection re-poll this.
+        if this.deadline.is_none() && this.upload.is_some_and(|u| u.state() != UploadState::Done) {
+            return Poll::Pending;
+        }
+        // One clock read per poll: the deadline is set on the first poll
+        // after the request is whole (at once for one without a body,
+        // since the attempt polls this as soon as it starts).
+        let now = clock::millis();
+        let deadline = *this
+            .deadline
+            .get_or_insert_with(|| now.saturating_add(this.timeout.as_millis() as u64));
+        if now >= deadline {
             return Poll::Ready(());
         }
         this.wake_by.by(deadline);
@@ -342,18 +344,30 @@ impl std::future::Future for UploadDeadline<'_> {
 }
 
 /// What it takes to send a request again: its head (it has no body).
+///
+/// Made for every request that may be sent again, and almost never used:
+/// so the headers are kept as a plain list (one allocation, each name and
+/// value a reference count), not as a cloned `HeaderMap` (two allocations
+/// and its index table); the map is rebuilt only for a resend.
 struct Replay {
     method: http::Method,
     uri: Uri,
-    headers: HeaderMap,
+    /// In the map's order, a name once per value.
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Replay {
-    fn of(req: &Request<Incoming>) -> Self {
+    fn of<B>(req: &Request<B>) -> Self {
+        let mut headers = Vec::with_capacity(req.headers().len());
+        headers.extend(
+            req.headers()
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone())),
+        );
         Replay {
             method: req.method().clone(),
             uri: req.uri().clone(),
-            headers: req.headers().clone(),
+            headers,
         }
     }
 
@@ -361,7 +375,11 @@ impl Replay {
         let mut req = Request::new(UpstreamBody::Empty);
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
-        *req.headers_mut() = self.headers.clone();
+        let headers = req.headers_mut();
+        headers.reserve(self.headers.len());
+        for (name, value) in &self.headers {
+            headers.append(name.clone(), value.clone());
+        }
         req
     }
 }
@@ -424,4 +442,35 @@ pub(super) fn upstream_response(
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers, Message::Response);
     Response::from_parts(parts, ProxyBody::upstream(body, sender, in_flight, read_timeout))
+}
+
+#[cfg(test)]
+mod tests {
+    use http::header::HeaderMap;
+
+    use super::*;
+
+    /// A resend carries the head as it was: every value of a repeated
+    /// header, in order, and the other headers in the map's order.
+    #[test]
+    fn a_replayed_request_has_the_same_head() {
+        let req = Request::builder()
+            .method("GET")
+            .uri("/a?b=c")
+            .header("host", "example.com")
+            .header("accept", "text/html")
+            .header("x-tag", "one")
+            .header("x-tag", "two")
+            .header("cookie", "a=1")
+            .header("x-tag", "three")
+            .body(())
+            .unwrap();
+        let again = Replay::of(&req).request();
+        assert_eq!(again.method(), req.method());
+        assert_eq!(again.uri(), req.uri());
+        let pairs = |h: &HeaderMap| h.iter().map(|(n, v)| (n.clone(), v.clone())).collect::<Vec<_>>();
+        assert_eq!(pairs(again.headers()), pairs(req.headers()));
+        let tags: Vec<_> = again.headers().get_all("x-tag").iter().collect();
+        assert_eq!(tags, ["one", "two", "three"]);
+    }
 }

@@ -100,7 +100,7 @@ impl Router {
     /// The target for a request to `host` (as sent: any case, maybe with a
     /// port) and `path`.
     pub(crate) fn route(&self, host: Option<&str>, path: &str) -> Option<&Target> {
-        if let Some(host) = host.map(normalize_host) {
+        if let Some(host) = host.filter(|_| self.routes_by_host()).map(normalize_host) {
             if let Some(target) = self.exact.get(&*host).and_then(|r| r.matching(path)) {
                 return Some(target);
             }
@@ -113,6 +113,13 @@ impl Router {
             }
         }
         self.any_host.matching(path).or(self.default.as_ref())
+    }
+
+    /// Whether any route names a host: if none does, a request's `Host`
+    /// plays no part in its routing, and need not be looked up or
+    /// normalized (the common one-site front door pays nothing for it).
+    pub(crate) fn routes_by_host(&self) -> bool {
+        !self.exact.is_empty() || !self.wildcard.is_empty()
     }
 }
 
@@ -129,8 +136,10 @@ fn normalize_host(host: &str) -> std::borrow::Cow<'_, str> {
 /// A `Host` value without its port: `[::1]:8080` or `example.com:8080`,
 /// but not a bare `[::1]`.
 pub(crate) fn strip_port(host: &str) -> &str {
-    match host.rfind(':') {
-        Some(i) if !host[i..].contains(']') => &host[..i],
+    // Bytes, not chars: both delimiters are ASCII, and a `Host` is short.
+    let bytes = host.as_bytes();
+    match bytes.iter().rposition(|&b| b == b':') {
+        Some(i) if !bytes[i..].contains(&b']') => &host[..i],
         _ => host,
     }
 }
