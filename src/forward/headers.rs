@@ -138,7 +138,10 @@ pub(super) fn upstream_request<B>(
         headers.insert(X_REQUEST_ID.clone(), id);
     }
 
-    let forwarded_for = match joined(headers, &X_FORWARDED_FOR) {
+    // From a peer outside `trusted_proxies`, X-Forwarded-For starts anew.
+    super::client_ip::drop_forged(headers, conn);
+    let incoming = joined(headers, &X_FORWARDED_FOR).filter(|_| !conn.distrusts_headers());
+    let forwarded_for = match incoming {
         Some(previous) => {
             let ip = client_ip.to_str().unwrap_or_default();
             HeaderValue::from_str(&format!("{previous}, {ip}")).unwrap_or_else(|_| client_ip.clone())
