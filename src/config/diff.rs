@@ -572,6 +572,28 @@ mod tests {
     }
 
     #[test]
+    fn client_address_and_access() {
+        let new = "[listener.web]\nbind = \"127.0.0.1:80\"\nupstream = \"app\"\n\
+                   trusted_proxies = [\"10.0.0.0/8\"]\nclient_ip_header = \"X-Real-IP\"\nproxy_protocol = true\n\
+                   deny = [\"10.1.2.3\"]\n\
+                   [[listener.web.route]]\npath = \"/ops/\"\nupstream = \"app\"\nallow = [\"192.168.0.0/16\"]\n\
+                   [upstream.app]\nservers = [\"127.0.0.1:9001\", \"127.0.0.1:9002\"]\n\
+                   [admin]\nallow = [\"127.0.0.1\"]\n";
+        let old = format!("{BASE}[admin]\n");
+        assert_eq!(
+            diff(&old, new),
+            [
+                "~listener web: trusted_proxies [] -> [10.0.0.0/8]",
+                "~listener web: client_ip_header x-forwarded-for -> x-real-ip",
+                "~listener web: proxy_protocol false -> true",
+                "~listener web: deny [] -> [10.1.2.3/32]",
+                "+route web path=/ops/ allow=[192.168.0.0/16] -> upstream app",
+                "~admin: allow [] -> [127.0.0.1/32]",
+            ]
+        );
+    }
+
+    #[test]
     fn listeners_and_routes() {
         let new = "[listener.web]\nbind = \"127.0.0.1:81\"\nupstream = \"app\"\n\
                    [[listener.web.route]]\nhost = \"api.example.com\"\npath = \"/api/\"\nupstream = \"app\"\n\
