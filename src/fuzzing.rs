@@ -331,6 +331,7 @@ fn connection(tls: bool, ipv6: bool) -> Connection {
             admitted: Box::new(()),
             max_requests: 0,
             tls,
+            addressing: None,
         },
     )
 }

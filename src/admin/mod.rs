@@ -126,7 +126,7 @@ impl AdminServer {
 
 async fn accept_loop(listener: TcpListener, context: Arc<AdminContext>, stop: CancellationToken) {
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -142,7 +142,7 @@ async fn accept_loop(listener: TcpListener, context: Arc<AdminContext>, stop: Ca
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let context = context.clone();
-                async move { Ok::<_, Infallible>(handle(req, &context).await) }
+                async move { Ok::<_, Infallible>(handle(req, &context, peer).await) }
             });
             let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
             tokio::select! {
@@ -153,7 +153,12 @@ async fn accept_loop(listener: TcpListener, context: Arc<AdminContext>, stop: Ca
     }
 }
 
-async fn handle(req: Request<Incoming>, context: &AdminContext) -> Response<ProxyBody> {
+async fn handle(req: Request<Incoming>, context: &AdminContext, peer: SocketAddr) -> Response<ProxyBody> {
+    // `[admin]`'s allow / deny, on the TCP peer (no proxy is trusted here),
+    // as the current configuration says.
+    if !crate::table::access::allowed(context.live.load().admin_access.as_deref(), peer.ip()) {
+        return text(StatusCode::FORBIDDEN, "forbidden by [admin] allow/deny\n");
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     }

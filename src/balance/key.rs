@@ -10,7 +10,7 @@
 //! that parses request headers, so [`crate::forward`]'s header rewriting
 //! reads its lists through the same function.
 
-use http::header::{self, AsHeaderName, HeaderMap, HeaderValue};
+use http::header::{self, AsHeaderName, HeaderMap};
 use http::Request;
 
 use crate::config::HashKey;
@@ -30,12 +30,12 @@ pub(crate) fn hash_key(bytes: &[u8]) -> u64 {
 }
 
 /// The hash of the part of `req` that `key` names; `client_ip` is the
-/// peer's address as the connection already holds it. A missing header,
+/// request's client address as text. A missing header,
 /// cookie or target hashes as the empty string (or `/`), so such requests
 /// still all go to one server.
-pub(crate) fn request_key<B>(key: &HashKey, req: &Request<B>, client_ip: &HeaderValue) -> u64 {
+pub(crate) fn request_key<B>(key: &HashKey, req: &Request<B>, client_ip: &[u8]) -> u64 {
     match key {
-        HashKey::ClientIp => hash_key(client_ip.as_bytes()),
+        HashKey::ClientIp => hash_key(client_ip),
         HashKey::Uri => hash_key(
             req.uri()
                 .path_and_query()
@@ -74,6 +74,7 @@ pub(crate) fn header_items(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::HeaderValue;
 
     #[test]
     fn hash_key_is_stable() {
@@ -98,8 +99,7 @@ mod tests {
             .header(header::COOKIE, "b=2")
             .body(())
             .unwrap();
-        let ip = HeaderValue::from_static("127.0.0.1");
-        let key = |name: &str| request_key(&HashKey::Cookie(name.into()), &req, &ip);
+        let key = |name: &str| request_key(&HashKey::Cookie(name.into()), &req, b"127.0.0.1");
         assert_eq!(key("sid"), hash_key(b"xyz"));
         assert_eq!(key("b"), hash_key(b"2"));
         assert_eq!(key("none"), hash_key(b""));

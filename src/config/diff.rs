@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::Duration;
 
+use super::access::{AccessRules, ClientAddress, NetList};
 use super::names;
 use super::{
     AccessLog, Balance, CheckKind, Config, HealthCheck, HostPattern, Listener, ListenerTls, PemFile, RetryOn,
@@ -42,8 +43,11 @@ impl Diff {
         match (&old.admin, &new.admin) {
             (None, Some(a)) => diff.lines.push(format!("+admin {}", a.bind)),
             (Some(a), None) => diff.lines.push(format!("-admin {}", a.bind)),
-            (Some(a), Some(b)) if a.bind != b.bind => {
-                diff.lines.push(format!("~admin: bind {} -> {}", a.bind, b.bind));
+            (Some(a), Some(b)) => {
+                if a.bind != b.bind {
+                    diff.lines.push(format!("~admin: bind {} -> {}", a.bind, b.bind));
+                }
+                diff.access("~admin", &a.access, &b.access);
             }
             _ => {}
         }
@@ -77,6 +81,8 @@ impl Diff {
             self.listener_tls(&prefix, &before.tls, &l.tls);
             self.connection_limits(&prefix, &before.connection_limits, &l.connection_limits);
             self.request_limits(&prefix, &before.request_limits, &l.request_limits);
+            self.client_address(&prefix, &before.client_address, &l.client_address);
+            self.access(&prefix, &before.access, &l.access);
             self.routes(name, &before.routes, &l.routes);
         }
         for name in old.keys().filter(|n| !new.contains_key(*n)) {
@@ -101,6 +107,37 @@ impl Diff {
             self.lines
                 .push(format!("~listener {listener}: route order changed"));
         }
+    }
+
+    fn client_address(&mut self, prefix: &str, old: &ClientAddress, new: &ClientAddress) {
+        let nets = |n: &Vec<_>| NetList(n).to_string();
+        self.setting(
+            prefix,
+            "trusted_proxies",
+            &old.trusted_proxies,
+            &new.trusted_proxies,
+            nets,
+        );
+        self.setting(
+            prefix,
+            "client_ip_header",
+            &old.header,
+            &new.header,
+            String::clone,
+        );
+        self.setting(
+            prefix,
+            "proxy_protocol",
+            &old.proxy_protocol,
+            &new.proxy_protocol,
+            bool::to_string,
+        );
+    }
+
+    fn access(&mut self, prefix: &str, old: &AccessRules, new: &AccessRules) {
+        let nets = |n: &Vec<_>| NetList(n).to_string();
+        self.setting(prefix, "allow", &old.allow, &new.allow, nets);
+        self.setting(prefix, "deny", &old.deny, &new.deny, nets);
     }
 
     fn listener_tls(&mut self, prefix: &str, old: &Option<ListenerTls>, new: &Option<ListenerTls>) {
@@ -419,6 +456,9 @@ fn route_text(route: &Route) -> String {
     if parts.is_empty() {
         parts.push("(any)".to_owned());
     }
+    if !route.access.is_empty() {
+        parts.push(route.access.to_string());
+    }
     let action = match &route.action {
         RouteAction::Proxy {
             upstream,
@@ -529,6 +569,28 @@ mod tests {
         let d = Diff::between(&config(BASE), &config(&format!("# a comment\n{BASE}")));
         assert!(d.is_empty());
         assert_eq!(d.to_string(), "");
+    }
+
+    #[test]
+    fn client_address_and_access() {
+        let new = "[listener.web]\nbind = \"127.0.0.1:80\"\nupstream = \"app\"\n\
+                   trusted_proxies = [\"10.0.0.0/8\"]\nclient_ip_header = \"X-Real-IP\"\nproxy_protocol = true\n\
+                   deny = [\"10.1.2.3\"]\n\
+                   [[listener.web.route]]\npath = \"/ops/\"\nupstream = \"app\"\nallow = [\"192.168.0.0/16\"]\n\
+                   [upstream.app]\nservers = [\"127.0.0.1:9001\", \"127.0.0.1:9002\"]\n\
+                   [admin]\nallow = [\"127.0.0.1\"]\n";
+        let old = format!("{BASE}[admin]\n");
+        assert_eq!(
+            diff(&old, new),
+            [
+                "~listener web: trusted_proxies [] -> [10.0.0.0/8]",
+                "~listener web: client_ip_header x-forwarded-for -> x-real-ip",
+                "~listener web: proxy_protocol false -> true",
+                "~listener web: deny [] -> [10.1.2.3/32]",
+                "+route web path=/ops/ allow=[192.168.0.0/16] -> upstream app",
+                "~admin: allow [] -> [127.0.0.1/32]",
+            ]
+        );
     }
 
     #[test]

@@ -531,7 +531,7 @@ mod tests {
         assert_eq!(
             errs,
             [
-                "ginx.toml:3:1: unknown field `upstreem`: did you mean `upstream`? (expected one of `bind`, `upstream`, `route`, `tls`, `max_connections`, `max_connections_per_ip`, `max_requests_per_connection`, `max_request_body`, `max_request_headers`, `max_request_line`, `max_h2_control_frames`, `max_request_head`, `max_h2_streams`)",
+                "ginx.toml:3:1: unknown field `upstreem`: did you mean `upstream`? (expected one of `bind`, `upstream`, `route`, `tls`, `max_connections`, `max_connections_per_ip`, `max_requests_per_connection`, `max_request_body`, `max_request_headers`, `max_request_line`, `max_h2_control_frames`, `max_request_head`, `max_h2_streams`, `trusted_proxies`, `client_ip_header`, `proxy_protocol`, `allow`, `deny`)",
                 "ginx.toml:5:57: unknown field `wieght`: did you mean `weight`? (expected one of `addr`, `weight`, `backup`)",
                 "ginx.toml:6:1: unknown field `retrys`: did you mean `retries`? (expected one of `balance`, `hash`, `servers`, `connect_timeout`, `read_timeout`, `max_fails`, `fail_timeout`, `eject_on_5xx`, `on_all_down`, `retries`, `retry_on`, `retry_non_idempotent`, `health_check`, `protocol`, `tls_ca`, `tls_server_name`, `tls_verify`, `tunnel_timeout`, `keepalive`)",
             ]

@@ -28,6 +28,7 @@
 //! - here: the validated types, plain data; [`diff`] compares two of them;
 //!   [`error`] locates and orders problems, [`suggest`] finds the word meant.
 
+pub(crate) mod access;
 mod diff;
 mod error;
 mod fs;
@@ -45,6 +46,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) use access::{AccessRules, ClientAddress};
 pub(crate) use diff::Diff;
 pub use error::Errors;
 pub(crate) use error::{Error, Location};
@@ -166,6 +168,8 @@ pub(crate) struct Admin {
     /// `bind`, default `127.0.0.1:9901`. Never a wildcard address unless
     /// written so.
     pub(crate) bind: SocketAddr,
+    /// `allow` / `deny`, on the TCP peer's address.
+    pub(crate) access: AccessRules,
 }
 
 /// One configuration file as it was read.
@@ -353,6 +357,10 @@ pub(crate) struct Listener {
     /// `max_request_body`, `max_request_headers`, `max_request_line`,
     /// `max_request_head`, `max_h2_streams`, `max_h2_control_frames`.
     pub(crate) request_limits: RequestLimits,
+    /// `trusted_proxies`, `client_ip_header`, `proxy_protocol`.
+    pub(crate) client_address: ClientAddress,
+    /// `allow` / `deny` for every request of the listener.
+    pub(crate) access: AccessRules,
 }
 
 /// A listener's connection limits (issue 11: bounded by default).
@@ -449,6 +457,8 @@ pub(crate) struct Route {
     /// `max_request_body`: overrides the listener's for this route's
     /// upstream requests.
     pub(crate) max_request_body: Option<u64>,
+    /// `allow` / `deny`, checked after the listener's.
+    pub(crate) access: AccessRules,
 }
 
 /// A route's `host`: compared case-insensitively, port ignored.

@@ -51,6 +51,12 @@ pub(crate) struct Admin {
     /// Address to listen on: IP:PORT, [IPv6]:PORT or localhost:PORT.
     #[schemars(with = "Option<String>")]
     pub(crate) bind: Option<Spanned<String>>,
+    /// Allow only these clients (addresses or CIDRs); others get 403. Default: everyone not denied.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub(crate) allow: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Deny these clients (addresses or CIDRs like "10.0.0.0/8"): 403. Checked before `allow`.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub(crate) deny: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// Only the `include` key of a file, everything else ignored: lets includes be
@@ -165,6 +171,23 @@ pub(crate) struct Listener {
     /// HTTP/2 streams one client may have open at once. Default 256.
     #[schemars(with = "Option<i64>")]
     pub(crate) max_h2_streams: Option<Spanned<i64>>,
+
+    // The client address (issue 13).
+    /// Peers (addresses or CIDRs like "10.0.0.0/8") whose client_ip_header and PROXY header are believed. Default: none.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub(crate) trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
+    /// The header a trusted proxy puts the client's address in: "X-Forwarded-For" (default), "X-Real-IP", "CF-Connecting-IP"...
+    #[schemars(with = "Option<String>")]
+    pub(crate) client_ip_header: Option<Spanned<String>>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2). Default false.
+    #[schemars(with = "Option<bool>")]
+    pub(crate) proxy_protocol: Option<Spanned<bool>>,
+    /// Allow only these clients (addresses or CIDRs); others get 403. Default: everyone not denied.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub(crate) allow: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Deny these clients (addresses or CIDRs like "10.0.0.0/8"): 403. Checked before `allow`.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub(crate) deny: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// A listener's `tls`: `cert` and `key`, or `[[...tls.certificates]]`.
@@ -218,6 +241,12 @@ pub(crate) struct Route {
     /// Largest request body for this route, like "10MiB"; overrides the listener's.
     #[schemars(with = "Option<String>")]
     pub(crate) max_request_body: Option<Spanned<String>>,
+    /// Allow only these clients (addresses or CIDRs); others get 403. Default: everyone not denied.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub(crate) allow: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Deny these clients (addresses or CIDRs like "10.0.0.0/8"): 403. Checked after the listener's.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub(crate) deny: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `respond = { status, body, location }`.

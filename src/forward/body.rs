@@ -283,6 +283,8 @@ pub(super) struct AccessEntry {
     logger: AccessLogger,
     time: SystemTime,
     conn: Arc<Connection>,
+    /// The request's client address.
+    client: std::net::SocketAddr,
     method: http::Method,
     uri: Uri,
     version: Version,
@@ -303,6 +305,7 @@ impl AccessEntry {
         logger: AccessLogger,
         req: &Request<Incoming>,
         conn: &Arc<Connection>,
+        client: std::net::SocketAddr,
         new_id: Option<&HeaderValue>,
     ) -> Self {
         let header = |name: &HeaderName| req.headers().get(name).cloned();
@@ -314,6 +317,7 @@ impl AccessEntry {
             logger,
             time: SystemTime::now(),
             conn: conn.clone(),
+            client,
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
@@ -329,7 +333,7 @@ impl AccessEntry {
     fn write(&self, bytes: u64, duration: Duration) {
         self.logger.log(&AccessRecord {
             time: self.time,
-            client: self.conn.client,
+            client: self.client,
             listener: &self.conn.listener,
             method: &self.method,
             target: &self.uri,

@@ -21,7 +21,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::client_ip;
 use crate::observe::metrics::OpenConnection;
+use crate::table::access::Addressing;
 use crate::table::Live;
 
 /// What one client connection's requests share.
@@ -30,12 +32,20 @@ pub(crate) struct Connection {
     /// The listener that accepted the connection; the routing table is
     /// looked up by this name on every request.
     pub(crate) listener: Arc<str>,
-    /// The peer address, for the access log.
+    /// The connection's client: its TCP peer, or the source of a believed
+    /// PROXY header (see [`super::client_ip`]). A request's client may be
+    /// another one: [`Connection::client_of`].
     pub(crate) client: SocketAddr,
-    /// The peer's IP as a header value, made once per connection rather
+    /// `client`'s IP as a header value, made once per connection rather
     /// than once per request: most requests carry no `X-Forwarded-For` and
     /// then get exactly this value.
     pub(super) client_ip: HeaderValue,
+    /// The listener's `trusted_proxies`, `client_ip_header` and
+    /// `proxy_protocol` when it was accepted; `None` when none is set.
+    pub(super) addressing: Option<Arc<Addressing>>,
+    /// `client` is one of `trusted_proxies`: its requests' forwarding
+    /// headers are believed.
+    pub(super) trusts_headers: bool,
     /// The current routing table.
     pub(crate) live: Live,
     /// Where tunnels (upgraded connections) run, so draining waits for them.
@@ -75,6 +85,8 @@ pub(crate) struct Accepted {
     pub(crate) max_requests: u32,
     /// Accepted on a TLS listener.
     pub(crate) tls: bool,
+    /// The listener's client address settings (its router's).
+    pub(crate) addressing: Option<Arc<Addressing>>,
 }
 
 /// The earliest moment ([`crate::observe::clock::millis`]) at which a
@@ -120,12 +132,14 @@ impl Connection {
         stop: CancellationToken,
         accepted: Accepted,
     ) -> Self {
-        let client_ip =
-            HeaderValue::from_str(&client.ip().to_string()).expect("an IP address is a valid header value");
+        let client_ip = client_ip::ip_value(client.ip());
+        let trusts_headers = client_ip::trusts_headers(accepted.addressing.as_deref(), client.ip());
         Connection {
             listener,
             client,
             client_ip,
+            addressing: accepted.addressing,
+            trusts_headers,
             live,
             tasks,
             stop,

@@ -22,6 +22,12 @@ pub(super) enum Error {
     /// No route of the listener matches and it has no default upstream.
     #[error("no route matches")]
     NoRoute,
+    /// The client's address is refused by `allow` / `deny`.
+    #[error("client {client} is refused by allow/deny")]
+    Forbidden {
+        /// The client address the rules were checked on.
+        client: std::net::IpAddr,
+    },
     /// No server of the upstream is available.
     #[error("upstream `{upstream}`: no server available")]
     NoServer {
@@ -152,6 +158,7 @@ impl Error {
     pub(super) fn status(&self) -> StatusCode {
         match self {
             Error::NoRoute => StatusCode::NOT_FOUND,
+            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
             Error::Failed {
                 failure: Failure::ClientMalformed,
                 ..
@@ -206,6 +213,10 @@ mod tests {
     #[test]
     fn status_mapping() {
         assert_eq!(Error::NoRoute.status(), StatusCode::NOT_FOUND);
+        let refused = Error::Forbidden {
+            client: [10, 0, 0, 1].into(),
+        };
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
         let none = Error::NoServer {
             upstream: "app".into(),
         };

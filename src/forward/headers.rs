@@ -142,6 +142,8 @@ pub(super) fn upstream_request<B>(
         headers.insert(X_REQUEST_ID.clone(), id);
     }
 
+    // From a peer outside `trusted_proxies`, X-Forwarded-For starts anew.
+    super::client_ip::drop_forged(headers, conn);
     // One lookup (an entry), not a read and then an insert: most requests
     // have no `X-Forwarded-For` and get the client's address alone.
     match headers.entry(&X_FORWARDED_FOR) {
@@ -149,7 +151,8 @@ pub(super) fn upstream_request<B>(
             vacant.insert(client_ip.clone());
         }
         header::Entry::Occupied(mut occupied) => {
-            let forwarded_for = match joined(occupied.iter()) {
+            let incoming = joined(occupied.iter()).filter(|_| !conn.distrusts_headers());
+            let forwarded_for = match incoming {
                 Some(previous) => {
                     let ip = client_ip.to_str().unwrap_or_default();
                     HeaderValue::from_str(&format!("{previous}, {ip}")).unwrap_or_else(|_| client_ip.clone())

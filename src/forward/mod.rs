@@ -25,6 +25,7 @@
 //! [`RoutingTable`]: crate::table::RoutingTable
 
 mod body;
+mod client_ip;
 mod conn;
 mod error;
 // pub(crate) for crate::fuzzing only; the rest of the crate goes through `handle`.
@@ -35,6 +36,7 @@ mod tunnel;
 mod upgrade;
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -46,11 +48,10 @@ use hyper::body::Incoming;
 pub(crate) use body::ProxyBody;
 pub(crate) use conn::{Accepted, Connection};
 
-use crate::balance::request_key;
 use crate::config::RequestLimits;
 use crate::observe::access_log::AccessLogger;
 use crate::observe::metrics::RouteStats;
-use crate::table::Target;
+use crate::table::{access, Target};
 use crate::upstream::{BodyLimits, UpstreamPool};
 use body::AccessEntry;
 use error::Error;
@@ -62,7 +63,8 @@ pub(crate) async fn handle(
     conn: Arc<Connection>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
-    let (target, unmatched, access_log, mut limits, head) = route(&req, &conn);
+    let client = conn.client_of(req.headers());
+    let (target, unmatched, access_log, mut limits, head, allowed) = route(&req, &conn, client.ip());
     let version = req.version();
     let last = conn.count_request(version);
     // A request id is made only when the request has no usable one and
@@ -72,9 +74,12 @@ pub(crate) async fn handle(
     // Only what the access log needs is kept, and only when it is on.
     // Boxed: it is large, and only there when the access log is on; inline,
     // it would be copied with every request's future whether used or not.
-    let mut access = access_log.map(|logger| Box::new(AccessEntry::of(logger, &req, &conn, new_id.as_ref())));
+    let mut access =
+        access_log.map(|logger| Box::new(AccessEntry::of(logger, &req, &conn, client, new_id.as_ref())));
 
-    let (result, stats) = match (refuse_head(&req, &head), target) {
+    let refused =
+        refuse_head(&req, &head).or_else(|| (!allowed).then_some(Error::Forbidden { client: client.ip() }));
+    let (result, stats) = match (refused, target) {
         (Some(refused), target) => (Err(refused), target.map_or(unmatched, Target::into_stats)),
         (None, None) => (Err(Error::NoRoute), unmatched),
         (
@@ -84,6 +89,7 @@ pub(crate) async fn handle(
                 body,
                 location,
                 stats,
+                ..
             }),
         ) => (
             Ok(respond::respond_route(status, body, location.as_deref(), &req)),
@@ -96,12 +102,13 @@ pub(crate) async fn handle(
                 strip,
                 stats,
                 max_body,
+                ..
             }),
         ) => {
             limits.max_size = max_body;
             let forwarded = match refuse_body(&req, max_body) {
                 Some(refused) => Err(refused),
-                None => proxy(req, &pool, strip, &conn, new_id, limits).await,
+                None => proxy(req, &pool, strip, &conn, client.ip(), new_id, limits).await,
             };
             let result = forwarded.map(|(response, server)| {
                 if let Some(access) = &mut access {
@@ -141,12 +148,13 @@ async fn proxy(
     pool: &UpstreamPool,
     strip: Option<usize>,
     conn: &Arc<Connection>,
+    client: IpAddr,
     new_id: Option<HeaderValue>,
     limits: BodyLimits,
 ) -> retry::Forwarded {
     let key = pool
         .hash_key()
-        .map_or(0, |k| request_key(k, &req, &conn.client_ip));
+        .map_or(0, |k| client_ip::request_hash(k, &req, conn, client));
     match upgrade::upgrade_protocol(&req) {
         // Boxed: upgrades are rare, and their larger state would otherwise
         // be part of every request's future.
@@ -169,21 +177,25 @@ fn refuse_body(req: &Request<Incoming>, max: Option<u64>) -> Option<Error> {
     (length > max).then_some(Error::BodyTooLarge { length, max })
 }
 
-/// Where the listener's routing table sends `req`; with no match, the
-/// listener's stats for unmatched requests instead. The table's guard is
-/// held only for this lookup: what the request needs later it keeps by
-/// `Arc` (the target's pool, the access logger) or copies (the body and
-/// head limits).
-fn route(
-    req: &Request<Incoming>,
-    conn: &Connection,
-) -> (
+/// What [`route`] found: the target, the listener's stats for unmatched
+/// requests (with no target), the access logger, the body and head
+/// limits, and whether `allow` / `deny` let the client in.
+type Routed = (
     Option<Target>,
     Option<Arc<RouteStats>>,
     Option<AccessLogger>,
     BodyLimits,
     RequestLimits,
-) {
+    bool,
+);
+
+/// Where the listener's routing table sends `req`; with no match, the
+/// listener's stats for unmatched requests instead; and whether the
+/// `allow` / `deny` of the target (else of the listener) let `client` in.
+/// The table's guard is held only for this lookup: what the request needs
+/// later it keeps by `Arc` (the target's pool, the access logger) or
+/// copies (the body and head limits).
+fn route(req: &Request<Incoming>, conn: &Connection, client: IpAddr) -> Routed {
     let table = conn.live.load();
     let router = table.router(&conn.listener);
     let target = router
@@ -197,12 +209,18 @@ fn route(
         None => router.map(|router| router.unmatched.clone()),
     };
     let head = router.map_or_else(RequestLimits::default, |router| router.request_limits);
+    let access = match &target {
+        Some(target) => target.access(),
+        None => router.and_then(|router| router.access.as_deref()),
+    };
+    let allowed = access::allowed(access, client);
     (
         target,
         unmatched,
         table.access_log.clone(),
         table.client_body,
         head,
+        allowed,
     )
 }
 

@@ -1,5 +1,6 @@
 //! One client connection, from the accepted socket to its last byte: the
-//! wait for its first byte, the TLS handshake or the h2c preface, hyper
+//! wait for its first byte, its PROXY header if its listener expects one,
+//! the TLS handshake or the h2c preface, hyper
 //! serving HTTP/1.1 or HTTP/2 on it, and [`drive`], which wakes it when one
 //! of its deadlines is due (the header-read timeout, `send_timeout`, the
 //! HTTP/2 idle close, the requests' checked deadlines), and gives it the
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::h2_guard::H2Guard;
 use super::protocol::{self, Graceful, StreamBody, StreamCount, Ticked, Version};
+use super::proxy_protocol;
 use super::timer::{Alarm, CheckedTimer, HeadDeadline, CHECK_INTERVAL, NEVER};
 use super::Worker;
 use crate::forward::{self, Connection};
@@ -84,14 +86,18 @@ impl Worker {
     }
 
     /// [`Worker::serve_connection`] once the client has sent something.
-    async fn serve_readable(&self, stream: TcpStream, start: Start, stop: CancellationToken) {
+    async fn serve_readable(&self, mut stream: TcpStream, start: Start, stop: CancellationToken) {
         let Start {
             stats,
             tls,
-            info,
+            mut info,
             timeouts,
             deadline,
         } = start;
+        // Before TLS: a PROXY header, on listeners that expect one.
+        if !proxy_protocol::accept(&mut stream, &mut info, deadline, &stop).await {
+            return;
+        }
         let stall = Arc::new(WriteStall::default());
         if let Some(config) = tls {
             let acceptor = tokio_rustls::TlsAcceptor::from(config);

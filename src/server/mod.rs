@@ -33,7 +33,8 @@
 //! - [`connection`]: one client connection's lifetime (TLS or h2c
 //!   detection, hyper, deadlines, graceful shutdown);
 //! - [`protocol`]: HTTP versions and hyper's settings; [`timer`]: the
-//!   header-read deadline, checked rather than scheduled.
+//!   header-read deadline, checked rather than scheduled;
+//!   [`proxy_protocol`]: the PROXY header a connection may start with.
 //!
 //! What a request does is [`crate::forward`]'s job, never this module's.
 
@@ -42,6 +43,7 @@ mod connection;
 mod h2_guard;
 mod listeners;
 mod protocol;
+mod proxy_protocol;
 pub(crate) mod timer;
 
 pub(crate) use listeners::{BoundSocket, ListenerPlan, ListenerSet};
@@ -219,7 +221,7 @@ impl Worker {
             };
             match accepted {
                 Ok((stream, client)) => {
-                    let (stats, tls, limits) = {
+                    let (stats, tls, limits, addressing) = {
                         let table = self.live.load();
                         let router = table.router(&listener);
                         // Counted under the listener's counters of the
@@ -228,7 +230,13 @@ impl Worker {
                         // open.
                         let stats = router.map(|router| router.stats.clone()).unwrap_or_default();
                         let limits = router.map(|router| router.connection_limits).unwrap_or_default();
-                        (stats, router.and_then(|router| router.tls.clone()), limits)
+                        let addressing = router.and_then(|router| router.addressing.clone());
+                        (
+                            stats,
+                            router.and_then(|router| router.tls.clone()),
+                            limits,
+                            addressing,
+                        )
                     };
                     // Another worker may have taken the last place since
                     // `room`: then this connection waits, accepted but
@@ -245,6 +253,7 @@ impl Worker {
                         admitted: Box::new(admitted),
                         max_requests: limits.max_requests_per_connection,
                         tls: tls.is_some(),
+                        addressing,
                     };
                     let info = Arc::new(Connection::new(
                         listener.clone(),

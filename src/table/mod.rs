@@ -13,6 +13,7 @@
 //! by the table but shared with it: [`RoutingTable::build`] looks it up in
 //! the previous table by identity and carries it over ([`carry`]).
 
+pub(crate) mod access;
 mod carry;
 mod prepare;
 mod route;
@@ -55,6 +56,8 @@ pub(crate) struct RoutingTable {
     /// `[global] max_connections`; `None`: derived by [`crate::server`]
     /// from the open-files limit.
     pub(crate) max_connections: Option<u32>,
+    /// `[admin]`'s `allow` / `deny`, if any.
+    pub(crate) admin_access: Option<Arc<access::Access>>,
     listeners: HashMap<Arc<str>, Router>,
     upstreams: HashMap<Arc<str>, Arc<UpstreamPool>>,
     /// The counters of every route, for the scrape and the next snapshot.
@@ -109,6 +112,10 @@ impl RoutingTable {
                 max_size: None,
             },
             max_connections: config.global.max_connections,
+            admin_access: config
+                .admin
+                .as_ref()
+                .and_then(|a| access::Access::of([&a.access])),
             listeners,
             upstreams,
             route_stats: stats.routes,
@@ -131,6 +138,7 @@ impl RoutingTable {
                 max_size: None,
             },
             max_connections: None,
+            admin_access: None,
             listeners: HashMap::new(),
             upstreams: HashMap::new(),
             route_stats: Vec::new(),

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::StatusCode;
 
+use super::access::{Access, Addressing};
 use super::carry::StatsCarrier;
 use crate::config::{self, ConnectionLimits, HostPattern, RequestLimits, RouteAction};
 use crate::observe::metrics::{ListenerStats, RouteStats};
@@ -31,6 +32,8 @@ pub(crate) enum Target {
         /// The largest request body, if limited: the route's
         /// `max_request_body`, else its listener's.
         max_body: Option<u64>,
+        /// `allow` / `deny` (the listener's, then the route's), if any.
+        access: Option<Arc<Access>>,
     },
     /// Answer directly.
     Respond {
@@ -42,6 +45,8 @@ pub(crate) enum Target {
         location: Option<Arc<str>>,
         /// The route's counters.
         stats: Arc<RouteStats>,
+        /// `allow` / `deny` (the listener's, then the route's), if any.
+        access: Option<Arc<Access>>,
     },
 }
 
@@ -50,6 +55,13 @@ impl Target {
     pub(crate) fn into_stats(self) -> Option<Arc<RouteStats>> {
         match self {
             Target::Proxy { stats, .. } | Target::Respond { stats, .. } => Some(stats),
+        }
+    }
+
+    /// The `allow` / `deny` a request must pass to reach this target.
+    pub(crate) fn access(&self) -> Option<&Access> {
+        match self {
+            Target::Proxy { access, .. } | Target::Respond { access, .. } => access.as_deref(),
         }
     }
 }
@@ -81,6 +93,11 @@ pub(crate) struct Router {
     pub(crate) connection_limits: ConnectionLimits,
     /// The listener's limits on a request (and on an HTTP/2 connection).
     pub(crate) request_limits: RequestLimits,
+    /// The listener's `allow` / `deny`, for requests no route matched.
+    pub(crate) access: Option<Arc<Access>>,
+    /// How its connections find their clients' addresses; `None` when the
+    /// listener sets none of those keys.
+    pub(crate) addressing: Option<Arc<Addressing>>,
 }
 
 /// Routes of one host group, longest prefix first.
@@ -173,6 +190,7 @@ pub(super) fn build_router(
             .expect("validated: routes name defined upstreams")
     };
     let name = listener.name.as_str();
+    let access = Access::of([&listener.access]);
     let mut router = Router {
         exact: HashMap::new(),
         wildcard: Vec::new(),
@@ -182,17 +200,21 @@ pub(super) fn build_router(
             strip: None,
             stats: stats.route(name, "default", u),
             max_body: listener.request_limits.max_body,
+            access: access.clone(),
         }),
         stats: stats.listener(name),
         unmatched: stats.route(name, "none", ""),
         connection_limits: listener.connection_limits,
         tls,
         request_limits: listener.request_limits,
+        access,
+        addressing: Addressing::of(&listener.client_address),
     };
     let mut wildcard: HashMap<Box<str>, PathRoutes> = HashMap::new();
     for route in &listener.routes {
         let prefix: Box<str> = route.path.as_deref().unwrap_or("").into();
         let label = route_label(route);
+        let access = Access::of([&listener.access, &route.access]);
         let target = match &route.action {
             RouteAction::Proxy {
                 upstream,
@@ -202,6 +224,7 @@ pub(super) fn build_router(
                 strip: strip_prefix.then_some(prefix.len()),
                 stats: stats.route(name, &label, upstream),
                 max_body: route.max_request_body.or(listener.request_limits.max_body),
+                access,
             },
             RouteAction::Respond {
                 status,
@@ -212,6 +235,7 @@ pub(super) fn build_router(
                 body: Bytes::from(body.clone()),
                 location: location.as_deref().map(Arc::from),
                 stats: stats.route(name, &label, ""),
+                access,
             },
         };
         let group = match &route.host {

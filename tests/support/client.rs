@@ -249,3 +249,21 @@ pub async fn send_held_open(
     writer.abort();
     (String::from_utf8_lossy(&buf).into_owned(), closed)
 }
+
+/// [`raw_exchange`] from `source` (any address of 127.0.0.0/8: all of it
+/// is loopback on Linux), to tell trusted peers from untrusted ones.
+pub async fn raw_exchange_from(source: std::net::IpAddr, addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut raw = connect_from(source, addr).await;
+    let _ = raw.write_all(request).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, raw.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// A connection to `addr` from `source` (port chosen by the kernel).
+pub async fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    socket.connect(addr).await.unwrap()
+}

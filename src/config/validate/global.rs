@@ -296,8 +296,9 @@ impl Validator<'_> {
             }
         };
         self.global.admin_at = Some((here, bind_at));
+        let access = self.access_rules(at, &a.allow, &a.deny);
         // Invalid: reported; `admin` stays `None` but the load fails anyway.
-        self.config.admin = bind.map(|bind| Admin { bind });
+        self.config.admin = bind.zip(access).map(|(bind, access)| Admin { bind, access });
     }
 
     /// The admin endpoint needs an address of its own.
@@ -569,7 +570,7 @@ mod tests {
                 "ginx.toml",
                 &format!("{WEB}{UP}[admin]\nbind = \"9901\"\nport = 1\n")
             )]),
-            ["ginx.toml:8:1: unknown field `port`, expected `bind`"]
+            ["ginx.toml:8:1: unknown field `port`, expected one of `bind`, `allow`, `deny`"]
         );
         assert_eq!(
             errors(&[("ginx.toml", &format!("{WEB}{UP}[admin]\nbind = \"9901\"\n"))]),

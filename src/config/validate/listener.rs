@@ -64,9 +64,25 @@ impl Validator<'_> {
         let routes = self.routes(at, &l.route);
         let connection_limits = self.connection_limits(at, l);
         let request_limits = self.request_limits(at, l);
-        if let (true, Some(bind), Some(tls), Some(connection_limits), Some(request_limits)) =
-            (first, bind, tls, connection_limits, request_limits)
-        {
+        let client_address = self.client_address(at, header, l);
+        let access = self.access_rules(at, &l.allow, &l.deny);
+        if let (
+            true,
+            Some(bind),
+            Some(tls),
+            Some(connection_limits),
+            Some(request_limits),
+            Some(client_address),
+            Some(access),
+        ) = (
+            first,
+            bind,
+            tls,
+            connection_limits,
+            request_limits,
+            client_address,
+            access,
+        ) {
             let listener = Listener {
                 name: name.clone(),
                 bind,
@@ -75,6 +91,8 @@ impl Validator<'_> {
                 tls,
                 connection_limits,
                 request_limits,
+                client_address,
+                access,
             };
             self.config.listeners.insert(name.clone(), listener);
         }
@@ -305,12 +323,15 @@ impl Validator<'_> {
                 bytes
             }
         };
+        let access = self.access_rules(at, &r.allow, &r.deny);
         let action = self.route_action(at, start, r)?;
-        ok.then(|| Route {
+        ok.then_some(())?;
+        Some(Route {
             host,
             path: r.path.as_ref().map(|p| p.get_ref().clone()),
             action,
             max_request_body,
+            access: access?,
         })
     }
 

@@ -12,6 +12,7 @@
 //! [`listener`] (and routes), [`tls`] (both sides, PEM files); [`parse`]
 //! holds the pure parsers.
 
+mod access;
 mod global;
 mod listener;
 mod parse;

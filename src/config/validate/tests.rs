@@ -143,6 +143,7 @@ servers = ["[::1]:9003"]
                     strip_prefix: true
                 },
                 max_request_body: None,
+                access: Default::default(),
             },
             Route {
                 host: Some(HostPattern::Wildcard(".example.com".into())),
@@ -153,6 +154,7 @@ servers = ["[::1]:9003"]
                     location: None,
                 },
                 max_request_body: None,
+                access: Default::default(),
             },
             Route {
                 host: None,
@@ -163,6 +165,7 @@ servers = ["[::1]:9003"]
                     location: None,
                 },
                 max_request_body: None,
+                access: Default::default(),
             },
         ]
     );
@@ -200,7 +203,7 @@ fn unknown_key() {
             "ginx.toml",
             "[listener.web]\nbind = \"127.0.0.1:1\"\nupstreem = \"a\"\n"
         )]),
-        ["ginx.toml:3:1: unknown field `upstreem`: did you mean `upstream`? (expected one of `bind`, `upstream`, `route`, `tls`, `max_connections`, `max_connections_per_ip`, `max_requests_per_connection`, `max_request_body`, `max_request_headers`, `max_request_line`, `max_h2_control_frames`, `max_request_head`, `max_h2_streams`)"]
+        ["ginx.toml:3:1: unknown field `upstreem`: did you mean `upstream`? (expected one of `bind`, `upstream`, `route`, `tls`, `max_connections`, `max_connections_per_ip`, `max_requests_per_connection`, `max_request_body`, `max_request_headers`, `max_request_line`, `max_h2_control_frames`, `max_request_head`, `max_h2_streams`, `trusted_proxies`, `client_ip_header`, `proxy_protocol`, `allow`, `deny`)"]
     );
     assert_eq!(
         errors(&[("ginx.toml", "[global]\nlog = 1\n")]),
