@@ -15,11 +15,12 @@
 //! does is [`crate::forward`]'s job.
 
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -27,9 +28,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::h2_guard::H2Guard;
-use super::protocol::{self, Graceful, StreamBody, StreamCount, Ticked, Version};
+use super::protocol::{self, Graceful, Rewind, StreamBody, StreamCount, Ticked, Version};
 use super::timer::{Alarm, CheckedTimer, HeadDeadline, CHECK_INTERVAL, NEVER};
 use super::Worker;
+use crate::config::RequestLimits;
 use crate::forward::{self, Connection};
 use crate::observe::clock;
 use crate::observe::metrics::{CountingIo, ListenerStats, WriteStall};
@@ -156,25 +158,7 @@ impl Worker {
             )
         };
         match version {
-            Version::Http1 => {
-                let service = service_fn(move |req| forward::handle(req, info.clone()));
-                let head = Arc::new(HeadDeadline::default());
-                let mut http1 = self.http.http1(watch.timeouts.header_read, &limits);
-                http1.timer(CheckedTimer::noting(head.clone()));
-                let connection = http1.serve_connection(TokioIo::new(io), service).with_upgrades();
-                // Boxed, as the HTTP/2 branch: each connection then holds
-                // the state of the protocol it speaks, not of the larger one.
-                let watch = watch.with_head(head);
-                Box::pin(drive(
-                    connection,
-                    &stop,
-                    watch,
-                    &live,
-                    None,
-                    std::future::pending(),
-                ))
-                .await;
-            }
+            Version::Http1 => self.serve_http1(io, info, &stop, watch, &limits).await,
             Version::Http2 => {
                 let conn = info.clone();
                 let streams = Arc::new(StreamCount::default());
@@ -193,19 +177,112 @@ impl Worker {
                     .http2(&limits)
                     .serve_connection(TokioIo::new(io), service);
                 let last_request = conn.last_stream();
-                Box::pin(drive(
-                    connection,
-                    &stop,
-                    watch,
-                    &live,
-                    Some(&streams),
-                    last_request,
-                ))
+                Box::pin(async {
+                    let connection = pin!(connection);
+                    drive(connection, &stop, &watch, &live, Some(&streams), last_request).await;
+                })
                 .await;
             }
         }
     }
+
+    /// Serve `io` as HTTP/1.1 until it ends, or until `stop` and then the
+    /// shutdown timeout: with a hyper connection while requests come, and
+    /// with none once it has waited [`IDLE_RELEASE`] for the next request.
+    /// Then the socket is taken back (hyper finishes without shutting it
+    /// down, handing back what it had read and not parsed), its next byte
+    /// is awaited under the same header-read deadline, and a fresh hyper
+    /// connection serves it. Upgraded connections are never taken back.
+    async fn serve_http1<I>(
+        &self,
+        io: I,
+        info: Arc<Connection>,
+        stop: &CancellationToken,
+        watch: Watch,
+        limits: &RequestLimits,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let live = info.live.clone();
+        let head = Arc::new(HeadDeadline::default());
+        let mut http1 = self.http.http1(watch.timeouts.header_read, limits);
+        http1.timer(CheckedTimer::noting(head.clone()));
+        let cycle = head.clone();
+        // Kept across hyper connections, as the builder is.
+        let mut service = service_fn(move |req| {
+            cycle.serving();
+            forward::handle(req, info.clone())
+        });
+        let mut io = Rewind::new(io, head.clone());
+        let watch = watch.with_head(head.clone());
+        loop {
+            let connection = http1.serve_connection(TokioIo::new(io), service).with_upgrades();
+            // Boxed: hyper's buffers and state are allocated only while it
+            // serves, and freed when the socket is taken back.
+            let parts = Box::pin(async {
+                let mut connection = connection;
+                match drive(
+                    Pin::new(&mut connection),
+                    stop,
+                    &watch,
+                    &live,
+                    None,
+                    std::future::pending(),
+                )
+                .await
+                {
+                    Ended::Released => connection.into_parts(),
+                    Ended::Closed => None,
+                }
+            })
+            .await;
+            let Some(http1::Parts {
+                io: back,
+                read_buf,
+                service: kept,
+                ..
+            }) = parts
+            else {
+                return;
+            };
+            head.released();
+            io = back.into_inner();
+            io.rewind(&read_buf);
+            drop(read_buf);
+            service = kept;
+            tracing::debug!(
+                replayed = io.has_replay(),
+                "idle HTTP/1.1 connection taken back from hyper"
+            );
+            if io.has_replay() {
+                if stop.is_cancelled() {
+                    return;
+                }
+                continue;
+            }
+            let deadline = Instant::from_std(clock::instant(head.get()));
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                byte = io.next_byte() => match byte {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(error) => {
+                        tracing::debug!(%error, "idle client connection failed");
+                        return;
+                    }
+                },
+                () = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
 }
+
+/// How long an HTTP/1.1 connection waits for its next request before its
+/// socket is taken back from hyper (see [`Worker::serve_http1`]): long
+/// enough that a connection under load never pays for it, short enough
+/// that an idle one holds nothing but its task and socket.
+const IDLE_RELEASE: Duration = Duration::from_millis(500);
 
 /// What [`Worker::serve_readable`] takes over from the accept.
 struct Start {
@@ -257,10 +334,25 @@ impl Watch {
             (Some(streams), None) => streams.idle_deadline(self.timeouts.header_read).unwrap_or(NEVER),
             _ => NEVER,
         };
+        let release = if grace.is_none() { self.release_at() } else { NEVER };
         head.min(stall)
             .min(idle)
+            .min(release)
             .min(self.info.wake_by.get())
             .min(grace.unwrap_or(NEVER))
+    }
+
+    /// When an HTTP/1.1 connection waiting for its next request will have
+    /// waited [`IDLE_RELEASE`]: hyper noted its head deadline when it
+    /// began to wait.
+    fn release_at(&self) -> u64 {
+        match &self.head {
+            Some(head) if head.waiting() => head
+                .get()
+                .saturating_sub(self.timeouts.header_read.as_millis() as u64)
+                .saturating_add(IDLE_RELEASE.as_millis() as u64),
+            _ => NEVER,
+        }
     }
 }
 
@@ -269,6 +361,15 @@ impl Watch {
 struct Timeouts {
     header_read: Duration,
     send: Duration,
+}
+
+/// How [`drive`] ended.
+enum Ended {
+    /// The connection is closed, or failed, or was upgraded.
+    Closed,
+    /// hyper finished because the task took the socket back
+    /// ([`Verdict::Release`]); the socket is open.
+    Released,
 }
 
 /// What woke a connection's task.
@@ -284,6 +385,9 @@ enum Event {
 enum Verdict {
     /// Re-poll the connection and go on.
     Continue,
+    /// Have hyper finish at once to take the socket back (an HTTP/1.1
+    /// connection waiting for its next request for [`IDLE_RELEASE`]).
+    Release,
     /// Shut it down gracefully (an HTTP/2 connection idle too long).
     Drain,
     /// Close it now.
@@ -297,16 +401,16 @@ enum Verdict {
 /// HTTP/2 connection has open streams its alarm also fires every
 /// [`CHECK_INTERVAL`] to wake their requests, which hyper runs in tasks of
 /// their own, so that they check their deadlines. `last_request` drains the
-/// connection as `stop` does.
+/// connection as `stop` does. An HTTP/1.1 connection waiting for its next
+/// request for [`IDLE_RELEASE`] is made to finish to take its socket back.
 async fn drive<C: Graceful>(
-    connection: C,
+    mut connection: Pin<&mut C>,
     stop: &CancellationToken,
-    watch: Watch,
+    watch: &Watch,
     live: &Live,
     streams: Option<&StreamCount>,
     last_request: impl Future<Output = ()>,
-) {
-    let mut connection = pin!(connection);
+) -> Ended {
     let mut last_request = pin!(last_request);
     let mut alarm = pin!(Alarm::new());
     let mut stopping = pin!(stop.cancelled());
@@ -335,26 +439,37 @@ async fn drive<C: Graceful>(
         })
         .await;
         let verdict = match event {
-            Event::Ended(result) => {
-                if let Err(error) = result {
-                    tracing::debug!(%error, "client connection ended with an error");
-                }
-                return;
+            Event::Ended(Err(error)) => {
+                tracing::debug!(%error, "client connection ended with an error");
+                return Ended::Closed;
             }
+            Event::Ended(Ok(())) if watch.head.as_ref().is_some_and(|head| head.releasing()) => {
+                return Ended::Released;
+            }
+            Event::Ended(Ok(())) => return Ended::Closed,
             Event::Stop => Verdict::Drain,
             Event::Due => {
                 ticking = false;
-                on_due(&watch, streams, grace)
+                on_due(watch, streams, grace)
             }
         };
         match verdict {
             Verdict::Continue => {}
+            Verdict::Release => {
+                if let Some(head) = &watch.head {
+                    head.release();
+                }
+                // hyper's state is the initial one: this closes it at once,
+                // sending nothing (hyper's `disable_keep_alive` on an idle
+                // connection), and it finishes at its next poll.
+                connection.as_mut().graceful_shutdown();
+            }
             Verdict::Drain => {
                 connection.as_mut().graceful_shutdown();
                 let grace_ms = live.load().shutdown_timeout.as_millis() as u64;
                 grace = Some(clock::millis().saturating_add(grace_ms));
             }
-            Verdict::Close => return,
+            Verdict::Close => return Ended::Closed,
         }
     }
 }
@@ -377,6 +492,9 @@ fn on_due(watch: &Watch, streams: Option<&StreamCount>, grace: Option<u64>) -> V
         // response and its upstream connection).
         tracing::debug!(timeout = ?watch.timeouts.send, "client stopped reading for send_timeout; closing its connection");
         return Verdict::Close;
+    }
+    if grace.is_none() && now >= watch.release_at() {
+        return Verdict::Release;
     }
     if let Some(head) = &watch.head {
         // Passed: hyper sees it expire when re-polled now, or it was stale.
