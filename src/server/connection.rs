@@ -25,10 +25,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use super::h2_guard::H2Guard;
-use super::protocol::{self, Graceful, Rewind, StreamBody, StreamCount, Ticked, Version};
+use super::protocol::{self, Graceful, Prefixed, Rewind, StreamBody, StreamCount, Ticked, Version};
 use super::timer::{Alarm, CheckedTimer, HeadDeadline, CHECK_INTERVAL, NEVER};
 use super::Worker;
 use crate::config::RequestLimits;
@@ -80,13 +81,35 @@ impl Worker {
             timeouts,
             deadline,
         };
-        // Boxed: TLS and hyper's connections are nearly all of this task's
-        // state; inline, a connection that has sent nothing would hold them.
-        Box::pin(self.serve_readable(stream, start, stop)).await;
+        // Boxed, each phase on its own: the TLS handshake's state and
+        // hyper's connections are nearly all of this task's state; inline,
+        // a connection that has sent nothing would hold them, and an idle
+        // one would keep the handshake's room.
+        let serving = match Box::pin(self.handshake(stream, start, &stop)).await {
+            Some(ready) => self.serve_ready(ready, stop),
+            None => return,
+        };
+        serving.await;
     }
 
-    /// [`Worker::serve_connection`] once the client has sent something.
-    async fn serve_readable(&self, stream: TcpStream, start: Start, stop: CancellationToken) {
+    /// Serve what [`Worker::handshake`] made ready, in a box sized for its
+    /// protocol and transport.
+    fn serve_ready(
+        &self,
+        ready: Ready,
+        stop: CancellationToken,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        match ready {
+            Ready::Tls(version, io, info, watch) => Box::pin(self.serve_http(version, io, info, stop, watch)),
+            Ready::Plain(version, io, info, watch) => {
+                Box::pin(self.serve_http(version, io, info, stop, watch))
+            }
+        }
+    }
+
+    /// [`Worker::serve_connection`] once the client has sent something: the
+    /// TLS handshake or the h2c detection; `None` if the connection ended.
+    async fn handshake(&self, stream: TcpStream, start: Start, stop: &CancellationToken) -> Option<Ready> {
         let Start {
             stats,
             tls,
@@ -100,12 +123,12 @@ impl Worker {
             let left = deadline.saturating_duration_since(Instant::now());
             let stream = tokio::select! {
                 biased;
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => return None,
                 accepted = tls::accept(&acceptor, stream, left) => match accepted {
                     Ok(stream) => stream,
                     Err(error) => {
                         tracing::debug!(listener = %info.listener, client = %info.client, %error, "TLS handshake failed");
-                        return;
+                        return None;
                     }
                 },
             };
@@ -117,21 +140,24 @@ impl Worker {
             // Counted above TLS: the bytes of HTTP, as on plaintext listeners.
             let io = CountingIo::new(stream, stats, stall.clone());
             let watch = Watch::new(stall, timeouts, &info);
-            return self.serve_http(version, io, info, stop, watch).await;
+            return Some(Ready::Tls(version, io, info, watch));
         }
         let stream = CountingIo::new(stream, stats, stall.clone());
         let detected = tokio::select! {
             biased;
             detected = protocol::detect(stream) => detected,
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep_until(deadline) => return,
+            () = stop.cancelled() => return None,
+            () = tokio::time::sleep_until(deadline) => return None,
         };
         match detected {
             Ok((version, io)) => {
                 let watch = Watch::new(stall, timeouts, &info);
-                self.serve_http(version, io, info, stop, watch).await
+                Some(Ready::Plain(version, io, info, watch))
             }
-            Err(error) => tracing::debug!(%error, "client connection failed before its first request"),
+            Err(error) => {
+                tracing::debug!(%error, "client connection failed before its first request");
+                None
+            }
         }
     }
 
@@ -216,16 +242,17 @@ impl Worker {
         let mut io = Rewind::new(io, head.clone());
         let watch = watch.with_head(head.clone());
         loop {
-            let connection = http1.serve_connection(TokioIo::new(io), service).with_upgrades();
-            // Boxed: hyper's buffers and state are allocated only while it
-            // serves, and freed when the socket is taken back.
-            let parts = Box::pin(async {
-                let mut connection = connection;
+            // Boxed, and built inside the box: hyper's buffers and state
+            // are allocated only while it serves, and freed when the socket
+            // is taken back; this task keeps only the box's pointer.
+            let (http1, watch, live) = (&http1, &watch, &live);
+            let parts = Box::pin(async move {
+                let mut connection = http1.serve_connection(TokioIo::new(io), service).with_upgrades();
                 match drive(
                     Pin::new(&mut connection),
                     stop,
-                    &watch,
-                    &live,
+                    watch,
+                    live,
                     None,
                     std::future::pending(),
                 )
@@ -284,7 +311,17 @@ impl Worker {
 /// that an idle one holds nothing but its task and socket.
 const IDLE_RELEASE: Duration = Duration::from_millis(500);
 
-/// What [`Worker::serve_readable`] takes over from the accept.
+/// A connection ready for HTTP: its version, its io, what its requests
+/// share and what its task watches.
+// Moved once per connection, from the handshake's box into the serving one:
+// boxing the TLS variant would be one more allocation for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Ready {
+    Tls(Version, CountingIo<TlsStream<TcpStream>>, Arc<Connection>, Watch),
+    Plain(Version, Prefixed<CountingIo<TcpStream>>, Arc<Connection>, Watch),
+}
+
+/// What [`Worker::handshake`] takes over from the accept.
 struct Start {
     stats: Arc<ListenerStats>,
     tls: Option<Arc<rustls::ServerConfig>>,
