@@ -9,6 +9,10 @@
 //! ([`Alarm`]), armed at the earliest deadline it knows of, not a periodic
 //! tick (see [`super::timer`]). Before its first byte it costs only its
 //! task and socket: hyper, TLS and their buffers come once it is readable.
+//! An HTTP/1.1 connection idle for [`IDLE_RELEASE`] goes back to costing
+//! little more: its socket is taken back from hyper, whose buffers and
+//! state are freed, and a fresh hyper connection serves its next request
+//! (see [`Worker::serve_http1`]).
 //!
 //! This module owns the connection's lifetime; which protocol it speaks and
 //! with which limits is [`super::protocol`]'s decision, and what each request

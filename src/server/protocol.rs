@@ -7,6 +7,10 @@
 //! through [`Prefixed`], so nothing is added per request. A TLS connection
 //! says which it speaks with ALPN instead, and is never sniffed.
 //!
+//! An HTTP/1.1 connection is served by a new hyper connection after each
+//! time it was idle (see [`crate::server::connection`]); [`Rewind`] is its
+//! io across them, replaying what a taken-back hyper connection had read.
+//!
 //! This module owns the protocol settings; it does not own the connection's
 //! lifetime (its alarm, deadlines, draining: [`crate::server`]) nor what a request
 //! does ([`crate::forward`]).

@@ -22,6 +22,11 @@
 //! connection therefore wakes once, at its deadline, and a busy one about
 //! once per `header_read_timeout`; a request pays a store, never a timer.
 //!
+//! The same cell tells the task where hyper is in the request cycle (a head
+//! parsed, or a head-read sleep started after a response): that is how it
+//! knows when an HTTP/1.1 connection is idle and its socket can be taken
+//! back from hyper.
+//!
 //! This timer must not be used where nothing re-polls the future: on its own
 //! it never wakes a task.
 
