@@ -10,28 +10,35 @@
 //! ([`Alarm`]), armed at the earliest deadline it knows of, not a periodic
 //! tick (see [`super::timer`]). Before its first byte it costs only its
 //! task and socket: hyper, TLS and their buffers come once it is readable.
+//! An HTTP/1.1 connection idle for [`IDLE_RELEASE`] goes back to costing
+//! little more: its socket is taken back from hyper, whose buffers and
+//! state are freed, and a fresh hyper connection serves its next request
+//! (see [`Worker::serve_http1`]).
 //!
 //! This module owns the connection's lifetime; which protocol it speaks and
 //! with which limits is [`super::protocol`]'s decision, and what each request
 //! does is [`crate::forward`]'s job.
 
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use super::h2_guard::H2Guard;
-use super::protocol::{self, Graceful, StreamBody, StreamCount, Ticked, Version};
+use super::protocol::{self, Graceful, Prefixed, Rewind, StreamBody, StreamCount, Ticked, Version};
 use super::proxy_protocol;
 use super::timer::{Alarm, CheckedTimer, HeadDeadline, CHECK_INTERVAL, NEVER};
 use super::Worker;
+use crate::config::RequestLimits;
 use crate::forward::{self, Connection};
 use crate::observe::clock;
 use crate::observe::metrics::{CountingIo, ListenerStats, WriteStall};
@@ -80,13 +87,35 @@ impl Worker {
             timeouts,
             deadline,
         };
-        // Boxed: TLS and hyper's connections are nearly all of this task's
-        // state; inline, a connection that has sent nothing would hold them.
-        Box::pin(self.serve_readable(stream, start, stop)).await;
+        // Boxed, each phase on its own: the TLS handshake's state and
+        // hyper's connections are nearly all of this task's state; inline,
+        // a connection that has sent nothing would hold them, and an idle
+        // one would keep the handshake's room.
+        let serving = match Box::pin(self.handshake(stream, start, &stop)).await {
+            Some(ready) => self.serve_ready(ready, stop),
+            None => return,
+        };
+        serving.await;
     }
 
-    /// [`Worker::serve_connection`] once the client has sent something.
-    async fn serve_readable(&self, mut stream: TcpStream, start: Start, stop: CancellationToken) {
+    /// Serve what [`Worker::handshake`] made ready, in a box sized for its
+    /// protocol and transport.
+    fn serve_ready(
+        &self,
+        ready: Ready,
+        stop: CancellationToken,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        match ready {
+            Ready::Tls(version, io, info, watch) => Box::pin(self.serve_http(version, io, info, stop, watch)),
+            Ready::Plain(version, io, info, watch) => {
+                Box::pin(self.serve_http(version, io, info, stop, watch))
+            }
+        }
+    }
+
+    /// [`Worker::serve_connection`] once the client has sent something: the
+    /// TLS handshake or the h2c detection; `None` if the connection ended.
+    async fn handshake(&self, mut stream: TcpStream, start: Start, stop: &CancellationToken) -> Option<Ready> {
         let Start {
             stats,
             tls,
@@ -95,8 +124,8 @@ impl Worker {
             deadline,
         } = start;
         // Before TLS: a PROXY header, on listeners that expect one.
-        if !proxy_protocol::accept(&mut stream, &mut info, deadline, &stop).await {
-            return;
+        if !proxy_protocol::accept(&mut stream, &mut info, deadline, stop).await {
+            return None;
         }
         let stall = Arc::new(WriteStall::default());
         if let Some(config) = tls {
@@ -104,12 +133,12 @@ impl Worker {
             let left = deadline.saturating_duration_since(Instant::now());
             let stream = tokio::select! {
                 biased;
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => return None,
                 accepted = tls::accept(&acceptor, stream, left) => match accepted {
                     Ok(stream) => stream,
                     Err(error) => {
                         tracing::debug!(listener = %info.listener, client = %info.client, %error, "TLS handshake failed");
-                        return;
+                        return None;
                     }
                 },
             };
@@ -121,21 +150,24 @@ impl Worker {
             // Counted above TLS: the bytes of HTTP, as on plaintext listeners.
             let io = CountingIo::new(stream, stats, stall.clone());
             let watch = Watch::new(stall, timeouts, &info);
-            return self.serve_http(version, io, info, stop, watch).await;
+            return Some(Ready::Tls(version, io, info, watch));
         }
         let stream = CountingIo::new(stream, stats, stall.clone());
         let detected = tokio::select! {
             biased;
             detected = protocol::detect(stream) => detected,
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep_until(deadline) => return,
+            () = stop.cancelled() => return None,
+            () = tokio::time::sleep_until(deadline) => return None,
         };
         match detected {
             Ok((version, io)) => {
                 let watch = Watch::new(stall, timeouts, &info);
-                self.serve_http(version, io, info, stop, watch).await
+                Some(Ready::Plain(version, io, info, watch))
             }
-            Err(error) => tracing::debug!(%error, "client connection failed before its first request"),
+            Err(error) => {
+                tracing::debug!(%error, "client connection failed before its first request");
+                None
+            }
         }
     }
 
@@ -162,25 +194,7 @@ impl Worker {
             )
         };
         match version {
-            Version::Http1 => {
-                let service = service_fn(move |req| forward::handle(req, info.clone()));
-                let head = Arc::new(HeadDeadline::default());
-                let mut http1 = self.http.http1(watch.timeouts.header_read, &limits);
-                http1.timer(CheckedTimer::noting(head.clone()));
-                let connection = http1.serve_connection(TokioIo::new(io), service).with_upgrades();
-                // Boxed, as the HTTP/2 branch: each connection then holds
-                // the state of the protocol it speaks, not of the larger one.
-                let watch = watch.with_head(head);
-                Box::pin(drive(
-                    connection,
-                    &stop,
-                    watch,
-                    &live,
-                    None,
-                    std::future::pending(),
-                ))
-                .await;
-            }
+            Version::Http1 => self.serve_http1(io, info, &stop, watch, &limits).await,
             Version::Http2 => {
                 let conn = info.clone();
                 let streams = Arc::new(StreamCount::default());
@@ -199,21 +213,125 @@ impl Worker {
                     .http2(&limits)
                     .serve_connection(TokioIo::new(io), service);
                 let last_request = conn.last_stream();
-                Box::pin(drive(
-                    connection,
-                    &stop,
-                    watch,
-                    &live,
-                    Some(&streams),
-                    last_request,
-                ))
+                Box::pin(async {
+                    let connection = pin!(connection);
+                    drive(connection, &stop, &watch, &live, Some(&streams), last_request).await;
+                })
                 .await;
+            }
+        }
+    }
+
+    /// Serve `io` as HTTP/1.1 until it ends, or until `stop` and then the
+    /// shutdown timeout: with a hyper connection while requests come, and
+    /// with none once it has waited [`IDLE_RELEASE`] for the next request.
+    /// Then the socket is taken back (hyper finishes without shutting it
+    /// down, handing back what it had read and not parsed), its next byte
+    /// is awaited under the same header-read deadline, and a fresh hyper
+    /// connection serves it. Upgraded connections are never taken back.
+    async fn serve_http1<I>(
+        &self,
+        io: I,
+        info: Arc<Connection>,
+        stop: &CancellationToken,
+        watch: Watch,
+        limits: &RequestLimits,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let live = info.live.clone();
+        let head = Arc::new(HeadDeadline::default());
+        let mut http1 = self.http.http1(watch.timeouts.header_read, limits);
+        http1.timer(CheckedTimer::noting(head.clone()));
+        let cycle = head.clone();
+        // Kept across hyper connections, as the builder is.
+        let mut service = service_fn(move |req| {
+            cycle.serving();
+            forward::handle(req, info.clone())
+        });
+        let mut io = Rewind::new(io, head.clone());
+        let watch = watch.with_head(head.clone());
+        loop {
+            // Boxed, and built inside the box: hyper's buffers and state
+            // are allocated only while it serves, and freed when the socket
+            // is taken back; this task keeps only the box's pointer.
+            let (http1, watch, live) = (&http1, &watch, &live);
+            let parts = Box::pin(async move {
+                let mut connection = http1.serve_connection(TokioIo::new(io), service).with_upgrades();
+                match drive(
+                    Pin::new(&mut connection),
+                    stop,
+                    watch,
+                    live,
+                    None,
+                    std::future::pending(),
+                )
+                .await
+                {
+                    Ended::Released => connection.into_parts(),
+                    Ended::Closed => None,
+                }
+            })
+            .await;
+            let Some(http1::Parts {
+                io: back,
+                read_buf,
+                service: kept,
+                ..
+            }) = parts
+            else {
+                return;
+            };
+            head.released();
+            io = back.into_inner();
+            io.rewind(&read_buf);
+            drop(read_buf);
+            service = kept;
+            tracing::debug!(
+                replayed = io.has_replay(),
+                "idle HTTP/1.1 connection taken back from hyper"
+            );
+            if io.has_replay() {
+                if stop.is_cancelled() {
+                    return;
+                }
+                continue;
+            }
+            let deadline = Instant::from_std(clock::instant(head.get()));
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                byte = io.next_byte() => match byte {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(error) => {
+                        tracing::debug!(%error, "idle client connection failed");
+                        return;
+                    }
+                },
+                () = tokio::time::sleep_until(deadline) => return,
             }
         }
     }
 }
 
-/// What [`Worker::serve_readable`] takes over from the accept.
+/// How long an HTTP/1.1 connection waits for its next request before its
+/// socket is taken back from hyper (see [`Worker::serve_http1`]): long
+/// enough that a connection under load never pays for it, short enough
+/// that an idle one holds nothing but its task and socket.
+const IDLE_RELEASE: Duration = Duration::from_millis(500);
+
+/// A connection ready for HTTP: its version, its io, what its requests
+/// share and what its task watches.
+// Moved once per connection, from the handshake's box into the serving one:
+// boxing the TLS variant would be one more allocation for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Ready {
+    Tls(Version, CountingIo<TlsStream<TcpStream>>, Arc<Connection>, Watch),
+    Plain(Version, Prefixed<CountingIo<TcpStream>>, Arc<Connection>, Watch),
+}
+
+/// What [`Worker::handshake`] takes over from the accept.
 struct Start {
     stats: Arc<ListenerStats>,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -263,10 +381,25 @@ impl Watch {
             (Some(streams), None) => streams.idle_deadline(self.timeouts.header_read).unwrap_or(NEVER),
             _ => NEVER,
         };
+        let release = if grace.is_none() { self.release_at() } else { NEVER };
         head.min(stall)
             .min(idle)
+            .min(release)
             .min(self.info.wake_by.get())
             .min(grace.unwrap_or(NEVER))
+    }
+
+    /// When an HTTP/1.1 connection waiting for its next request will have
+    /// waited [`IDLE_RELEASE`]: hyper noted its head deadline when it
+    /// began to wait.
+    fn release_at(&self) -> u64 {
+        match &self.head {
+            Some(head) if head.waiting() => head
+                .get()
+                .saturating_sub(self.timeouts.header_read.as_millis() as u64)
+                .saturating_add(IDLE_RELEASE.as_millis() as u64),
+            _ => NEVER,
+        }
     }
 }
 
@@ -275,6 +408,15 @@ impl Watch {
 struct Timeouts {
     header_read: Duration,
     send: Duration,
+}
+
+/// How [`drive`] ended.
+enum Ended {
+    /// The connection is closed, or failed, or was upgraded.
+    Closed,
+    /// hyper finished because the task took the socket back
+    /// ([`Verdict::Release`]); the socket is open.
+    Released,
 }
 
 /// What woke a connection's task.
@@ -290,6 +432,9 @@ enum Event {
 enum Verdict {
     /// Re-poll the connection and go on.
     Continue,
+    /// Have hyper finish at once to take the socket back (an HTTP/1.1
+    /// connection waiting for its next request for [`IDLE_RELEASE`]).
+    Release,
     /// Shut it down gracefully (an HTTP/2 connection idle too long).
     Drain,
     /// Close it now.
@@ -303,16 +448,16 @@ enum Verdict {
 /// HTTP/2 connection has open streams its alarm also fires every
 /// [`CHECK_INTERVAL`] to wake their requests, which hyper runs in tasks of
 /// their own, so that they check their deadlines. `last_request` drains the
-/// connection as `stop` does.
+/// connection as `stop` does. An HTTP/1.1 connection waiting for its next
+/// request for [`IDLE_RELEASE`] is made to finish to take its socket back.
 async fn drive<C: Graceful>(
-    connection: C,
+    mut connection: Pin<&mut C>,
     stop: &CancellationToken,
-    watch: Watch,
+    watch: &Watch,
     live: &Live,
     streams: Option<&StreamCount>,
     last_request: impl Future<Output = ()>,
-) {
-    let mut connection = pin!(connection);
+) -> Ended {
     let mut last_request = pin!(last_request);
     let mut alarm = pin!(Alarm::new());
     let mut stopping = pin!(stop.cancelled());
@@ -341,26 +486,37 @@ async fn drive<C: Graceful>(
         })
         .await;
         let verdict = match event {
-            Event::Ended(result) => {
-                if let Err(error) = result {
-                    tracing::debug!(%error, "client connection ended with an error");
-                }
-                return;
+            Event::Ended(Err(error)) => {
+                tracing::debug!(%error, "client connection ended with an error");
+                return Ended::Closed;
             }
+            Event::Ended(Ok(())) if watch.head.as_ref().is_some_and(|head| head.releasing()) => {
+                return Ended::Released;
+            }
+            Event::Ended(Ok(())) => return Ended::Closed,
             Event::Stop => Verdict::Drain,
             Event::Due => {
                 ticking = false;
-                on_due(&watch, streams, grace)
+                on_due(watch, streams, grace)
             }
         };
         match verdict {
             Verdict::Continue => {}
+            Verdict::Release => {
+                if let Some(head) = &watch.head {
+                    head.release();
+                }
+                // hyper's state is the initial one: this closes it at once,
+                // sending nothing (hyper's `disable_keep_alive` on an idle
+                // connection), and it finishes at its next poll.
+                connection.as_mut().graceful_shutdown();
+            }
             Verdict::Drain => {
                 connection.as_mut().graceful_shutdown();
                 let grace_ms = live.load().shutdown_timeout.as_millis() as u64;
                 grace = Some(clock::millis().saturating_add(grace_ms));
             }
-            Verdict::Close => return,
+            Verdict::Close => return Ended::Closed,
         }
     }
 }
@@ -383,6 +539,9 @@ fn on_due(watch: &Watch, streams: Option<&StreamCount>, grace: Option<u64>) -> V
         // response and its upstream connection).
         tracing::debug!(timeout = ?watch.timeouts.send, "client stopped reading for send_timeout; closing its connection");
         return Verdict::Close;
+    }
+    if grace.is_none() && now >= watch.release_at() {
+        return Verdict::Release;
     }
     if let Some(head) = &watch.head {
         // Passed: hyper sees it expire when re-polled now, or it was stale.

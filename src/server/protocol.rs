@@ -7,6 +7,10 @@
 //! through [`Prefixed`], so nothing is added per request. A TLS connection
 //! says which it speaks with ALPN instead, and is never sniffed.
 //!
+//! An HTTP/1.1 connection is served by a new hyper connection after each
+//! time it was idle (see [`crate::server::connection`]); [`Rewind`] is its
+//! io across them, replaying what a taken-back hyper connection had read.
+//!
 //! This module owns the protocol settings; it does not own the connection's
 //! lifetime (its alarm, deadlines, draining: [`crate::server`]) nor what a request
 //! does ([`crate::forward`]).
@@ -58,7 +62,7 @@ use hyper::server::conn::{http1, http2};
 use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
-use super::timer::CheckedTimer;
+use super::timer::{CheckedTimer, HeadDeadline};
 use crate::config::RequestLimits;
 use crate::observe::clock;
 
@@ -214,6 +218,117 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// An HTTP/1.1 connection's io across the hyper connections that serve it
+/// (see [`crate::server::connection`]): it replays the bytes a hyper
+/// connection had read but not parsed when it was taken back, and does not
+/// shut the io down when hyper finishes because it was taken back.
+#[derive(Debug)]
+pub(crate) struct Rewind<I> {
+    io: I,
+    /// Bytes to serve before reading `io` again, from `at`; empty (no
+    /// allocation) nearly always.
+    replay: Vec<u8>,
+    at: usize,
+    cycle: Arc<HeadDeadline>,
+}
+
+impl<I> Rewind<I> {
+    /// `io`, whose hyper connections note their request cycle in `cycle`.
+    pub(crate) fn new(io: I, cycle: Arc<HeadDeadline>) -> Self {
+        Rewind {
+            io,
+            replay: Vec::new(),
+            at: 0,
+            cycle,
+        }
+    }
+
+    /// Serve `read` (what hyper had read and not parsed) before anything
+    /// else. Copied: the bytes come from hyper's read buffer, whose whole
+    /// block would otherwise stay allocated.
+    pub(crate) fn rewind(&mut self, read: &[u8]) {
+        if read.is_empty() {
+            return;
+        }
+        let mut replay = Vec::with_capacity(read.len() + self.replay.len() - self.at);
+        replay.extend_from_slice(read);
+        replay.extend_from_slice(&self.replay[self.at..]);
+        self.replay = replay;
+        self.at = 0;
+    }
+
+    /// Whether bytes are waiting to be replayed.
+    pub(crate) fn has_replay(&self) -> bool {
+        self.at < self.replay.len()
+    }
+}
+
+impl<I: AsyncRead + Unpin> Rewind<I> {
+    /// Wait for the client's next byte and keep it for the next read:
+    /// whether one came (`false`: EOF).
+    ///
+    /// # Errors
+    ///
+    /// Whatever reading fails with.
+    pub(crate) async fn next_byte(&mut self) -> io::Result<bool> {
+        let mut byte = [0u8; 1];
+        let n = self.io.read(&mut byte).await?;
+        self.rewind(&byte[..n]);
+        Ok(n == 1)
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.at < this.replay.len() {
+            let pending = &this.replay[this.at..];
+            let n = pending.len().min(buf.remaining());
+            buf.put_slice(&pending[..n]);
+            this.at += n;
+            if this.at == this.replay.len() {
+                this.replay = Vec::new();
+                this.at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    /// hyper shuts its io down when it finishes, after flushing what it
+    /// buffered; when it finishes to hand the socket back, the socket stays
+    /// open.
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.cycle.releasing() {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_shutdown(cx)
     }
 }
 

@@ -22,12 +22,17 @@
 //! connection therefore wakes once, at its deadline, and a busy one about
 //! once per `header_read_timeout`; a request pays a store, never a timer.
 //!
+//! The same cell tells the task where hyper is in the request cycle (a head
+//! parsed, or a head-read sleep started after a response): that is how it
+//! knows when an HTTP/1.1 connection is idle and its socket can be taken
+//! back from hyper.
+//!
 //! This timer must not be used where nothing re-polls the future: on its own
 //! it never wakes a task.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -58,7 +63,7 @@ impl CheckedTimer {
 
     fn note(&self, deadline: Instant) {
         if let Some(head) = &self.0 {
-            head.0.store(clock::millis_at(deadline), Ordering::Relaxed);
+            head.deadline.store(clock::millis_at(deadline), Ordering::Relaxed);
         }
     }
 }
@@ -69,6 +74,12 @@ impl Timer for CheckedTimer {
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn Sleep>> {
+        // hyper starts a sleep only when it starts waiting for a request
+        // head (it resets one only after it fired).
+        let deadline = match &self.0 {
+            Some(head) => head.waiting_from(deadline),
+            None => deadline,
+        };
         self.note(deadline);
         Box::pin(Deadline(deadline))
     }
@@ -102,15 +113,42 @@ impl Future for Deadline {
 
 impl Sleep for Deadline {}
 
-/// The last header-read deadline hyper set on one connection, in
-/// [`clock::millis`]; [`NEVER`] before the first. It may be stale (the head
-/// arrived): the connection task finds out by re-polling hyper at it.
+/// What one client connection's HTTP/1.1 side tells its task: the last
+/// header-read deadline hyper set, in [`clock::millis`] ([`NEVER`] before
+/// the first), and where hyper is in the request cycle, so the task knows
+/// when hyper holds nothing but buffers (see [`crate::server::connection`]).
+/// The deadline may be stale (the head arrived): the connection task finds
+/// out by re-polling hyper at it. Written by the connection's own task
+/// only (hyper's timer, its service, its io), hence relaxed loads and
+/// stores, no read-modify-write.
 #[derive(Debug)]
-pub(crate) struct HeadDeadline(AtomicU64);
+pub(crate) struct HeadDeadline {
+    deadline: AtomicU64,
+    /// One of `FRESH`, `SERVING`, `WAITING`, `RELEASING`.
+    phase: AtomicU8,
+    /// A deadline the next head must keep ([`NEVER`]: none): the one of a
+    /// connection taken back from hyper while it waited for a head.
+    carry: AtomicU64,
+}
+
+/// A hyper connection that has not received a request yet.
+const FRESH: u8 = 0;
+/// A request head was parsed and handed to the service.
+const SERVING: u8 = 1;
+/// The request before was answered in full and hyper waits for the next
+/// head: its state is back at the start, with keep-alive on.
+const WAITING: u8 = 2;
+/// The task asked hyper to finish while it was `WAITING`, to take the
+/// socket back (so its io must not be shut down).
+const RELEASING: u8 = 3;
 
 impl Default for HeadDeadline {
     fn default() -> Self {
-        HeadDeadline(AtomicU64::new(NEVER))
+        HeadDeadline {
+            deadline: AtomicU64::new(NEVER),
+            phase: AtomicU8::new(FRESH),
+            carry: AtomicU64::new(NEVER),
+        }
     }
 }
 
@@ -118,9 +156,9 @@ impl HeadDeadline {
     /// The deadline, if it is still ahead of `now`; one that has passed is
     /// forgotten (hyper has seen it by now, or it was stale).
     pub(crate) fn ahead_of(&self, now: u64) -> u64 {
-        let deadline = self.0.load(Ordering::Relaxed);
+        let deadline = self.deadline.load(Ordering::Relaxed);
         if deadline <= now {
-            self.0.store(NEVER, Ordering::Relaxed);
+            self.deadline.store(NEVER, Ordering::Relaxed);
             return NEVER;
         }
         deadline
@@ -128,7 +166,51 @@ impl HeadDeadline {
 
     /// The deadline as it stands.
     pub(crate) fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.deadline.load(Ordering::Relaxed)
+    }
+
+    /// hyper parsed a request head and calls the service with it.
+    pub(crate) fn serving(&self) {
+        self.phase.store(SERVING, Ordering::Relaxed);
+    }
+
+    /// Whether hyper answered a request and waits for the next head since
+    /// `get() - header_read_timeout`: then its state is the initial one,
+    /// and a graceful shutdown closes it at once, sending nothing.
+    pub(crate) fn waiting(&self) -> bool {
+        self.phase.load(Ordering::Relaxed) == WAITING
+    }
+
+    /// hyper starts waiting for a head, until `deadline` unless a carried
+    /// deadline is earlier: the deadline to use.
+    fn waiting_from(&self, deadline: Instant) -> Instant {
+        if self.phase.load(Ordering::Relaxed) == SERVING {
+            self.phase.store(WAITING, Ordering::Relaxed);
+        }
+        let carry = self.carry.load(Ordering::Relaxed);
+        if carry == NEVER {
+            return deadline;
+        }
+        self.carry.store(NEVER, Ordering::Relaxed);
+        deadline.min(clock::instant(carry))
+    }
+
+    /// The task takes the socket back from hyper: hyper is to finish
+    /// without shutting the io down.
+    pub(crate) fn release(&self) {
+        self.phase.store(RELEASING, Ordering::Relaxed);
+    }
+
+    /// Whether hyper is finishing for [`HeadDeadline::release`].
+    pub(crate) fn releasing(&self) -> bool {
+        self.phase.load(Ordering::Relaxed) == RELEASING
+    }
+
+    /// The socket is back from hyper: the next hyper connection starts
+    /// fresh, and its first head keeps the deadline this one had.
+    pub(crate) fn released(&self) {
+        self.phase.store(FRESH, Ordering::Relaxed);
+        self.carry.store(self.get(), Ordering::Relaxed);
     }
 }
 
