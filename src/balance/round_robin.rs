@@ -41,19 +41,28 @@ impl RoundRobin {
 
 impl RoundRobin {
     /// The next server in the rotation.
-    pub(crate) fn next(&self) -> usize {
-        let n = self.cursor.fetch_add(1, Ordering::Relaxed);
-        self.sequence[n % self.sequence.len()] as usize
+    #[cfg(test)]
+    fn next(&self) -> usize {
+        self.at(self.cursor.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// The first server of the rotation from where it stands now that `cx`
-    /// does not exclude, leaving the rotation where it is.
+    /// The server at position `at` of the endless rotation.
+    fn at(&self, at: usize) -> usize {
+        self.sequence[at % self.sequence.len()] as usize
+    }
+
+    /// The first server of the rotation after this request's previous
+    /// pick that `cx` does not exclude, leaving the rotation where it is.
     fn next_not_excluded(&self, cx: &PickContext<'_>) -> Option<usize> {
-        let from = self.cursor.load(Ordering::Relaxed);
-        let len = self.sequence.len();
-        (0..len)
-            .map(|step| self.sequence[from.wrapping_add(step) % len] as usize)
-            .find(|&i| !(cx.excluded)(i))
+        let from = match cx.walk.get() {
+            Some(at) => at.wrapping_add(1),
+            None => self.cursor.load(Ordering::Relaxed),
+        };
+        let at = (0..self.sequence.len())
+            .map(|step| from.wrapping_add(step))
+            .find(|&at| !(cx.excluded)(self.at(at)))?;
+        cx.walk.set(Some(at));
+        Some(self.at(at))
     }
 }
 
@@ -62,7 +71,11 @@ impl Policy for RoundRobin {
         // A request moves the shared rotation once; its failovers continue
         // from there (see `PickContext::failover`).
         match cx.failover {
-            false => Some(self.next()),
+            false => {
+                let at = self.cursor.fetch_add(1, Ordering::Relaxed);
+                cx.walk.set(Some(at));
+                Some(self.at(at))
+            }
             true => self.next_not_excluded(cx),
         }
     }
@@ -129,6 +142,37 @@ mod tests {
         assert_eq!(failover_orders(&[1, 1, 1], 3), ["abc", "bca", "cab"]);
         // First picks follow the weights (a b a), whatever the failovers.
         assert_eq!(failover_orders(&[2, 1], 3), ["ab", "ba", "ab"]);
+    }
+
+    #[test]
+    fn a_long_failover_walk_is_linear() {
+        // 1,000 servers: each request's walk over all of them asks whether
+        // a server was offered about once per step, not once per step and
+        // server offered before it.
+        let rr = RoundRobin::new(&[1; 1000], Default::default());
+        for first in 0..3 {
+            let asked = std::cell::Cell::new(0usize);
+            let offered = std::cell::RefCell::new(Vec::new());
+            let walk = std::cell::Cell::new(None);
+            for step in 0..1000 {
+                let excluded = |i: usize| {
+                    asked.set(asked.get() + 1);
+                    offered.borrow().contains(&i)
+                };
+                let cx = PickContext {
+                    key: 0,
+                    load: &|_| 0,
+                    excluded: &excluded,
+                    failover: step > 0,
+                    walk: &walk,
+                };
+                let got = rr.pick(&cx).unwrap();
+                offered.borrow_mut().push(got);
+            }
+            let want: Vec<usize> = (first..1000).chain(0..first).collect();
+            assert_eq!(*offered.borrow(), want);
+            assert!(asked.get() < 2000, "{} questions", asked.get());
+        }
     }
 
     #[test]
