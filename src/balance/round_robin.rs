@@ -87,6 +87,11 @@ fn smooth_sequence(weights: &[u32]) -> Vec<u32> {
     let divisor = weights.iter().copied().fold(0, gcd).max(1);
     let weights: Vec<i64> = weights.iter().map(|&w| i64::from(w.max(1) / divisor)).collect();
     let total: i64 = weights.iter().sum();
+    if total == weights.len() as i64 {
+        // Equal weights: the algorithm visits the servers in order, so a
+        // large plain pool is built in O(n), not O(n²).
+        return (0..weights.len() as u32).collect();
+    }
     let mut current = vec![0i64; weights.len()];
     (0..total)
         .map(|_| {
@@ -185,6 +190,19 @@ mod tests {
     fn equal_weights_alternate() {
         assert_eq!(picks(&[1, 1, 1], 6), "abcabc");
         assert_eq!(picks(&[3, 3], 4), "abab");
+    }
+
+    #[test]
+    fn equal_weights_shortcut_is_nginxs_sequence() {
+        // Equal weights (here 3, reduced by the gcd) visit the servers in
+        // order, as nginx's algorithm does; one heavier server does not.
+        for n in [1usize, 2, 7, 100] {
+            let shortcut = smooth_sequence(&vec![3; n]);
+            assert_eq!(shortcut, (0..n as u32).collect::<Vec<_>>());
+        }
+        let mut weights = vec![1; 5];
+        weights[4] = 2;
+        assert_eq!(smooth_sequence(&weights), [4, 0, 1, 2, 3, 4]);
     }
 
     #[test]
