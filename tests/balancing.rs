@@ -492,3 +492,64 @@ fn slow_body() -> (
     }
     (tx, http_body_util::StreamBody::new(Rx(rx)))
 }
+
+/// `n` backends named `s0`, `s1`...
+async fn backends(n: usize) -> Vec<Backend> {
+    let mut all = Vec::with_capacity(n);
+    for i in 0..n {
+        all.push(Backend::start(&format!("s{i}")).await);
+    }
+    all
+}
+
+fn hits(all: &[Backend]) -> Vec<usize> {
+    all.iter().map(Backend::hits).collect()
+}
+
+#[tokio::test]
+async fn a_pool_of_150_servers_rotates_keeps_weights_and_skips_dead_servers() {
+    // Over 64 servers: the large-upstream paths of the balancer.
+    let all = backends(150).await;
+    let addrs: Vec<SocketAddr> = all.iter().map(|b| b.addr).collect();
+    let ginx = Ginx::start(&web(&format!("servers = {}\n", servers(&addrs))), &[], &["web"]).await;
+    let addr = ginx.addr("web");
+    for body in bodies(addr, "/", 300).await {
+        assert!(body.starts_with('s'), "{body}");
+    }
+    assert_eq!(hits(&all), vec![2; 150], "every server twice, in turn");
+
+    // Weight 3 on s0: one period (152 requests) gives it 3, the others 1.
+    let mut weighted: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    weighted[0] = format!("{{ addr = \"{}\", weight = 3 }}", addrs[0]);
+    ginx.write(
+        "ginx.toml",
+        &web(&format!("servers = [{}]\n", weighted.join(", "))),
+    );
+    assert!(ginx.wait_generation(2).await);
+    bodies(addr, "/", 152).await;
+    let mut want = vec![3; 150];
+    want[0] = 5;
+    assert_eq!(hits(&all), want);
+
+    // Every third server dead: a request whose turn lands on one fails
+    // over to the next (alive), so every request is answered, and the dead
+    // are held out after their first failure.
+    let plain = format!("servers = {}\nretries = 2\n", servers(&addrs));
+    ginx.write("ginx.toml", &web(&plain));
+    assert!(ginx.wait_generation(3).await);
+    let dead: Vec<usize> = (0..150).step_by(3).collect();
+    for &i in &dead {
+        all[i].stop();
+    }
+    for reply in bodies(addr, "/", 300).await {
+        assert!(reply.starts_with('s'), "{reply}");
+    }
+    let after = hits(&all);
+    for (i, (&now, &before)) in after.iter().zip(&want).enumerate() {
+        if dead.contains(&i) {
+            assert_eq!(now, before, "dead server s{i}");
+        } else {
+            assert!(now > before, "live server s{i} takes its turns");
+        }
+    }
+}

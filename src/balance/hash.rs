@@ -95,17 +95,26 @@ impl Ketama {
 impl Policy for Ketama {
     fn pick(&self, cx: &PickContext<'_>) -> Option<usize> {
         let len = self.positions.len();
-        let target = position(cx.key);
-        // The first point at or after the key, wrapping past the end.
-        let start = self.positions.partition_point(|&p| p < target);
+        // The first point at or after the key, wrapping past the end; a
+        // failover goes on after the point its previous pick stopped at
+        // (every owner before it was offered already).
+        let start = match cx.walk.get() {
+            Some(at) => at + 1,
+            None => {
+                let target = position(cx.key);
+                self.positions.partition_point(|&p| p < target)
+            }
+        };
         let mut last_checked = None;
         for step in 0..len {
-            let owner = self.owners[(start + step) % len] as usize;
+            let at = (start + step) % len;
+            let owner = self.owners[at] as usize;
             // Neighbouring points may share an owner: ask once.
             if last_checked == Some(owner) {
                 continue;
             }
             if !(cx.excluded)(owner) {
+                cx.walk.set(Some(at));
                 return Some(owner);
             }
             last_checked = Some(owner);
@@ -140,6 +149,7 @@ mod tests {
             load: &|_| 0,
             excluded: &excluded,
             failover: false,
+            walk: &std::cell::Cell::new(None),
         })
     }
 

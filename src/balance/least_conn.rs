@@ -11,8 +11,10 @@
 //! each pick starts its scan at a rotating position taken from the upstream's
 //! [`RoundRobinCursor`] and keeps the first server of least load it meets, so
 //! equal loads rotate round robin. The scan is one pass over the servers with
-//! no lock and no allocation; the loads it reads are a racy snapshot, which is
-//! fine: they change with every request anyway.
+//! no lock and no allocation, and it stops at the first idle server (nothing
+//! is lighter), so an upstream that is not saturated costs a few steps
+//! whatever its size. The loads it reads are a racy snapshot, which is fine:
+//! they change with every request anyway.
 
 use std::sync::atomic::Ordering;
 
@@ -59,6 +61,11 @@ impl Policy for LeastConn {
                 continue;
             }
             let load = (cx.load)(i);
+            if load == 0 {
+                // Nothing is lighter than idle, and this is the first idle
+                // server in rotated order: what the full scan would keep.
+                return Some(i);
+            }
             let better = match best {
                 None => true,
                 // Strictly lighter: on a tie the server met first (in rotated

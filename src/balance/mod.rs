@@ -20,6 +20,7 @@ mod random;
 pub(crate) mod rng;
 mod round_robin;
 
+use std::cell::Cell;
 use std::fmt;
 
 pub(crate) use hash::Ketama;
@@ -44,6 +45,12 @@ pub(crate) struct PickContext<'a> {
     /// server would be first for every request (with `[failing, good]`,
     /// each request would take two steps and land on `failing` again).
     pub(crate) failover: bool,
+    /// Where this request's walk stands in the policy's own order (a
+    /// position in its sequence or ring), kept between the picks of one
+    /// request: a failover goes on from there instead of scanning again
+    /// what it already offered, so walking past `k` servers that are down
+    /// costs `O(k)`, not `O(k²)`. `None` before the first pick.
+    pub(crate) walk: &'a Cell<Option<usize>>,
 }
 
 /// A selection policy over the servers of one tier of an upstream,
@@ -67,6 +74,8 @@ pub(crate) struct Candidates<'a> {
     /// Next index of the fallback scan.
     scan: usize,
     offered: Offered,
+    /// The policy's position ([`PickContext::walk`]).
+    walk: Cell<Option<usize>>,
 }
 
 impl<'a> Candidates<'a> {
@@ -86,6 +95,7 @@ impl<'a> Candidates<'a> {
             asks_left: len,
             scan: 0,
             offered: Offered::new(len),
+            walk: Cell::new(None),
         }
     }
 }
@@ -104,6 +114,7 @@ impl Iterator for Candidates<'_> {
                 load: self.load,
                 excluded: &excluded,
                 failover,
+                walk: &self.walk,
             };
             match self.policy.pick(&cx) {
                 Some(i) if i < self.len && self.offered.insert(i) => return Some(i),
@@ -122,40 +133,67 @@ impl Iterator for Candidates<'_> {
     }
 }
 
-/// A set of server indices; no allocation for upstreams of up to 64 servers,
-/// which is nearly all of them.
+/// A set of server indices. Upstreams of up to 64 servers, which is nearly
+/// all of them, use one word. Larger ones keep the first few offered inline
+/// and allocate a bitmap only past them: nearly every request is offered one
+/// server, so its cost does not grow with the pool.
 enum Offered {
     Small(u64),
-    Large(Vec<bool>),
+    /// Over 64 servers: the first `count` offered, in `first`.
+    Few {
+        count: usize,
+        first: [usize; FEW],
+        len: usize,
+    },
+    /// Over 64 servers and more than [`FEW`] offered: one bit per server.
+    Many(Box<[u64]>),
 }
+
+/// How many offered servers of a large upstream are kept before a bitmap.
+const FEW: usize = 4;
 
 impl Offered {
     fn new(len: usize) -> Self {
         if len <= 64 {
             Offered::Small(0)
         } else {
-            Offered::Large(vec![false; len])
+            Offered::Few {
+                count: 0,
+                first: [0; FEW],
+                len,
+            }
         }
     }
 
     fn contains(&self, i: usize) -> bool {
         match self {
             Offered::Small(bits) => bits & (1u64 << i) != 0,
-            Offered::Large(seen) => seen[i],
+            Offered::Few { count, first, .. } => first[..*count].contains(&i),
+            Offered::Many(bits) => bits[i / 64] & (1u64 << (i % 64)) != 0,
         }
     }
 
     /// Adds `i`; false if it was already there.
     fn insert(&mut self, i: usize) -> bool {
-        match self {
-            Offered::Small(bits) => {
-                let bit = 1u64 << i;
-                let new = *bits & bit == 0;
-                *bits |= bit;
-                new
-            }
-            Offered::Large(seen) => !std::mem::replace(&mut seen[i], true),
+        if self.contains(i) {
+            return false;
         }
+        match self {
+            Offered::Small(bits) => *bits |= 1u64 << i,
+            Offered::Few { count, first, .. } if *count < FEW => {
+                first[*count] = i;
+                *count += 1;
+            }
+            Offered::Few { first, len, .. } => {
+                let mut bits = vec![0u64; len.div_ceil(64)].into_boxed_slice();
+                for &j in first.iter().chain([&i]) {
+                    bits[j / 64] |= 1u64 << (j % 64);
+                }
+                *self = Offered::Many(bits);
+            }
+            Offered::Many(bits) => bits[i / 64] |= 1u64 << (i % 64),
+        }
+        true
     }
 }
 
@@ -170,6 +208,7 @@ pub(crate) fn pick_with(policy: &dyn Policy, loads: &[usize], excluded: &[usize]
         load: &load,
         excluded: &excluded,
         failover: false,
+        walk: &Cell::new(None),
     })
 }
 
@@ -207,5 +246,21 @@ mod tests {
         assert_eq!(got.len(), 100);
         assert_eq!(got[0], 99);
         assert_eq!(&got[1..4], [0, 1, 2]);
+    }
+
+    #[test]
+    fn offered_set_of_a_large_upstream() {
+        let mut set = Offered::new(1000);
+        let picks = [999, 0, 64, 63, 500, 128, 999, 1];
+        let fresh: Vec<bool> = picks.iter().map(|&i| set.insert(i)).collect();
+        assert_eq!(fresh, [true, true, true, true, true, true, false, true]);
+        for i in 0..1000 {
+            assert_eq!(set.contains(i), picks.contains(&i), "server {i}");
+        }
+        let got = candidates(&Script(vec![7, 7, 3], AtomicUsize::new(0)), 1000);
+        let mut sorted = got.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..1000).collect::<Vec<_>>(), "each server once");
+        assert_eq!(&got[..2], [7, 3]);
     }
 }

@@ -41,19 +41,28 @@ impl RoundRobin {
 
 impl RoundRobin {
     /// The next server in the rotation.
-    pub(crate) fn next(&self) -> usize {
-        let n = self.cursor.fetch_add(1, Ordering::Relaxed);
-        self.sequence[n % self.sequence.len()] as usize
+    #[cfg(test)]
+    fn next(&self) -> usize {
+        self.at(self.cursor.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// The first server of the rotation from where it stands now that `cx`
-    /// does not exclude, leaving the rotation where it is.
+    /// The server at position `at` of the endless rotation.
+    fn at(&self, at: usize) -> usize {
+        self.sequence[at % self.sequence.len()] as usize
+    }
+
+    /// The first server of the rotation after this request's previous
+    /// pick that `cx` does not exclude, leaving the rotation where it is.
     fn next_not_excluded(&self, cx: &PickContext<'_>) -> Option<usize> {
-        let from = self.cursor.load(Ordering::Relaxed);
-        let len = self.sequence.len();
-        (0..len)
-            .map(|step| self.sequence[from.wrapping_add(step) % len] as usize)
-            .find(|&i| !(cx.excluded)(i))
+        let from = match cx.walk.get() {
+            Some(at) => at.wrapping_add(1),
+            None => self.cursor.load(Ordering::Relaxed),
+        };
+        let at = (0..self.sequence.len())
+            .map(|step| from.wrapping_add(step))
+            .find(|&at| !(cx.excluded)(self.at(at)))?;
+        cx.walk.set(Some(at));
+        Some(self.at(at))
     }
 }
 
@@ -62,7 +71,11 @@ impl Policy for RoundRobin {
         // A request moves the shared rotation once; its failovers continue
         // from there (see `PickContext::failover`).
         match cx.failover {
-            false => Some(self.next()),
+            false => {
+                let at = self.cursor.fetch_add(1, Ordering::Relaxed);
+                cx.walk.set(Some(at));
+                Some(self.at(at))
+            }
             true => self.next_not_excluded(cx),
         }
     }
@@ -74,6 +87,11 @@ fn smooth_sequence(weights: &[u32]) -> Vec<u32> {
     let divisor = weights.iter().copied().fold(0, gcd).max(1);
     let weights: Vec<i64> = weights.iter().map(|&w| i64::from(w.max(1) / divisor)).collect();
     let total: i64 = weights.iter().sum();
+    if total == weights.len() as i64 {
+        // Equal weights: the algorithm visits the servers in order, so a
+        // large plain pool is built in O(n), not O(n²).
+        return (0..weights.len() as u32).collect();
+    }
     let mut current = vec![0i64; weights.len()];
     (0..total)
         .map(|_| {
@@ -132,6 +150,37 @@ mod tests {
     }
 
     #[test]
+    fn a_long_failover_walk_is_linear() {
+        // 1,000 servers: each request's walk over all of them asks whether
+        // a server was offered about once per step, not once per step and
+        // server offered before it.
+        let rr = RoundRobin::new(&[1; 1000], Default::default());
+        for first in 0..3 {
+            let asked = std::cell::Cell::new(0usize);
+            let offered = std::cell::RefCell::new(Vec::new());
+            let walk = std::cell::Cell::new(None);
+            for step in 0..1000 {
+                let excluded = |i: usize| {
+                    asked.set(asked.get() + 1);
+                    offered.borrow().contains(&i)
+                };
+                let cx = PickContext {
+                    key: 0,
+                    load: &|_| 0,
+                    excluded: &excluded,
+                    failover: step > 0,
+                    walk: &walk,
+                };
+                let got = rr.pick(&cx).unwrap();
+                offered.borrow_mut().push(got);
+            }
+            let want: Vec<usize> = (first..1000).chain(0..first).collect();
+            assert_eq!(*offered.borrow(), want);
+            assert!(asked.get() < 2000, "{} questions", asked.get());
+        }
+    }
+
+    #[test]
     fn smooth_as_nginx() {
         assert_eq!(picks(&[5, 1, 1], 7), "aabacaa");
         assert_eq!(picks(&[5, 1, 1], 14), "aabacaaaabacaa");
@@ -141,6 +190,19 @@ mod tests {
     fn equal_weights_alternate() {
         assert_eq!(picks(&[1, 1, 1], 6), "abcabc");
         assert_eq!(picks(&[3, 3], 4), "abab");
+    }
+
+    #[test]
+    fn equal_weights_shortcut_is_nginxs_sequence() {
+        // Equal weights (here 3, reduced by the gcd) visit the servers in
+        // order, as nginx's algorithm does; one heavier server does not.
+        for n in [1usize, 2, 7, 100] {
+            let shortcut = smooth_sequence(&vec![3; n]);
+            assert_eq!(shortcut, (0..n as u32).collect::<Vec<_>>());
+        }
+        let mut weights = vec![1; 5];
+        weights[4] = 2;
+        assert_eq!(smooth_sequence(&weights), [4, 0, 1, 2, 3, 4]);
     }
 
     #[test]

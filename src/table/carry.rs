@@ -10,7 +10,8 @@
 //! counter by its labels. This module owns those identities; what the state
 //! means is [`crate::upstream`]'s business.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::{Prepared, RoutingTable};
@@ -23,7 +24,7 @@ use crate::upstream::{PoolState, ServerState, Tier, TlsTarget, UpstreamPool};
 /// One member of a pool: a server entry, or one address of a host name.
 struct Member {
     name: String,
-    addr: std::net::SocketAddr,
+    addr: SocketAddr,
     weight: u32,
     backup: bool,
     /// The server as written, without the scheme.
@@ -45,12 +46,13 @@ pub(super) fn build_pool(
     let previous_pool = previous.and_then(|p| p.upstreams.get(&name));
     let state = previous_pool.map(|pool| pool.state().clone()).unwrap_or_default();
     let mut members: Vec<Member> = Vec::new();
+    let mut seen = HashSet::new();
     for spec in &upstream.servers {
         for addr in resolved.addresses(&spec.endpoint) {
             // State is keyed by address: two entries that resolve to the
             // same one (a name and its IP, two names) are one member, the
             // first listed.
-            if members.iter().any(|m| m.addr == addr) {
+            if !seen.insert(addr) {
                 continue;
             }
             let name = match spec.endpoint {
@@ -72,6 +74,11 @@ pub(super) fn build_pool(
     // is reached changed: then its pooled connections are unfit, and it
     // starts over as a new server.
     let initially_up = upstream.health_check.as_ref().is_none_or(|h| h.initial_up);
+    // By address, so a pool of thousands of servers is carried over in
+    // linear time. Addresses are unique within a pool (see above).
+    let known: HashMap<SocketAddr, &Arc<ServerState>> = previous_pool
+        .map(|pool| pool.servers().map(|s| (s.addr, s)).collect())
+        .unwrap_or_default();
     let tier = |backup: bool| {
         let members: Vec<&Member> = members.iter().filter(|m| m.backup == backup).collect();
         if members.is_empty() {
@@ -81,11 +88,9 @@ pub(super) fn build_pool(
             .iter()
             .map(|m| {
                 let state = previous_pool
-                    .and_then(|pool| {
-                        pool.servers()
-                            .find(|s| s.addr == m.addr && pool.same_transport(s, upstream, tls_name(m)))
-                    })
-                    .cloned()
+                    .zip(known.get(&m.addr))
+                    .filter(|(pool, s)| pool.same_transport(s, upstream, tls_name(m)))
+                    .map(|(_, s)| Arc::clone(s))
                     .unwrap_or_else(|| {
                         let tls = m.tls.clone();
                         Arc::new(ServerState::new(&m.name, &m.host, m.addr, tls, initially_up))
@@ -162,4 +167,68 @@ impl<'a> StatsCarrier<'a> {
 /// The TLS name `m` is reached with, if it is an `https://` server.
 fn tls_name(m: &Member) -> Option<&rustls_pki_types::ServerName<'static>> {
     m.tls.as_ref().map(|t| &t.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::table::prepare;
+
+    /// A table with one upstream `app` of `servers` (as written in TOML).
+    fn table(servers: &[String], previous: Option<&RoutingTable>) -> RoutingTable {
+        let main = format!(
+            "[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\n\
+             [upstream.app]\nservers = [{}]\n",
+            servers.join(", ")
+        );
+        let path = std::path::PathBuf::from("/nonexistent/ginx.toml");
+        let config = config::load_from_texts(&path, BTreeMap::from([(path.clone(), main)])).unwrap();
+        let prepared = prepare::prepare(&config, previous).unwrap();
+        let generation = previous.map_or(1, |p| p.generation + 1);
+        RoutingTable::build(
+            &config,
+            prepared,
+            None,
+            &Resolved::default(),
+            previous,
+            generation,
+        )
+    }
+
+    fn by_addr(table: &RoutingTable) -> HashMap<SocketAddr, Arc<ServerState>> {
+        let pool = table.upstream("app").unwrap();
+        pool.servers().map(|s| (s.addr, s.clone())).collect()
+    }
+
+    #[test]
+    fn a_reload_of_1000_servers_keeps_each_servers_state() {
+        let addr = |i: usize| format!("\"127.0.0.1:{}\"", 20_000 + i);
+        let first: Vec<String> = (0..1000).map(addr).collect();
+        let before = table(&first, None);
+        // Reordered, one removed, one added, one weighted.
+        let mut next: Vec<String> = (1..1000).rev().map(addr).collect();
+        next.push(addr(1000));
+        next[0] = format!("{{ addr = {}, weight = 4 }}", addr(999));
+        let after = table(&next, Some(&before));
+
+        let (old, new) = (by_addr(&before), by_addr(&after));
+        assert_eq!(new.len(), 1000);
+        for (at, state) in &new {
+            match old.get(at) {
+                Some(kept) => assert!(Arc::ptr_eq(kept, state), "{at} carried over"),
+                None => assert_eq!(at.port(), 21_000, "only the added server is new"),
+            }
+        }
+        assert!(!new.contains_key(&"127.0.0.1:20000".parse().unwrap()));
+        let weights: Vec<u32> = after
+            .upstream("app")
+            .unwrap()
+            .members()
+            .map(|(_, w, _)| w)
+            .collect();
+        assert_eq!(weights[0], 4);
+        assert!(weights[1..].iter().all(|&w| w == 1));
+    }
 }

@@ -183,10 +183,13 @@ impl UpstreamPool {
         let any_available = self.servers().any(|s| usable(s));
         let ignore_health = !any_available && self.settings.on_all_down == OnAllDown::TryAll;
         self.note_all_down(!any_available);
+        // None available and none to try: not a walk past every server.
+        let walks = any_available || ignore_health;
         let backups = self.backups.iter().flat_map(move |t| t.candidates(key));
         self.primaries
             .candidates(key)
             .chain(backups)
+            .take_while(move |_| walks)
             .filter(move |s| ignore_health || usable(s))
     }
 
