@@ -36,6 +36,8 @@
 //! - `health`: active health checks, one loop for all servers.
 //! - `server`: worker threads, sockets, client connections, timers, draining.
 //! - `admin`: the admin endpoint (metrics, status, readiness, active config).
+//! - `upgrade`: SIGUSR2, the listening sockets and the servers' state
+//!   handed to a new binary (both sides of it).
 //! - `reload`: watch → load → plan → build → swap → commit; the only writer
 //!   of `Live`.
 //! - [`check`]: `ginx --check`: a configuration's problems, shown to people
@@ -62,6 +64,7 @@ mod server;
 mod systemd;
 mod table;
 mod tls;
+mod upgrade;
 mod upstream;
 
 pub use app::{run, RunOptions};

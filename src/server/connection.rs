@@ -67,7 +67,7 @@ impl Worker {
         let mut first = [0u8; 1];
         tokio::select! {
             biased;
-            () = stop.cancelled() => return,
+            () = super::stopped_unless_handing_over(&stop) => return,
             _ = stream.peek(&mut first) => {}
             () = tokio::time::sleep_until(deadline) => return,
         }
@@ -98,7 +98,7 @@ impl Worker {
             let left = deadline.saturating_duration_since(Instant::now());
             let stream = tokio::select! {
                 biased;
-                () = stop.cancelled() => return,
+                () = super::stopped_unless_handing_over(&stop) => return,
                 accepted = tls::accept(&acceptor, stream, left) => match accepted {
                     Ok(stream) => stream,
                     Err(error) => {
@@ -121,7 +121,7 @@ impl Worker {
         let detected = tokio::select! {
             biased;
             detected = protocol::detect(stream) => detected,
-            () = stop.cancelled() => return,
+            () = super::stopped_unless_handing_over(&stop) => return,
             () = tokio::time::sleep_until(deadline) => return,
         };
         match detected {
@@ -340,6 +340,14 @@ async fn drive<C: Graceful>(
                     tracing::debug!(%error, "client connection ended with an error");
                 }
                 return;
+            }
+            // Handing over: an HTTP/1.1 connection is not closed under a
+            // client that may be sending on it (see `Workers::hand_over`).
+            Event::Stop if streams.is_none() && super::handing_over() => {
+                watch.info.close_next();
+                let grace_ms = live.load().shutdown_timeout.as_millis() as u64;
+                grace = Some(clock::millis().saturating_add(grace_ms));
+                continue;
             }
             Event::Stop => Verdict::Drain,
             Event::Due => {

@@ -1,0 +1,364 @@
+//! SIGUSR2 replaces the running binary (issue 14): the new process takes
+//! the listening sockets over and serves, the old one drains and exits 0,
+//! and no request fails. Failures before the new process is ready leave the
+//! old one serving.
+//!
+//! The processes after the first are not the test's children: each test
+//! kills whatever it started through [`Pids`] when it ends.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use support::*;
+
+/// Killed (SIGKILL) when the test ends: the processes upgrades started.
+#[derive(Default)]
+struct Pids(Mutex<Vec<i32>>);
+
+impl Pids {
+    fn add(&self, pid: i32) {
+        self.0.lock().unwrap().push(pid);
+    }
+}
+
+impl Drop for Pids {
+    fn drop(&mut self) {
+        for pid in self.0.lock().unwrap().iter() {
+            let _ = std::process::Command::new("kill")
+                .args(["-s", "KILL", &pid.to_string()])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn kill(signal: &str, pid: i32) {
+    let status = std::process::Command::new("kill")
+        .args(["-s", signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -s {signal} {pid}");
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie has exited: only its parent has not reaped it yet.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// The pid `/status` answers with.
+async fn status_pid(ginx: &Ginx) -> Option<i32> {
+    let reply = send(
+        ginx.admin_addr(),
+        Request::get("/status").body(Full::<Bytes>::default()).unwrap(),
+    )
+    .await
+    .ok()?;
+    let status: serde_json::Value = serde_json::from_slice(&reply.body).ok()?;
+    status["pid"].as_i64().map(|pid| pid as i32)
+}
+
+/// Send SIGUSR2 to `pid` and wait until the admin endpoint answers from
+/// another process; its pid.
+async fn upgrade(ginx: &Ginx, pid: i32, pids: &Pids) -> i32 {
+    let from = ginx.log_len();
+    kill("USR2", pid);
+    let mut new = None;
+    let answered = eventually(Duration::from_secs(20), async || {
+        new = status_pid(ginx).await.filter(|&p| p != pid);
+        new.is_some()
+    })
+    .await;
+    assert!(
+        answered,
+        "no new process answers after SIGUSR2; log:\n{}",
+        ginx.log_since(from).join("\n")
+    );
+    let new = new.unwrap();
+    pids.add(new);
+    new
+}
+
+/// Six clients for at most 60 s each (bounded in count too): keep-alive
+/// GETs and POSTs on a shared pool, and GETs on a new connection each.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: std::net::SocketAddr) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let mut tasks = Vec::new();
+        for kind in ["get", "get", "post", "post", "new", "new"] {
+            let (client, stop, ok, failed) = (client.clone(), stop.clone(), ok.clone(), failed.clone());
+            tasks.push(tokio::spawn(async move {
+                let until = Instant::now() + Duration::from_secs(60);
+                for i in 0..50_000 {
+                    if stop.load(Ordering::Relaxed) || Instant::now() > until {
+                        break;
+                    }
+                    let result = one_request(&client, addr, kind, i).await;
+                    match result {
+                        Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                        Err(error) => {
+                            eprintln!("failed ({kind}): {error}");
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            }));
+        }
+        Load {
+            stop,
+            ok,
+            failed,
+            tasks,
+        }
+    }
+
+    /// Stop the clients; (succeeded, failed).
+    async fn finish(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+type Failure = Box<dyn std::error::Error + Send + Sync>;
+
+async fn one_request(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    addr: std::net::SocketAddr,
+    kind: &str,
+    i: usize,
+) -> Result<(), Failure> {
+    let (status, body) = match kind {
+        "new" => {
+            let reply = send(addr, Request::get("/").body(Full::<Bytes>::default())?).await?;
+            (reply.status, reply.body)
+        }
+        kind => {
+            let request = match kind {
+                "post" => Request::post(format!("http://{addr}/__upload"))
+                    .body(Full::new(Bytes::from(format!("body {i}"))))?,
+                _ => Request::get(format!("http://{addr}/")).body(Full::default())?,
+            };
+            let resp = client.request(request).await?;
+            let status = resp.status();
+            (status, resp.into_body().collect().await?.to_bytes())
+        }
+    };
+    if !status.is_success() || body.is_empty() {
+        return Err(format!("{status}: {}", String::from_utf8_lossy(&body)).into());
+    }
+    Ok(())
+}
+
+fn config(backends: &[&Backend], extra: &str) -> String {
+    let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
+    format!(
+        "[global]\nshutdown_timeout = \"3s\"\n{extra}\n{}",
+        one_listener(&addrs)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_under_load_fail_no_request() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let mut ginx = Ginx::start(&config(&[&a, &b], ""), &[], &["web"]).await;
+    let addr = ginx.addr("web");
+    let pids = Pids::default();
+    let load = Load::start(addr);
+    // Load first, so that every upgrade happens under it.
+    assert!(eventually(DEADLINE, || load.ok.load(Ordering::Relaxed) > 100).await);
+
+    let first = ginx.pid();
+    let mut pid = first;
+    const UPGRADES: usize = 10;
+    for _ in 0..UPGRADES {
+        let before = load.ok.load(Ordering::Relaxed);
+        let old = pid;
+        pid = upgrade(&ginx, old, &pids).await;
+        // The old process exits once its connections are done (at most
+        // shutdown_timeout), and the new one serves meanwhile.
+        assert!(
+            eventually(Duration::from_secs(15), || !alive(old)).await,
+            "process {old} did not exit"
+        );
+        assert!(eventually(DEADLINE, || load.ok.load(Ordering::Relaxed) > before + 100).await);
+    }
+    assert_eq!(
+        ginx.wait_exit(DEADLINE).await,
+        Some(0),
+        "the first process exits 0"
+    );
+    let (ok, failed) = load.finish().await;
+    eprintln!("{ok} requests, {failed} failed, across {UPGRADES} upgrades");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed across {UPGRADES} upgrades",
+        ok + failed
+    );
+    assert!(ginx.log_text().contains("replaced; stopped"));
+    kill("TERM", pid);
+    assert!(eventually(DEADLINE, || !alive(pid)).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_upgrade_the_generation_continues_reloads_work_and_admin_answers() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let ginx = Ginx::start(&config(&[&a], ""), &[], &["web"]).await;
+    let addr = ginx.addr("web");
+    let pids = Pids::default();
+    assert_eq!(get(addr, "/").await.text(), "a");
+    let pid = upgrade(&ginx, ginx.pid(), &pids).await;
+    let status = ginx.status().await;
+    assert_eq!(status["pid"], pid);
+    assert_eq!(status["generation"], 2, "the generation continues");
+    assert_eq!(ginx.addr("web"), addr, "the same socket");
+    assert_eq!(get(addr, "/").await.text(), "a");
+
+    ginx.write("ginx.toml", &config(&[&b], ""));
+    kill("HUP", pid);
+    assert!(ginx.wait_generation(3).await, "SIGHUP reloads the new process");
+    assert!(eventually(DEADLINE, async || get(addr, "/").await.text() == "b").await);
+    assert_eq!(ginx.status().await["pid"], pid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_gets_goaway_and_its_streams_complete() {
+    let a = Backend::start("a").await;
+    let ginx = Ginx::start(&config(&[&a], ""), &[], &["web"]).await;
+    let addr = ginx.addr("web");
+    let pids = Pids::default();
+    let mut h2 = h2c_connect::<Full<Bytes>>(addr).await;
+    let slow = Request::get(format!("http://{addr}/__sleep/1500"))
+        .body(Full::default())
+        .unwrap();
+    let mut sender = h2.clone();
+    let in_flight = tokio::spawn(async move { send_h2(&mut sender, slow).await });
+    // The stream is open before the upgrade starts.
+    assert!(eventually(DEADLINE, || a.hits() == 1).await);
+    let old = ginx.pid();
+    upgrade(&ginx, old, &pids).await;
+    let reply = in_flight.await.unwrap().expect("the in-flight stream completes");
+    assert_eq!(reply.text(), "a");
+    // GOAWAY: the connection takes no new stream, and then closes.
+    let after = Request::get(format!("http://{addr}/"))
+        .body(Full::default())
+        .unwrap();
+    assert!(
+        send_h2(&mut h2, after).await.is_err(),
+        "a new stream after GOAWAY"
+    );
+    assert!(eventually(DEADLINE, || !alive(old)).await);
+    assert_eq!(
+        get(addr, "/").await.text(),
+        "a",
+        "new connections go to the new process"
+    );
+}
+
+/// SIGUSR2 with `GINX_UPGRADE_EXE` (test-only) pointing at `script`.
+async fn failed_upgrade(script: &str, env: &[(&str, &str)], expect: &str) {
+    let a = Backend::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    write_file(&dir.path().join("ginx.toml"), &config(&[&a], ""));
+    let exe = dir.path().join("new-ginx.sh");
+    write_file(&exe, script);
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut all = vec![("GINX_UPGRADE_EXE", exe.to_str().unwrap())];
+    all.extend_from_slice(env);
+    let ginx = Ginx::start_in(dir, &["web"], &all).await;
+    let addr = ginx.addr("web");
+    let from = ginx.log_len();
+    ginx.signal("USR2");
+    assert!(
+        ginx.wait_log_since(from, "upgrade failed", Duration::from_secs(20))
+            .await,
+        "no failure logged; log:\n{}",
+        ginx.log_text()
+    );
+    let failure = ginx.log_since(from).join("\n");
+    assert!(failure.contains(expect), "the error says {expect:?}:\n{failure}");
+    assert_eq!(get(addr, "/").await.text(), "a", "the old process still serves");
+    assert_eq!(ginx.status().await["pid"], ginx.pid());
+    // And it can still be upgraded after a failure, here to the same failure.
+    let from = ginx.log_len();
+    ginx.signal("USR2");
+    assert!(
+        ginx.wait_log_since(from, "upgrade failed", Duration::from_secs(20))
+            .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_binary_that_exits_1_leaves_the_old_one_serving() {
+    failed_upgrade(
+        "#!/bin/sh\necho 'new binary: broken' >&2\nexit 1\n",
+        &[],
+        "exited before it was ready",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_binary_that_hangs_is_killed_at_the_timeout() {
+    failed_upgrade(
+        "#!/bin/sh\nexec sleep 60\n",
+        &[("GINX_UPGRADE_TIMEOUT_MS", "1000")],
+        "was not ready within",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_configuration_leaves_the_old_one_serving() {
+    let a = Backend::start("a").await;
+    let ginx = Ginx::start(&config(&[&a], ""), &[], &["web"]).await;
+    let addr = ginx.addr("web");
+    // Not reloaded (no SIGHUP; the poll rejects it), but read by the new
+    // process.
+    ginx.write(
+        "ginx.toml",
+        "[listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"nowhere\"\n",
+    );
+    let from = ginx.log_len();
+    ginx.signal("USR2");
+    assert!(
+        ginx.wait_log_since(from, "upgrade failed", Duration::from_secs(20))
+            .await,
+        "log:\n{}",
+        ginx.log_text()
+    );
+    let failure = ginx.log_since(from).join("\n");
+    assert!(
+        failure.contains("nowhere"),
+        "the new process's error is reported:\n{failure}"
+    );
+    assert_eq!(get(addr, "/").await.text(), "a");
+    assert_eq!(ginx.status().await["pid"], ginx.pid());
+}
