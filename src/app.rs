@@ -234,6 +234,11 @@ async fn start(
         None,
         generation,
     );
+    if let Some(handover) = handover {
+        // Before it serves: a server down in the old process gets no request.
+        let taken = handover.state.apply(&table);
+        tracing::info!(servers = taken, "upgrade: took over the servers' state");
+    }
     live.store(Arc::new(table));
     let workers = Workers::start(options.workers, live.clone())?;
     let control = Control {

@@ -362,3 +362,32 @@ async fn an_invalid_configuration_leaves_the_old_one_serving() {
     assert_eq!(get(addr, "/").await.text(), "a");
     assert_eq!(ginx.status().await["pid"], ginx.pid());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_down_before_the_upgrade_gets_no_request_after_it() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    b.set_health(500);
+    // fall = 3 at 500 ms: a new process that did not take the verdict over
+    // would send b requests for a second before its own checks agree.
+    let check = "[upstream.app.health_check]\npath = \"/healthz\"\ninterval = \"500ms\"\ntimeout = \"200ms\"\nrise = 1\nfall = 3\n";
+    let text = format!("{}\n{check}", config(&[&a, &b], ""));
+    let ginx = Ginx::start(&text, &[], &["web"]).await;
+    let addr = ginx.addr("web");
+    let pids = Pids::default();
+    let b_down = async || {
+        let status = ginx.status().await;
+        status["upstreams"][0]["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["address"] == b.addr.to_string() && s["health_check_up"] == false)
+    };
+    assert!(eventually(DEADLINE, b_down).await, "b is marked down");
+    let traffic = b.traffic();
+    upgrade(&ginx, ginx.pid(), &pids).await;
+    assert!(b_down().await, "the new process has b down from its start");
+    for _ in 0..50 {
+        assert_eq!(get(addr, "/").await.text(), "a");
+    }
+    assert_eq!(b.traffic(), traffic, "b got no request after the upgrade");
+}

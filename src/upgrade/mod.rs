@@ -19,11 +19,12 @@
 //! are closed when its first plan is committed.
 //!
 //! This module owns the handover (both sides) and the channel
-//! ([`channel`]); deciding when to upgrade is [`crate::reload`]'s (it owns
+//! ([`channel`]) and the state's shape ([`state`]); deciding when to upgrade is [`crate::reload`]'s (it owns
 //! the signals), adopting a socket is [`crate::server`]'s, and draining
 //! the old process is [`crate::app`]'s.
 
 mod channel;
+mod state;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
 
 use channel::{Channel, CHUNK};
+pub(crate) use state::State;
 
 /// Set by ginx for the process it starts: the old process's pid. Its
 /// standard input is then the upgrade channel.
@@ -95,14 +97,6 @@ pub(crate) struct Passed<'a> {
 struct Described {
     listener: Option<String>,
     configured: SocketAddr,
-}
-
-/// The state the new process continues from.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub(crate) struct State {
-    /// The old process's configuration generation; the new one serves the
-    /// next.
-    pub(crate) generation: u64,
 }
 
 /// A new process that said it is ready.
