@@ -11,7 +11,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::{AdminContext, AdminServer, Lifecycle, Published, Stage};
+use crate::admin::{AdminContext, AdminServer, Lifecycle, Process, Published, Stage};
 use crate::config;
 use crate::observe::LogControl;
 use crate::reload::{Control, Endpoints, Reloader, Report};
@@ -133,6 +133,7 @@ async fn load_and_start(
     handover: &mut Option<Handover>,
     binary: Option<Binary>,
 ) -> anyhow::Result<(Started, Arc<SystemdNotify>)> {
+    let started_at = std::time::SystemTime::now();
     let config = config::load(&options.config)?;
     log.apply(&config.global);
     if crate::mounts::is_single_file_mount(&options.config) {
@@ -148,11 +149,14 @@ async fn load_and_start(
     let root = CancellationToken::new();
     let report = Report {
         notify: notify.clone(),
-        published: Arc::new(ArcSwap::from_pointee(Published::initial(
-            &options.config,
-            Arc::new(config.clone()),
-            0,
-        ))),
+        published: Arc::new(ArcSwap::from_pointee(Published {
+            process: Process {
+                started_at,
+                binary: binary.as_ref().map(|b| b.exe.clone()),
+                replaced_pid: handover.as_ref().map(|h| h.from),
+            },
+            ..Published::initial(&options.config, Arc::new(config.clone()), 0)
+        })),
         log,
     };
     let generation = handover.as_ref().map_or(1, |h| h.state.generation + 1);

@@ -175,6 +175,12 @@ mod tests {
 
         notify.stopping();
         assert_eq!(receive(&systemd), "STOPPING=1");
+
+        notify.ready_main("upgraded");
+        assert_eq!(
+            receive(&systemd),
+            format!("MAINPID={}\nREADY=1\nSTATUS=upgraded", std::process::id())
+        );
     }
 
     #[test]

@@ -234,9 +234,20 @@ async fn after_an_upgrade_the_generation_continues_reloads_work_and_admin_answer
     let addr = ginx.addr("web");
     let pids = Pids::default();
     assert_eq!(get(addr, "/").await.text(), "a");
+    let before = ginx.status().await;
+    assert_eq!(before["replaced_pid"], serde_json::Value::Null);
     let pid = upgrade(&ginx, ginx.pid(), &pids).await;
     let status = ginx.status().await;
     assert_eq!(status["pid"], pid);
+    assert_eq!(
+        status["replaced_pid"],
+        ginx.pid(),
+        "/status names the replaced process"
+    );
+    assert_eq!(status["binary"], before["binary"]);
+    assert!(status["binary"].as_str().is_some_and(|b| b.ends_with("/ginx")));
+    assert!(status["started_at"].as_f64() > before["started_at"].as_f64());
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(status["generation"], 2, "the generation continues");
     assert_eq!(ginx.addr("web"), addr, "the same socket");
     assert_eq!(get(addr, "/").await.text(), "a");
@@ -390,4 +401,73 @@ async fn a_server_down_before_the_upgrade_gets_no_request_after_it() {
         assert_eq!(get(addr, "/").await.text(), "a");
     }
     assert_eq!(b.traffic(), traffic, "b got no request after the upgrade");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_the_new_main_pid_and_ready() {
+    let a = Backend::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    write_file(&dir.path().join("ginx.toml"), &config(&[&a], ""));
+    let socket_path = dir.path().join("notify.sock");
+    let systemd = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    systemd.set_read_timeout(Some(DEADLINE)).unwrap();
+    let ginx = Ginx::start_in(dir, &["web"], &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())]).await;
+    let pids = Pids::default();
+    let mut buf = [0u8; 512];
+    let mut next = || {
+        let n = systemd.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert!(next().starts_with("READY=1"));
+    let pid = upgrade(&ginx, ginx.pid(), &pids).await;
+    let message = next();
+    assert!(
+        message.starts_with(&format!("MAINPID={pid}\nREADY=1\n")),
+        "{message:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_answered_once_more_then_closed() {
+    let a = Backend::start("a").await;
+    let ginx = Ginx::start(&config(&[&a], ""), &[], &["web"]).await;
+    let addr = ginx.addr("web");
+    let pids = Pids::default();
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let get_on = |sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>| {
+        let req = Request::get("/")
+            .header("host", "x")
+            .body(Full::default())
+            .unwrap();
+        sender.send_request(req)
+    };
+    let first = get_on(&mut sender).await.unwrap();
+    assert!(first.headers().get("connection").is_none());
+    first.into_body().collect().await.unwrap();
+    // Idle when the upgrade happens: the old process must not close it.
+    let from = ginx.log_len();
+    let old = ginx.pid();
+    upgrade(&ginx, old, &pids).await;
+    assert!(ginx.wait_log_since(from, "draining open ones", DEADLINE).await);
+    // Paced: the connection's task sees its listener stop on its own
+    // worker; nothing outside shows when it has.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(alive(old), "the old process waits for the idle connection");
+    sender.ready().await.expect("the idle connection is still open");
+    let second = get_on(&mut sender)
+        .await
+        .expect("a request on the idle connection is answered");
+    assert_eq!(
+        second.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
+    assert_eq!(second.into_body().collect().await.unwrap().to_bytes(), "a");
+    assert!(
+        eventually(DEADLINE, || !alive(old)).await,
+        "then the old process exits"
+    );
 }

@@ -19,7 +19,7 @@ mod published;
 mod status;
 
 use prometheus::ControlFacts;
-pub(crate) use published::{Attempt, AttemptOutcome, ListenerBinding, Published, Trigger};
+pub(crate) use published::{Attempt, AttemptOutcome, ListenerBinding, Process, Published, Trigger};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

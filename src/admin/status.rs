@@ -43,6 +43,8 @@ pub(super) async fn render(context: &AdminContext) -> Vec<u8> {
 /// The `/status` document.
 #[derive(Debug, Serialize)]
 struct Status<'a> {
+    /// The binary SIGUSR2 starts again (`null` when unknown).
+    binary: Option<&'a Path>,
     /// The main configuration file, as given with `-c`.
     config: &'a Path,
     drift: bool,
@@ -52,8 +54,11 @@ struct Status<'a> {
     listeners: Vec<Listener<'a>>,
     loaded_at: f64,
     pid: u32,
+    /// The pid of the process this one replaced (SIGUSR2), else `null`.
+    replaced_pid: Option<u32>,
     sources: Vec<SourceFile<'a>>,
     stage: &'static str,
+    started_at: f64,
     upstreams: Vec<Upstream<'a>>,
     version: &'static str,
 }
@@ -121,6 +126,7 @@ impl<'a> Status<'a> {
     /// `stage`; `drift` comes from [`drift`].
     fn new(published: &'a Published, table: &'a RoutingTable, stage: Stage, drift: bool) -> Self {
         Status {
+            binary: published.process.binary.as_deref(),
             config: &published.path,
             drift,
             generation: published.generation,
@@ -149,8 +155,10 @@ impl<'a> Status<'a> {
                 .collect(),
             loaded_at: unix(published.applied_at),
             pid: std::process::id(),
+            replaced_pid: published.process.replaced_pid,
             sources: published.config.sources.iter().map(SourceFile::new).collect(),
             stage: stage_name(stage),
+            started_at: unix(published.process.started_at),
             upstreams: published
                 .config
                 .upstreams
