@@ -18,7 +18,7 @@ use crate::reload::{Control, Endpoints, Reloader, Report};
 use crate::server::{BoundSocket, Workers};
 use crate::systemd::SystemdNotify;
 use crate::table::{Live, RoutingTable};
-use crate::upgrade::{Binary, Handover};
+use crate::upgrade::{remove_pid_file, write_pid_file, Binary, Handover};
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -65,6 +65,7 @@ pub async fn run(
         lifecycle,
         root,
         generation,
+        pid_file,
     } = started;
     lifecycle.set(Stage::Serving);
     match handover {
@@ -81,6 +82,11 @@ pub async fn run(
             handover.ready();
         }
         None => notify.ready(&format!("serving generation {generation}")),
+    }
+    // Written once serving (the process an upgrade starts rewrites it); a
+    // later change of the setting applies at the next start or upgrade.
+    if let Some(path) = &pid_file {
+        write_pid_file(path);
     }
 
     let stop_reloading = CancellationToken::new();
@@ -108,6 +114,9 @@ pub async fn run(
             let delay = live.load().shutdown_delay;
             drain(&live, root, workers, delay).await;
             drop(ended.admin);
+            if let Some(path) = &pid_file {
+                remove_pid_file(path);
+            }
             tracing::info!("stopped");
         }
     }
@@ -122,6 +131,7 @@ struct Started {
     lifecycle: Arc<Lifecycle>,
     root: CancellationToken,
     generation: u64,
+    pid_file: Option<PathBuf>,
 }
 
 /// Load the configuration and start serving it: everything that can fail
@@ -160,6 +170,7 @@ async fn load_and_start(
         log,
     };
     let generation = handover.as_ref().map_or(1, |h| h.state.generation + 1);
+    let pid_file = config.global.pid_file.clone();
     let first = First {
         config,
         generation,
@@ -174,6 +185,7 @@ async fn load_and_start(
         lifecycle,
         root,
         generation,
+        pid_file,
     };
     Ok((started, notify))
 }

@@ -70,3 +70,4 @@ mod upstream;
 pub use app::{run, RunOptions};
 pub use config::Errors as ConfigErrors;
 pub use observe::LogControl;
+pub use upgrade::run_command as upgrade_running;

@@ -471,3 +471,70 @@ async fn an_idle_keep_alive_connection_is_answered_once_more_then_closed() {
         "then the old process exits"
     );
 }
+
+/// `ginx upgrade ARGS` (blocking, off the runtime): (exit code, stdout, stderr).
+async fn ginx_upgrade(args: Vec<String>) -> (Option<i32>, String, String) {
+    let output = tokio::task::spawn_blocking(move || ginx_cli().arg("upgrade").args(&args).output().unwrap())
+        .await
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (output.status.code(), text(&output.stdout), text(&output.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ginx_upgrade_finds_the_process_by_its_pid_file_and_reports_the_result() {
+    let a = Backend::start("a").await;
+    let ginx = Ginx::start(&config(&[&a], "pid_file = \"ginx.pid\""), &[], &["web"]).await;
+    let pids = Pids::default();
+    let pid_file = ginx.dir.path().join("ginx.pid");
+    let read = || {
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+    };
+    assert!(
+        eventually(DEADLINE, || read() == Some(ginx.pid())).await,
+        "the pid file names ginx"
+    );
+    let config = ginx.config_path().to_str().unwrap().to_owned();
+    let (code, out, err) = ginx_upgrade(vec!["-c".into(), config]).await;
+    assert_eq!(code, Some(0), "stdout: {out}\nstderr: {err}");
+    let new = read().expect("the new process rewrote the pid file");
+    pids.add(new);
+    assert_ne!(new, ginx.pid());
+    assert!(out.contains(&format!("upgraded: pid {new} serves")), "{out}");
+    assert!(eventually(DEADLINE, async || status_pid(&ginx).await == Some(new)).await);
+    // Stopped for good, it removes the file that names it.
+    kill("TERM", new);
+    assert!(eventually(DEADLINE, || !alive(new)).await);
+    assert!(read().is_none(), "the pid file is removed at a stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ginx_upgrade_exits_1_with_the_error_when_the_upgrade_fails() {
+    let a = Backend::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    write_file(
+        &dir.path().join("ginx.toml"),
+        &config(&[&a], "pid_file = \"ginx.pid\""),
+    );
+    let exe = dir.path().join("new-ginx.sh");
+    write_file(&exe, "#!/bin/sh\nexit 1\n");
+    std::fs::set_permissions(&exe, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let ginx = Ginx::start_in(dir, &["web"], &[("GINX_UPGRADE_EXE", exe.to_str().unwrap())]).await;
+    let pid_file = ginx.dir.path().join("ginx.pid");
+    assert!(eventually(DEADLINE, || pid_file.exists()).await);
+    let args = vec![
+        "-c".into(),
+        ginx.config_path().to_str().unwrap().to_owned(),
+        "--admin".into(),
+        ginx.admin_addr().to_string(),
+    ];
+    let (code, out, err) = ginx_upgrade(args).await;
+    assert_eq!(code, Some(1), "stdout: {out}\nstderr: {err}");
+    assert!(
+        err.contains("the upgrade failed: the new process exited before it was ready"),
+        "{err}"
+    );
+    assert_eq!(get(ginx.addr("web"), "/").await.text(), "a");
+}

@@ -44,6 +44,8 @@ pub(crate) struct Published {
     pub(crate) listeners: Vec<ListenerBinding>,
     /// This process: when it started, from which binary, which it replaced.
     pub(crate) process: Process,
+    /// The last upgrade (SIGUSR2) that failed: when, and why.
+    pub(crate) upgrade_failed: Option<(SystemTime, String)>,
 }
 
 /// Facts about the process, fixed when it starts.
@@ -75,6 +77,7 @@ impl Published {
                 binary: None,
                 replaced_pid: None,
             },
+            upgrade_failed: None,
         }
     }
 }

@@ -51,6 +51,8 @@ struct Status<'a> {
     generation: u64,
     /// `None` until a reload attempt found a change (or a SIGHUP came).
     last_reload: Option<LastReload<'a>>,
+    /// The last upgrade that failed (this process kept serving), else `None`.
+    last_upgrade: Option<LastUpgrade<'a>>,
     listeners: Vec<Listener<'a>>,
     loaded_at: f64,
     pid: u32,
@@ -73,6 +75,13 @@ struct LastReload<'a> {
     generation: Option<u64>,
     result: &'static str,
     trigger: &'static str,
+}
+
+/// `last_upgrade`.
+#[derive(Debug, Serialize)]
+struct LastUpgrade<'a> {
+    at: f64,
+    error: &'a str,
 }
 
 /// One of `listeners`.
@@ -144,6 +153,10 @@ impl<'a> Status<'a> {
                     trigger: trigger_name(attempt.trigger),
                 }
             }),
+            last_upgrade: published
+                .upgrade_failed
+                .as_ref()
+                .map(|(at, error)| LastUpgrade { at: unix(*at), error }),
             listeners: published
                 .listeners
                 .iter()

@@ -432,6 +432,10 @@ impl Reloader {
                     "upgrade failed; keeping generation {} in this process: {error:#}",
                     self.generation
                 );
+                // For `ginx upgrade`, which reads `/status`.
+                let mut published = Published::clone(&self.report.published.load());
+                published.upgrade_failed = Some((SystemTime::now(), format!("{error:#}")));
+                self.report.published.store(Arc::new(published));
                 None
             }
         }
