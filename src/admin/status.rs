@@ -302,6 +302,7 @@ mod tests {
         // Whole seconds: a float that survives the text round trip.
         let at = UNIX_EPOCH + std::time::Duration::from_secs(1_795_253_378);
         published.applied_at = at;
+        published.process.started_at = at;
         published.listeners.push(ListenerBinding {
             name: "web".into(),
             bind: "127.0.0.1:0".parse().unwrap(),
