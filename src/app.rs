@@ -18,7 +18,8 @@ use crate::reload::{Control, Endpoints, Reloader, Report};
 use crate::server::{BoundSocket, Workers};
 use crate::systemd::SystemdNotify;
 use crate::table::{Live, RoutingTable};
-use crate::upgrade::{remove_pid_file, write_pid_file, Binary, Handover};
+use crate::upgrade::{Binary, Handover};
+use crate::upgrade_command::{remove_pid_file, write_pid_file};
 
 /// How to run.
 #[derive(Debug, Clone)]

@@ -41,7 +41,7 @@
 //! - `reload`: watch → load → plan → build → swap → commit; the only writer
 //!   of `Live`.
 //! - [`check`]: `ginx --check`: a configuration's problems, shown to people
-//!   or tools.
+//!   or tools; `upgrade_command`: `ginx upgrade` and the pid file.
 //! - [`run`]: wires them together for `main`.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -65,9 +65,10 @@ mod systemd;
 mod table;
 mod tls;
 mod upgrade;
+mod upgrade_command;
 mod upstream;
 
 pub use app::{run, RunOptions};
 pub use config::Errors as ConfigErrors;
 pub use observe::LogControl;
-pub use upgrade::run_command as upgrade_running;
+pub use upgrade_command::run_command as upgrade_running;

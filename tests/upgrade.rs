@@ -645,8 +645,7 @@ async fn a_websocket_open_across_an_upgrade_works_until_shutdown_timeout() {
     )
     .await
     .expect("a WebSocket through ginx");
-    let echo = async |socket: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
-                          text: &str| {
+    let echo = async |socket: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, text: &str| {
         socket.send(Message::text(text)).await.ok()?;
         futures_util::StreamExt::next(socket).await?.ok()
     };

@@ -24,7 +24,6 @@
 //! the old process is [`crate::app`]'s.
 
 mod channel;
-mod command;
 mod state;
 
 use std::ffi::OsString;
@@ -38,8 +37,6 @@ use anyhow::{bail, Context as _};
 use serde::{Deserialize, Serialize};
 
 use channel::{Channel, CHUNK};
-pub use command::run_command;
-pub(crate) use command::{remove_pid_file, write_pid_file};
 pub(crate) use state::State;
 
 /// Set by ginx for the process it starts: the old process's pid. Its

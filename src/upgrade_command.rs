@@ -4,6 +4,10 @@
 //!
 //! Also the pid file itself: written by the process that serves (the one an
 //! upgrade starts rewrites it), removed by one that stops for good.
+//!
+//! A command beside [`crate::check`] (it reads the admin endpoint with the
+//! same client), not part of [`crate::upgrade`], which the reloader uses:
+//! the handover must not depend on the commands at the top.
 
 use std::path::Path;
 use std::process::ExitCode;
