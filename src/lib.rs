@@ -36,10 +36,12 @@
 //! - `health`: active health checks, one loop for all servers.
 //! - `server`: worker threads, sockets, client connections, timers, draining.
 //! - `admin`: the admin endpoint (metrics, status, readiness, active config).
+//! - `upgrade`: SIGUSR2, the listening sockets and the servers' state
+//!   handed to a new binary (both sides of it).
 //! - `reload`: watch → load → plan → build → swap → commit; the only writer
 //!   of `Live`.
 //! - [`check`]: `ginx --check`: a configuration's problems, shown to people
-//!   or tools.
+//!   or tools; `upgrade_command`: `ginx upgrade` and the pid file.
 //! - [`run`]: wires them together for `main`.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -62,8 +64,11 @@ mod server;
 mod systemd;
 mod table;
 mod tls;
+mod upgrade;
+mod upgrade_command;
 mod upstream;
 
 pub use app::{run, RunOptions};
 pub use config::Errors as ConfigErrors;
 pub use observe::LogControl;
+pub use upgrade_command::run_command as upgrade_running;

@@ -51,12 +51,29 @@ struct Cli {
 enum Command {
     /// Print the JSON Schema of configuration files (for editors), then exit.
     Schema,
+    /// Replace the running ginx of this configuration by the binary now at
+    /// its path (SIGUSR2 to the process named by `[global] pid_file`, or by
+    /// the admin endpoint), and report the outcome: exit 1 with the reason
+    /// if the running ginx kept serving.
+    Upgrade {
+        /// The main configuration file (as `ginx -c`).
+        #[arg(short, long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// The running ginx's admin address (HOST:PORT), instead of the
+        /// configuration's [admin] bind: where the outcome is read.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Schema) = cli.command {
-        return ginx::check::print_schema();
+    match cli.command {
+        Some(Command::Schema) => return ginx::check::print_schema(),
+        Some(Command::Upgrade { config, admin }) => {
+            return ginx::upgrade_running(config.as_ref().unwrap_or(&cli.config), admin.as_deref())
+        }
+        None => {}
     }
     if cli.check {
         return ginx::check::run(&ginx::check::Options {

@@ -80,6 +80,17 @@ impl SystemdNotify {
         self.send(&format!("READY=1\nSTATUS={}", one_line(status)));
     }
 
+    /// Startup finished in a process that replaces another (an upgrade):
+    /// `MAINPID` first, so that systemd follows this process when the old
+    /// one exits (`NotifyAccess=all` lets it speak for the service).
+    pub(crate) fn ready_main(&self, status: &str) {
+        self.send(&format!(
+            "MAINPID={}\nREADY=1\nSTATUS={}",
+            std::process::id(),
+            one_line(status)
+        ));
+    }
+
     /// A reload started; send [`SystemdNotify::ready`] when it is done (with
     /// `Type=notify-reload` systemd waits for it). `MONOTONIC_USEC` is
     /// required by that type; it is left out only if the clock cannot be read.
@@ -164,6 +175,12 @@ mod tests {
 
         notify.stopping();
         assert_eq!(receive(&systemd), "STOPPING=1");
+
+        notify.ready_main("upgraded");
+        assert_eq!(
+            receive(&systemd),
+            format!("MAINPID={}\nREADY=1\nSTATUS=upgraded", std::process::id())
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ mod published;
 mod status;
 
 use prometheus::ControlFacts;
-pub(crate) use published::{Attempt, AttemptOutcome, ListenerBinding, Published, Trigger};
+pub(crate) use published::{Attempt, AttemptOutcome, ListenerBinding, Process, Published, Trigger};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -93,6 +93,7 @@ pub(crate) struct AdminContext {
 pub(crate) struct AdminServer {
     /// The address as configured.
     pub(crate) configured: SocketAddr,
+    socket: BoundSocket,
     stop: CancellationToken,
 }
 
@@ -112,15 +113,34 @@ impl AdminServer {
         use anyhow::Context as _;
         let socket =
             BoundSocket::bind(bind).with_context(|| format!("binding the admin endpoint to {bind}"))?;
+        Self::serve(socket, context)
+    }
+
+    /// Serve on `socket` (bound here, or handed over by the process this
+    /// one replaces) on the current (control) runtime.
+    ///
+    /// # Errors
+    ///
+    /// When the socket cannot be registered with the runtime.
+    pub(crate) fn serve(socket: BoundSocket, context: AdminContext) -> anyhow::Result<Self> {
         let local_addr = socket.local_addr;
+        let configured = socket.configured;
+        // Kept so that an upgrade can hand the socket over.
+        let kept = socket.try_clone()?;
         let listener = TcpListener::from_std(socket.into_std())?;
         let stop = CancellationToken::new();
         tokio::spawn(accept_loop(listener, Arc::new(context), stop.clone()));
         tracing::info!(addr = %local_addr, "admin listening");
         Ok(AdminServer {
-            configured: bind,
+            configured,
+            socket: kept,
             stop,
         })
+    }
+
+    /// The listening socket.
+    pub(crate) fn socket(&self) -> &BoundSocket {
+        &self.socket
     }
 }
 

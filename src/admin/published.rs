@@ -42,6 +42,20 @@ pub(crate) struct Published {
     pub(crate) reloads_rejected: u64,
     /// The listeners of the active configuration and where they are bound.
     pub(crate) listeners: Vec<ListenerBinding>,
+    /// This process: when it started, from which binary, which it replaced.
+    pub(crate) process: Process,
+    /// The last upgrade (SIGUSR2) that failed: when, and why.
+    pub(crate) upgrade_failed: Option<(SystemTime, String)>,
+}
+
+/// Facts about the process, fixed when it starts.
+#[derive(Debug, Clone)]
+pub(crate) struct Process {
+    pub(crate) started_at: SystemTime,
+    /// The binary SIGUSR2 starts again; `None` when it is unknown.
+    pub(crate) binary: Option<PathBuf>,
+    /// The pid of the process this one replaced (SIGUSR2), if any.
+    pub(crate) replaced_pid: Option<u32>,
 }
 
 impl Published {
@@ -58,6 +72,12 @@ impl Published {
             reloads_applied: 0,
             reloads_rejected: 0,
             listeners: Vec::new(),
+            process: Process {
+                started_at: SystemTime::now(),
+                binary: None,
+                replaced_pid: None,
+            },
+            upgrade_failed: None,
         }
     }
 }

@@ -43,17 +43,24 @@ pub(super) async fn render(context: &AdminContext) -> Vec<u8> {
 /// The `/status` document.
 #[derive(Debug, Serialize)]
 struct Status<'a> {
+    /// The binary SIGUSR2 starts again (`null` when unknown).
+    binary: Option<&'a Path>,
     /// The main configuration file, as given with `-c`.
     config: &'a Path,
     drift: bool,
     generation: u64,
     /// `None` until a reload attempt found a change (or a SIGHUP came).
     last_reload: Option<LastReload<'a>>,
+    /// The last upgrade that failed (this process kept serving), else `None`.
+    last_upgrade: Option<LastUpgrade<'a>>,
     listeners: Vec<Listener<'a>>,
     loaded_at: f64,
     pid: u32,
+    /// The pid of the process this one replaced (SIGUSR2), else `null`.
+    replaced_pid: Option<u32>,
     sources: Vec<SourceFile<'a>>,
     stage: &'static str,
+    started_at: f64,
     upstreams: Vec<Upstream<'a>>,
     version: &'static str,
 }
@@ -68,6 +75,13 @@ struct LastReload<'a> {
     generation: Option<u64>,
     result: &'static str,
     trigger: &'static str,
+}
+
+/// `last_upgrade`.
+#[derive(Debug, Serialize)]
+struct LastUpgrade<'a> {
+    at: f64,
+    error: &'a str,
 }
 
 /// One of `listeners`.
@@ -121,6 +135,7 @@ impl<'a> Status<'a> {
     /// `stage`; `drift` comes from [`drift`].
     fn new(published: &'a Published, table: &'a RoutingTable, stage: Stage, drift: bool) -> Self {
         Status {
+            binary: published.process.binary.as_deref(),
             config: &published.path,
             drift,
             generation: published.generation,
@@ -138,6 +153,10 @@ impl<'a> Status<'a> {
                     trigger: trigger_name(attempt.trigger),
                 }
             }),
+            last_upgrade: published
+                .upgrade_failed
+                .as_ref()
+                .map(|(at, error)| LastUpgrade { at: unix(*at), error }),
             listeners: published
                 .listeners
                 .iter()
@@ -149,8 +168,10 @@ impl<'a> Status<'a> {
                 .collect(),
             loaded_at: unix(published.applied_at),
             pid: std::process::id(),
+            replaced_pid: published.process.replaced_pid,
             sources: published.config.sources.iter().map(SourceFile::new).collect(),
             stage: stage_name(stage),
+            started_at: unix(published.process.started_at),
             upstreams: published
                 .config
                 .upstreams
@@ -281,6 +302,7 @@ mod tests {
         // Whole seconds: a float that survives the text round trip.
         let at = UNIX_EPOCH + std::time::Duration::from_secs(1_795_253_378);
         published.applied_at = at;
+        published.process.started_at = at;
         published.listeners.push(ListenerBinding {
             name: "web".into(),
             bind: "127.0.0.1:0".parse().unwrap(),

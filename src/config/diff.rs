@@ -298,6 +298,10 @@ impl Diff {
             duration,
         );
         self.setting(p, "watch", &a.watch, &b.watch, ToString::to_string);
+        self.setting(p, "pid_file", &a.pid_file, &b.pid_file, |f| {
+            f.as_ref()
+                .map_or_else(|| "(none)".to_owned(), |f| f.display().to_string())
+        });
         self.setting(p, "resolver", &a.resolver, &b.resolver, |r| {
             r.map_or_else(|| "(system)".to_owned(), |r| r.to_string())
         });

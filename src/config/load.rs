@@ -517,7 +517,7 @@ mod tests {
         assert_eq!(
             errors(&[("ginx.toml", main)]),
             [
-                "ginx.toml:2:1: unknown field `log_levl`: did you mean `log_level`? (expected one of `log_level`, `log_format`, `access_log`, `shutdown_delay`, `watch`, `send_timeout`, `shutdown_timeout`, `header_read_timeout`, `resolver`, `resolve_min`, `resolve_max`, `body_read_timeout`, `min_upload_rate`, `max_connections`)",
+                "ginx.toml:2:1: unknown field `log_levl`: did you mean `log_level`? (expected one of `log_level`, `log_format`, `access_log`, `shutdown_delay`, `watch`, `send_timeout`, `shutdown_timeout`, `header_read_timeout`, `resolver`, `resolve_min`, `resolve_max`, `body_read_timeout`, `min_upload_rate`, `max_connections`, `pid_file`)",
                 "ginx.toml:6:12: unknown upstream `ap`: did you mean `app`?",
                 "ginx.toml:12:1: this route can never match: the route at ginx.toml:8:1 matches the same path `/api/` (any host) and comes first; remove one of them or change its host or path",
             ]

@@ -247,6 +247,10 @@ pub(crate) struct Global {
     /// listener. `None`: derived from the open-files limit when the workers
     /// start (`crate::server`), as HAProxy derives `maxconn`.
     pub(crate) max_connections: Option<u32>,
+    /// `pid_file`, default none: where the serving process writes its pid
+    /// (relative to the file that names it). The process an upgrade
+    /// starts writes its own; `ginx upgrade` reads it.
+    pub(crate) pid_file: Option<PathBuf>,
 }
 
 impl Default for Global {
@@ -267,6 +271,7 @@ impl Default for Global {
             body_read_timeout: Duration::from_secs(60),
             min_upload_rate: None,
             max_connections: None,
+            pid_file: None,
         }
     }
 }

@@ -119,6 +119,9 @@ pub(crate) struct Global {
     /// stops accepting. Default: (open-files limit - 256) / 2.
     #[schemars(with = "Option<u32>")]
     pub(crate) max_connections: Option<Spanned<i64>>,
+    /// File ginx writes its pid to once it serves (relative to this file), rewritten by the process an upgrade starts. Default: none.
+    #[schemars(with = "Option<String>")]
+    pub(crate) pid_file: Option<Spanned<String>>,
 }
 
 /// `[listener.NAME]`.

@@ -11,7 +11,7 @@
 
 use std::fmt::Debug;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use http::header::{HeaderValue, CONNECTION};
@@ -72,6 +72,9 @@ pub(crate) struct Connection {
     last_stream: Notify,
     /// When the requests' checked deadlines are next due.
     pub(crate) wake_by: WakeBy,
+    /// Set when the process hands over to a new one (an upgrade): an
+    /// HTTP/1 connection's next response is its last.
+    closing: AtomicBool,
 }
 
 /// What the server hands a connection it accepted, besides who and where.
@@ -150,6 +153,7 @@ impl Connection {
             requests: AtomicU32::new(0),
             last_stream: Notify::new(),
             wake_by: WakeBy(AtomicU64::new(u64::MAX)),
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -175,6 +179,19 @@ impl Connection {
             return false;
         }
         true
+    }
+
+    /// Make the next response of this HTTP/1 connection its last
+    /// (`Connection: close`) without closing it while idle: a client may be
+    /// sending on it right now.
+    pub(crate) fn close_next(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a response of `version` must be this connection's last
+    /// because of [`Connection::close_next`].
+    pub(crate) fn closing(&self, version: Version) -> bool {
+        version != Version::HTTP_2 && self.closing.load(Ordering::Relaxed)
     }
 
     /// Ready once this HTTP/2 connection has had its last request under

@@ -135,7 +135,9 @@ pub(crate) async fn handle(
     if stats.is_some() || access.is_some() {
         response.body_mut().record_when_done(started, stats, access);
     }
-    if last {
+    // Checked at the response, not the request: a connection told to close
+    // while its request was in flight says so on this response.
+    if last || conn.closing(version) {
         conn::close_after(&mut response);
     }
     Ok(response)

@@ -17,6 +17,9 @@
 //! differ from the active ones, so an unchanged rewrite makes no new
 //! generation.
 //!
+//! SIGUSR2 hands everything over to a new process ([`crate::upgrade`]);
+//! when that one serves, [`Reloader::run`] returns and says so.
+//!
 //! This module owns the active [`Config`], the generation counter and the
 //! [`Endpoints`]; it is the only writer of [`Live`].
 
@@ -37,6 +40,7 @@ use crate::observe::LogControl;
 use crate::server::Workers;
 use crate::systemd::SystemdNotify;
 use crate::table::{Live, RoutingTable};
+use crate::upgrade::{self, Binary, Replaced};
 pub(crate) use plan::{Endpoints, Plan, Refusal};
 use watch::{Fingerprint, Triggers, Wake};
 
@@ -50,6 +54,8 @@ pub(crate) struct Reloader {
     /// Host names of the active configuration, followed over time.
     discovery: Discovery,
     report: Report,
+    /// What SIGUSR2 starts; `None` when the running binary's path is unknown.
+    binary: Option<Binary>,
     /// Texts of the last configuration that failed, so the poll does not
     /// log the same errors every few seconds.
     last_failure: Option<Vec<Source>>,
@@ -67,6 +73,20 @@ pub(crate) struct Control {
     /// The host names of generation 1, resolved.
     pub(crate) discovery: Discovery,
     pub(crate) report: Report,
+    /// The first generation's number: 1, or the next of the process this
+    /// one replaces.
+    pub(crate) generation: u64,
+    /// What SIGUSR2 starts.
+    pub(crate) binary: Option<Binary>,
+}
+
+/// How [`Reloader::run`] ended.
+pub(crate) struct Ended {
+    /// The admin endpoint, which keeps answering while the process drains
+    /// (unless it was handed over).
+    pub(crate) admin: Option<AdminServer>,
+    /// The process that took over (SIGUSR2), if one did.
+    pub(crate) replaced_by: Option<Replaced>,
 }
 
 /// Who hears what the reloader does: systemd (`RELOADING=1` ... `READY=1`),
@@ -94,11 +114,13 @@ impl Reloader {
             mut endpoints,
             discovery,
             report,
+            generation,
+            binary,
         } = control;
         endpoints.commit(plan, workers);
         let config = Arc::new(config);
         tracing::info!(
-            generation = 1,
+            generation,
             listeners = config.listeners.len(),
             upstreams = config.upstreams.len(),
             servers = config.server_count(),
@@ -111,10 +133,11 @@ impl Reloader {
             path,
             live,
             active: config,
-            generation: 1,
+            generation,
             endpoints,
             discovery,
             report,
+            binary,
             last_failure: None,
             seen: Fingerprint::default(),
         };
@@ -322,8 +345,9 @@ impl Reloader {
     /// every listening socket (workers keep accepting on their own copies
     /// until their listeners are cancelled). The admin endpoint is handed
     /// back: it must keep answering while the process drains.
-    pub(crate) async fn run(mut self, workers: &Workers, stop: CancellationToken) -> Option<AdminServer> {
+    pub(crate) async fn run(mut self, workers: &Workers, stop: CancellationToken) -> Ended {
         let mut triggers = Triggers::new(&self.active);
+        let mut replaced_by = None;
         loop {
             let dns_due = self.discovery.next_due();
             let wake = tokio::select! {
@@ -342,6 +366,13 @@ impl Reloader {
                     Trigger::FileEvent
                 }
                 Wake::Reload(trigger) => trigger,
+                Wake::Upgrade => {
+                    replaced_by = self.upgrade(&mut triggers).await;
+                    if replaced_by.is_some() {
+                        break;
+                    }
+                    continue;
+                }
                 Wake::ReopenLogs => {
                     if let Some(log) = &self.live.load().access_log {
                         log.reopen();
@@ -362,6 +393,51 @@ impl Reloader {
         }
         // The listeners' sockets close with the endpoints here (the control
         // plane's copy of each; workers hold their own until they stop).
-        self.endpoints.into_admin()
+        Ended {
+            admin: self.endpoints.into_admin(),
+            replaced_by,
+        }
+    }
+
+    /// SIGUSR2: start the binary again and hand over to it; the new
+    /// process, once it serves. Any failure is logged and changes nothing
+    /// here. Another SIGUSR2 meanwhile is refused.
+    async fn upgrade(&mut self, triggers: &mut Triggers) -> Option<Replaced> {
+        let Some(binary) = &self.binary else {
+            tracing::error!("SIGUSR2: cannot upgrade: the path of the running binary is unknown");
+            return None;
+        };
+        tracing::info!(binary = %binary.exe.display(), generation = self.generation, "SIGUSR2: upgrading");
+        let state = upgrade::State::of(&self.live.load(), self.generation);
+        let sockets = self.endpoints.passable();
+        let mut handover = std::pin::pin!(upgrade::hand_over(binary, &sockets, &state));
+        let result = loop {
+            tokio::select! {
+                result = &mut handover => break result,
+                () = triggers.next_upgrade() => {
+                    tracing::warn!("SIGUSR2 refused: an upgrade is already under way");
+                }
+            }
+        };
+        match result {
+            Ok(replaced) => {
+                tracing::info!(
+                    pid = replaced.pid,
+                    "upgrade: the new process serves; this one stops accepting and drains"
+                );
+                Some(replaced)
+            }
+            Err(error) => {
+                tracing::error!(
+                    "upgrade failed; keeping generation {} in this process: {error:#}",
+                    self.generation
+                );
+                // For `ginx upgrade`, which reads `/status`.
+                let mut published = Published::clone(&self.report.published.load());
+                published.upgrade_failed = Some((SystemTime::now(), format!("{error:#}")));
+                self.report.published.store(Arc::new(published));
+                None
+            }
+        }
     }
 }

@@ -17,14 +17,16 @@
 //! and swapping the routing table is [`super::Reloader`]'s job.
 
 use std::net::SocketAddr;
+use std::os::fd::AsFd as _;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminContext, AdminServer};
 use crate::config::{Config, Errors};
 use crate::observe::access_log::AccessLogger;
-use crate::server::{ListenerPlan, ListenerSet, Workers};
+use crate::server::{BoundSocket, ListenerPlan, ListenerSet, Workers};
 use crate::table::{self, Prepared, RoutingTable};
+use crate::upgrade::Passed;
 
 /// The sockets a configuration decides: its listeners and its admin
 /// endpoint.
@@ -138,6 +140,27 @@ impl Endpoints {
             AdminChange::Stop => self.admin = None,
             AdminChange::Start(admin) => self.admin = Some(admin),
         }
+    }
+
+    /// Use `sockets` (listener name, socket), handed over by the process
+    /// this one replaces, for the first plan's listeners.
+    pub(crate) fn adopt(&mut self, sockets: Vec<(String, BoundSocket)>) {
+        self.listeners.adopt(sockets);
+    }
+
+    /// Every listening socket, the admin endpoint's too, for an upgrade.
+    pub(crate) fn passable(&self) -> Vec<Passed<'_>> {
+        let listeners = self.listeners.sockets().map(|(name, socket)| Passed {
+            listener: Some(name),
+            configured: socket.configured,
+            fd: socket.as_fd(),
+        });
+        let admin = self.admin.as_ref().map(|admin| Passed {
+            listener: None,
+            configured: admin.configured,
+            fd: admin.socket().as_fd(),
+        });
+        listeners.chain(admin).collect()
     }
 
     /// The address a listener is bound to.

@@ -1,5 +1,6 @@
 //! What makes the reloader look again: file system events in the watched
-//! directories (debounced), SIGHUP, the poll, and SIGUSR1 (reopen logs).
+//! directories (debounced), SIGHUP, the poll, SIGUSR1 (reopen logs), and
+//! SIGUSR2 (replace the binary, [`crate::upgrade`]).
 //!
 //! The watcher watches directories, never files: editors save by writing a
 //! temporary file and renaming it over the old one, and Kubernetes swaps a
@@ -36,6 +37,9 @@ pub(super) enum Wake {
     Reload(Trigger),
     /// SIGUSR1: reopen log files (logrotate's convention, as nginx's).
     ReopenLogs,
+    /// SIGUSR2: start the binary again and hand over to it (nginx's
+    /// convention).
+    Upgrade,
 }
 
 /// Every source of [`Wake`]s.
@@ -44,6 +48,7 @@ pub(super) struct Triggers {
     watcher: DirWatcher,
     hangup: Option<Signal>,
     reopen: Option<Signal>,
+    upgrade: Option<Signal>,
     poll: Interval,
 }
 
@@ -68,6 +73,7 @@ impl Triggers {
             watcher,
             hangup,
             reopen: signal(SignalKind::user_defined1()).ok(),
+            upgrade: signal(SignalKind::user_defined2()).ok(),
             poll,
         }
     }
@@ -81,7 +87,19 @@ impl Triggers {
             Some(()) = self.events.recv() => Wake::Reload(Trigger::FileEvent),
             Some(()) = async { self.hangup.as_mut()?.recv().await } => Wake::Reload(Trigger::Signal),
             Some(()) = async { self.reopen.as_mut()?.recv().await } => Wake::ReopenLogs,
+            Some(()) = async { self.upgrade.as_mut()?.recv().await } => Wake::Upgrade,
             _ = self.poll.tick(), if poll => Wake::Reload(Trigger::Poll),
+        }
+    }
+
+    /// The next SIGUSR2 (never, if it cannot be listened for): while an
+    /// upgrade is under way, another is refused.
+    pub(super) async fn next_upgrade(&mut self) {
+        match self.upgrade.as_mut() {
+            Some(upgrade) => {
+                upgrade.recv().await;
+            }
+            None => std::future::pending().await,
         }
     }
 

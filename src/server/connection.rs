@@ -76,7 +76,7 @@ impl Worker {
         let mut first = [0u8; 1];
         tokio::select! {
             biased;
-            () = stop.cancelled() => return,
+            () = super::stopped_unless_handing_over(&stop) => return,
             _ = stream.peek(&mut first) => {}
             () = tokio::time::sleep_until(deadline) => return,
         }
@@ -115,7 +115,12 @@ impl Worker {
 
     /// [`Worker::serve_connection`] once the client has sent something: the
     /// TLS handshake or the h2c detection; `None` if the connection ended.
-    async fn handshake(&self, mut stream: TcpStream, start: Start, stop: &CancellationToken) -> Option<Ready> {
+    async fn handshake(
+        &self,
+        mut stream: TcpStream,
+        start: Start,
+        stop: &CancellationToken,
+    ) -> Option<Ready> {
         let Start {
             stats,
             tls,
@@ -133,7 +138,7 @@ impl Worker {
             let left = deadline.saturating_duration_since(Instant::now());
             let stream = tokio::select! {
                 biased;
-                () = stop.cancelled() => return None,
+                () = super::stopped_unless_handing_over(stop) => return None,
                 accepted = tls::accept(&acceptor, stream, left) => match accepted {
                     Ok(stream) => stream,
                     Err(error) => {
@@ -156,7 +161,7 @@ impl Worker {
         let detected = tokio::select! {
             biased;
             detected = protocol::detect(stream) => detected,
-            () = stop.cancelled() => return None,
+            () = super::stopped_unless_handing_over(stop) => return None,
             () = tokio::time::sleep_until(deadline) => return None,
         };
         match detected {
@@ -292,7 +297,7 @@ impl Worker {
                 "idle HTTP/1.1 connection taken back from hyper"
             );
             if io.has_replay() {
-                if stop.is_cancelled() {
+                if stop.is_cancelled() && !super::handing_over() {
                     return;
                 }
                 continue;
@@ -300,7 +305,7 @@ impl Worker {
             let deadline = Instant::from_std(clock::instant(head.get()));
             tokio::select! {
                 biased;
-                () = stop.cancelled() => return,
+                () = stopped_then_grace(stop, live) => return,
                 byte = io.next_byte() => match byte {
                     Ok(true) => {}
                     Ok(false) => return,
@@ -312,6 +317,17 @@ impl Worker {
                 () = tokio::time::sleep_until(deadline) => return,
             }
         }
+    }
+}
+
+/// Resolves when `stop` fires, or, when the process is handing over to a
+/// new binary, `shutdown_timeout` later: an idle connection taken back from
+/// hyper is not closed under a client that may be sending its next request
+/// (that request is served, with `Connection: close`, by [`drive`]).
+async fn stopped_then_grace(stop: &CancellationToken, live: &Live) {
+    stop.cancelled().await;
+    if super::handing_over() {
+        tokio::time::sleep(live.load().shutdown_timeout).await;
     }
 }
 
@@ -494,6 +510,14 @@ async fn drive<C: Graceful>(
                 return Ended::Released;
             }
             Event::Ended(Ok(())) => return Ended::Closed,
+            // Handing over: an HTTP/1.1 connection is not closed under a
+            // client that may be sending on it (see `Workers::hand_over`).
+            Event::Stop if streams.is_none() && super::handing_over() => {
+                watch.info.close_next();
+                let grace_ms = live.load().shutdown_timeout.as_millis() as u64;
+                grace = Some(clock::millis().saturating_add(grace_ms));
+                continue;
+            }
             Event::Stop => Verdict::Drain,
             Event::Due => {
                 ticking = false;

@@ -13,7 +13,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use socket2::{Domain, Socket, Type};
@@ -64,9 +65,35 @@ impl BoundSocket {
         })
     }
 
+    /// A socket bound by the process this one replaces (see
+    /// [`crate::upgrade`]), configured at `configured`: used as it is, never
+    /// re-bound.
+    ///
+    /// # Errors
+    ///
+    /// When it cannot be made non-blocking or has no local address (it is
+    /// not a bound TCP socket).
+    pub(crate) fn adopt(configured: SocketAddr, socket: std::net::TcpListener) -> io::Result<Self> {
+        socket.set_nonblocking(true)?;
+        Ok(BoundSocket {
+            configured,
+            local_addr: socket.local_addr()?,
+            socket,
+        })
+    }
+
     /// The socket itself, for a listener served outside the workers.
     pub(crate) fn into_std(self) -> std::net::TcpListener {
         self.socket
+    }
+
+    /// Another handle on the same socket.
+    pub(crate) fn try_clone(&self) -> io::Result<Self> {
+        Ok(BoundSocket {
+            configured: self.configured,
+            local_addr: self.local_addr,
+            socket: self.socket.try_clone()?,
+        })
     }
 
     /// A duplicate of the socket for one worker's runtime; every worker
@@ -77,6 +104,12 @@ impl BoundSocket {
 }
 
 /// A listener that is accepting connections.
+impl AsFd for BoundSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
 #[derive(Debug)]
 struct RunningListener {
     socket: Arc<BoundSocket>,
@@ -87,6 +120,11 @@ struct RunningListener {
 #[derive(Debug, Default)]
 pub(crate) struct ListenerSet {
     running: BTreeMap<String, RunningListener>,
+    /// Sockets handed over by the process this one replaces, until the
+    /// first commit (which closes those no listener took). A mutex only
+    /// because planning borrows the set shared; the control plane alone
+    /// touches it.
+    adoptable: Mutex<Vec<(String, BoundSocket)>>,
 }
 
 /// What applying a configuration will do to the listeners; every socket it
@@ -127,10 +165,13 @@ impl ListenerSet {
             }
             let socket = match given_up.remove(&listener.bind) {
                 Some(socket) => socket,
-                None => Arc::new(
-                    BoundSocket::bind(listener.bind)
-                        .with_context(|| format!("binding listener `{name}` to {}", listener.bind))?,
-                ),
+                None => match self.take_adoptable(name, listener.bind) {
+                    Some(socket) => Arc::new(socket),
+                    None => Arc::new(
+                        BoundSocket::bind(listener.bind)
+                            .with_context(|| format!("binding listener `{name}` to {}", listener.bind))?,
+                    ),
+                },
             };
             plan.start.push((name.clone(), socket));
         }
@@ -138,9 +179,37 @@ impl ListenerSet {
         Ok(plan)
     }
 
+    /// Use `sockets` (listener name, socket), handed over by the process
+    /// this one replaces, for the listeners the next plan binds at their
+    /// configured address: an address with a port is matched whatever the
+    /// name, port 0 only by the same name.
+    pub(crate) fn adopt(&mut self, sockets: Vec<(String, BoundSocket)>) {
+        *self.adoptable.get_mut().unwrap_or_else(|e| e.into_inner()) = sockets;
+    }
+
+    fn take_adoptable(&self, name: &str, bind: SocketAddr) -> Option<BoundSocket> {
+        let mut adoptable = self.adoptable.lock().unwrap_or_else(|e| e.into_inner());
+        let at = adoptable
+            .iter()
+            .position(|(was, socket)| socket.configured == bind && (bind.port() != 0 || was == name))?;
+        let (_, socket) = adoptable.swap_remove(at);
+        tracing::info!(listener = %name, addr = %socket.local_addr, "adopted the socket of the replaced process");
+        Some(socket)
+    }
+
+    /// Every running listener's socket, by name.
+    pub(crate) fn sockets(&self) -> impl Iterator<Item = (&str, &BoundSocket)> {
+        self.running.iter().map(|(name, l)| (name.as_str(), &*l.socket))
+    }
+
     /// Start and stop listeners as planned. New listeners start accepting
     /// before replaced ones stop.
     pub(crate) fn commit(&mut self, plan: ListenerPlan, workers: &Workers, root: &CancellationToken) {
+        // Handed-over sockets no listener wanted close here.
+        self.adoptable
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         let mut replaced = Vec::new();
         for name in plan.stop {
             if let Some(old) = self.running.remove(&name) {

@@ -49,6 +49,7 @@ pub(crate) mod timer;
 pub(crate) use listeners::{BoundSocket, ListenerPlan, ListenerSet};
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -146,6 +147,16 @@ impl Workers {
         self.admission.limits_changed();
     }
 
+    /// The process is handing over to a new one (an upgrade): from now on a
+    /// stopped listener's HTTP/1.1 connections are not closed while idle,
+    /// since a client may be sending on one; each answers its next request
+    /// with `Connection: close`, or closes at the shutdown timeout, and
+    /// connections that have sent nothing yet are still served. Call before
+    /// stopping the listeners.
+    pub(crate) fn hand_over(&self) {
+        HANDING_OVER.store(true, Ordering::Relaxed);
+    }
+
     /// Wait until every connection has finished (each enforces its own
     /// deadline once its listener stops), at most `backstop`, then end the
     /// workers. Call after stopping every listener.
@@ -168,6 +179,27 @@ impl Workers {
             }
         })
         .await;
+    }
+}
+
+/// Set once, by [`Workers::hand_over`], for the rest of the process's life.
+/// A process-wide flag rather than a field: it is read only when a
+/// listener stops, by connections on every worker, and the process has one
+/// set of workers.
+static HANDING_OVER: AtomicBool = AtomicBool::new(false);
+
+/// Whether the process is handing over to a new one.
+fn handing_over() -> bool {
+    HANDING_OVER.load(Ordering::Relaxed)
+}
+
+/// Resolves when `stop` fires, unless the process is handing over: then a
+/// connection that has not sent its first request yet goes on to serve it
+/// (its header-read deadline still applies).
+async fn stopped_unless_handing_over(stop: &CancellationToken) {
+    stop.cancelled().await;
+    if handing_over() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -241,9 +273,11 @@ impl Worker {
                     // Another worker may have taken the last place since
                     // `room`: then this connection waits, accepted but
                     // unread, as it would in the backlog.
+                    // Handing over, it is served all the same: the client
+                    // has connected, and nobody else will accept it.
                     let admitted = tokio::select! {
                         biased;
-                        () = stop.cancelled() => break,
+                        () = stopped_unless_handing_over(&stop) => break,
                         admitted = self.admission.admit(&gates, (&self.live, &listener), client, &limits, &stats) => admitted,
                     };
                     // At max_connections_per_ip: closed, nothing read.

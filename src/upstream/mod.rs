@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 pub(crate) use connect::{alpn, ConnectError, Connector, Sender, TlsTarget, UpstreamBody};
-pub(crate) use server::{HoldOutReason, InFlight, ServerState};
+pub(crate) use server::{HoldOutReason, InFlight, ServerState, Verdicts};
 pub(crate) use upload::{BodyLimits, Stall, Upload, UploadState};
 
 use crate::balance::{Candidates, Policy, RoundRobinCursor};

@@ -205,6 +205,55 @@ impl ServerState {
     fn hold_out(&self, until: u64) {
         self.passive.held_out_until.store(until.max(1), Ordering::Relaxed);
     }
+
+    /// Whether the server is reached over TLS (part of its identity).
+    pub(crate) fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Its verdicts, for the process that replaces this one.
+    pub(crate) fn verdicts(&self) -> Verdicts {
+        let now = millis();
+        let p = &self.passive;
+        let until = p.held_out_until.load(Ordering::Relaxed);
+        Verdicts {
+            up: self.is_up(),
+            held_out_ms: until.saturating_sub(now),
+            fails: p.fails.load(Ordering::Relaxed),
+            window_age_ms: now.saturating_sub(p.window_start.load(Ordering::Relaxed)),
+            consecutive_5xx: p.consecutive_5xx.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Take over `verdicts` from the process this one replaces.
+    pub(crate) fn take_verdicts(&self, verdicts: &Verdicts) {
+        let now = millis();
+        let p = &self.passive;
+        self.set_up(verdicts.up);
+        if verdicts.held_out_ms != 0 {
+            self.hold_out(now.saturating_add(verdicts.held_out_ms));
+        }
+        p.fails.store(verdicts.fails, Ordering::Relaxed);
+        p.window_start
+            .store(now.saturating_sub(verdicts.window_age_ms), Ordering::Relaxed);
+        p.consecutive_5xx
+            .store(verdicts.consecutive_5xx, Ordering::Relaxed);
+    }
+}
+
+/// A server's health verdicts and failure accounting, with times as
+/// durations from now: another process's clock has another origin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Verdicts {
+    /// Active health.
+    pub(crate) up: bool,
+    /// How much longer it is held out (0: it is not).
+    pub(crate) held_out_ms: u64,
+    /// Failures in the current `fail_timeout` window, and its age.
+    pub(crate) fails: u32,
+    pub(crate) window_age_ms: u64,
+    /// Consecutive 5xx responses.
+    pub(crate) consecutive_5xx: u32,
 }
 
 /// A request counted in its server's in-flight number; dropping it ends

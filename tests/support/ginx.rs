@@ -46,6 +46,9 @@ pub struct Ginx {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
     log: Arc<Mutex<Vec<String>>>,
+    /// The thread that copies ginx's stderr into `log`; it ends when the
+    /// pipe closes, after ginx's last line.
+    log_reader: std::thread::JoinHandle<()>,
     /// The harness added the admin endpoint to ginx.toml (see the module
     /// doc), and adds it to every ginx.toml written through [`Ginx::write`].
     added_admin: bool,
@@ -87,7 +90,7 @@ impl Ginx {
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let log_reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if std::env::var_os("GINX_TEST_LOG").is_some() {
                     eprintln!("ginx| {line}");
@@ -99,6 +102,7 @@ impl Ginx {
             dir,
             child: Some(child),
             log,
+            log_reader,
             added_admin,
         };
         for name in listeners {
@@ -258,6 +262,13 @@ impl Ginx {
             None => false,
         })
         .await;
+        // An exit is seen before the reader has copied ginx's last lines
+        // (a test reading the log at once found it empty under load). Wait
+        // for the pipe's end, bounded: a process ginx started (an upgrade's
+        // new binary) may hold the pipe open.
+        if code.is_some() {
+            eventually(Duration::from_secs(5), || self.log_reader.is_finished()).await;
+        }
         code
     }
 

@@ -142,8 +142,8 @@ impl Validator<'_> {
         }
     }
 
-    /// `shutdown_delay`, `watch`, `send_timeout`, `shutdown_timeout` and
-    /// `header_read_timeout`: how the process runs and stops.
+    /// `shutdown_delay`, `watch`, `send_timeout`, `shutdown_timeout`,
+    /// `header_read_timeout` and `pid_file`: how the process runs and stops.
     fn lifecycle(&mut self, at: At<'_>, g: &raw::Global) {
         if let Some(delay) = self.once(at, "shutdown_delay", &g.shutdown_delay) {
             if let Some(d) = self.duration(at, delay, "shutdown_delay") {
@@ -166,6 +166,16 @@ impl Validator<'_> {
         if let Some(timeout) = self.once(at, "header_read_timeout", &g.header_read_timeout) {
             if let Some(d) = self.positive_duration(at, timeout, "header_read_timeout") {
                 self.config.global.header_read_timeout = d;
+            }
+        }
+        if let Some(path) = self.once(at, "pid_file", &g.pid_file) {
+            if path.get_ref().is_empty() {
+                self.errors.push(at.error(
+                    path.span(),
+                    "empty pid_file: remove it, or name a file like \"/run/ginx/ginx.pid\"".to_owned(),
+                ));
+            } else {
+                self.config.global.pid_file = Some(at.relative(path.get_ref()));
             }
         }
     }
@@ -577,6 +587,17 @@ mod tests {
             [format!(
                 "ginx.toml:7:8: invalid admin bind address `9901`: {BIND_HINT}"
             )]
+        );
+    }
+
+    #[test]
+    fn pid_file_is_relative_to_its_file_and_not_empty() {
+        let g = ok(&format!("[global]\npid_file = \"run/ginx.pid\"\n{WEB}{UP}")).global;
+        let path = g.pid_file.expect("a pid file");
+        assert!(path.ends_with("run/ginx.pid"), "{}", path.display());
+        assert_eq!(
+            errors(&[("ginx.toml", &format!("[global]\npid_file = \"\"\n{WEB}{UP}"))]),
+            ["ginx.toml:2:12: empty pid_file: remove it, or name a file like \"/run/ginx/ginx.pid\""]
         );
     }
 

@@ -207,7 +207,7 @@ fn unknown_key() {
     );
     assert_eq!(
         errors(&[("ginx.toml", "[global]\nlog = 1\n")]),
-        ["ginx.toml:2:1: unknown field `log`, expected one of `log_level`, `log_format`, `access_log`, `shutdown_delay`, `watch`, `send_timeout`, `shutdown_timeout`, `header_read_timeout`, `resolver`, `resolve_min`, `resolve_max`, `body_read_timeout`, `min_upload_rate`, `max_connections`"]
+        ["ginx.toml:2:1: unknown field `log`, expected one of `log_level`, `log_format`, `access_log`, `shutdown_delay`, `watch`, `send_timeout`, `shutdown_timeout`, `header_read_timeout`, `resolver`, `resolve_min`, `resolve_max`, `body_read_timeout`, `min_upload_rate`, `max_connections`, `pid_file`"]
     );
     assert_eq!(
         errors(&[("ginx.toml", "listeners = 1\n")]),
