@@ -44,7 +44,7 @@ def read_results(paths):
 
 def title_of(figure):
     # "check (ginx --check, ...), s (K=10)" -> "check (ginx --check, ...), s"
-    return re.sub(r"\s*\([A-Za-z]+=[\d,]+\)\s*$", "", figure)
+    return re.sub(r"\s*\([A-Za-z]+=[^)]*\)\s*$", "", figure)
 
 
 def minor_label(value, _):
