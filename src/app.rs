@@ -241,6 +241,9 @@ async fn start(
         endpoints.adopt(adopted);
     }
     let mut discovery = crate::dns::Discovery::new(&config.global);
+    if let Some(handover) = handover.as_mut() {
+        discovery.seed(handover.state.take_names());
+    }
     let resolved = discovery.sync(&config).await;
     let plan = endpoints.plan(&config, &live.load())?;
     let table = RoutingTable::build(

@@ -36,6 +36,11 @@ use crate::observe::clock;
 pub(crate) struct Resolved(HashMap<(String, u16), Vec<SocketAddr>>);
 
 impl Resolved {
+    /// Every name's addresses, for a new binary ([`Discovery::seed`]).
+    pub(crate) fn answers(self) -> Vec<((String, u16), Vec<SocketAddr>)> {
+        self.0.into_iter().collect()
+    }
+
     /// The addresses a server endpoint stands for, in a stable order.
     pub(crate) fn addresses(&self, endpoint: &Endpoint) -> Vec<SocketAddr> {
         match endpoint {
@@ -135,6 +140,25 @@ impl Discovery {
             apply(&name, followed, answer, (self.min, self.max));
         }
         self.resolved()
+    }
+
+    /// Follow `answers` (a replaced process's [`Resolved::answers`]) as
+    /// if they had just been received, due for a lookup at once: the pools
+    /// of a new binary start with the addresses the old one served, and
+    /// keep them while the resolver fails, as the old one would have.
+    /// [`Discovery::sync`] then looks up only the names not among them.
+    pub(crate) fn seed(&mut self, answers: Vec<((String, u16), Vec<SocketAddr>)>) {
+        let now = Instant::now();
+        for (name, addrs) in answers.into_iter().filter(|(_, addrs)| !addrs.is_empty()) {
+            self.names.insert(
+                name,
+                Followed {
+                    addrs,
+                    next: now,
+                    failing: false,
+                },
+            );
+        }
     }
 
     /// When the next name is due, if any is followed.

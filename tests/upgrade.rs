@@ -681,3 +681,34 @@ async fn a_websocket_open_across_an_upgrade_works_until_shutdown_timeout() {
         "closed at shutdown_timeout"
     );
 }
+
+/// A host name's addresses go over with the servers' state: with the
+/// resolver failing, the new process serves the addresses the old one did
+/// (without them the name would never have resolved there, and its pool
+/// would have no server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_names_addresses_go_over_while_dns_fails() {
+    let a = Backend::start("a").await;
+    let dns = DnsServer::start(vec![std::net::Ipv4Addr::LOCALHOST]).await;
+    let config = format!(
+        "[global]\nshutdown_timeout = \"3s\"\nresolver = \"{}\"\nresolve_min = \"100ms\"\nresolve_max = \"1s\"\n\n\
+         [listener.web]\nbind = \"127.0.0.1:0\"\nupstream = \"app\"\n\n{}",
+        dns.addr,
+        upstream("app", &[format!("app.test:{}", a.addr.port())]),
+    );
+    let ginx = Ginx::start(&config, &[], &["web"]).await;
+    let addr = ginx.addr("web");
+    assert_eq!(bodies(addr, "/", 2).await, ["a"; 2]);
+    dns.fail(true);
+    let pids = Pids::default();
+    let old = ginx.pid();
+    let from = ginx.log_len();
+    upgrade(&ginx, old, &pids).await;
+    assert!(eventually(Duration::from_secs(15), || !alive(old)).await);
+    assert_eq!(
+        bodies(addr, "/", 3).await,
+        ["a"; 3],
+        "log:\n{}",
+        ginx.log_since(from).join("\n")
+    );
+}

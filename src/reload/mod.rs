@@ -413,7 +413,7 @@ impl Reloader {
             return None;
         };
         tracing::info!(binary = %binary.exe.display(), generation = self.generation, "SIGUSR2: upgrading");
-        let state = upgrade::State::of(&self.live.load(), self.generation);
+        let state = upgrade::State::of(&self.live.load(), self.generation, self.discovery.resolved());
         let sockets = self.endpoints.passable();
         let mut handover = std::pin::pin!(upgrade::hand_over(binary, &sockets, &state));
         let result = loop {

@@ -1,6 +1,7 @@
 //! The state a new binary takes over: the configuration generation, each
 //! server's health verdicts and failure accounting, and each upstream's
-//! round-robin position.
+//! round-robin position, and every host name's addresses (so a new
+//! binary serves the addresses the old one did even while DNS fails).
 //!
 //! Servers are keyed as reloads key them ([`crate::table`]'s carry-over):
 //! by upstream, address and transport (here: the server as written and
@@ -8,8 +9,9 @@
 //! reaches differently starts over, as it would on a reload. What is not
 //! carried: health-check pass/fail counts (a server marked down stays down
 //! until its checks pass again, in the new process as in the old), counters
-//! (the new process's metrics start at 0), pooled connections, and DNS
-//! answers (names are resolved again before the new process serves).
+//! (the new process's metrics start at 0), and pooled connections. DNS
+//! answers are carried but due at once: the new process asks again as soon
+//! as it serves, keeping the old answer if that fails.
 //!
 //! This module owns the state's shape on the wire and where it is read and
 //! applied; what a verdict means is [`crate::upstream`]'s.
@@ -20,6 +22,7 @@ use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
+use crate::dns::Resolved;
 use crate::table::RoutingTable;
 use crate::upstream::Verdicts;
 
@@ -32,6 +35,9 @@ pub(crate) struct State {
     servers: Vec<Server>,
     /// Round-robin positions, by upstream.
     cursors: HashMap<String, usize>,
+    /// The last good addresses of every host name, by (name, port).
+    #[serde(default)]
+    names: Vec<((String, u16), Vec<SocketAddr>)>,
 }
 
 /// One server's state, with its identity.
@@ -45,10 +51,11 @@ struct Server {
 }
 
 impl State {
-    /// What `table` (serving `generation`) knows.
-    pub(crate) fn of(table: &RoutingTable, generation: u64) -> State {
+    /// What `table` (serving `generation`, built from `resolved`) knows.
+    pub(crate) fn of(table: &RoutingTable, generation: u64, resolved: Resolved) -> State {
         let mut state = State {
             generation,
+            names: resolved.answers(),
             ..State::default()
         };
         for pool in table.upstreams() {
@@ -63,6 +70,12 @@ impl State {
             }));
         }
         state
+    }
+
+    /// The host names' addresses, for [`crate::dns::Discovery::seed`]
+    /// before the new process resolves anything.
+    pub(crate) fn take_names(&mut self) -> Vec<((String, u16), Vec<SocketAddr>)> {
+        std::mem::take(&mut self.names)
     }
 
     /// Give the servers of `table` (not serving yet) the state of the same
@@ -112,10 +125,12 @@ mod tests {
                 },
             }],
             cursors: HashMap::from([("app".to_owned(), 5)]),
+            names: vec![(("app.test".to_owned(), 80), vec!["127.0.0.2:80".parse().unwrap()])],
         };
         let back: State = serde_json::from_slice(&serde_json::to_vec(&state).unwrap()).unwrap();
         assert_eq!(back.generation, 7);
         assert_eq!(back.servers[0].verdicts, state.servers[0].verdicts);
         assert_eq!(back.cursors["app"], 5);
+        assert_eq!(back.names, state.names);
     }
 }

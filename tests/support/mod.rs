@@ -25,6 +25,7 @@
 mod backend;
 mod cli;
 mod client;
+mod dns;
 mod ginx;
 mod recording;
 mod toml;
@@ -35,6 +36,7 @@ use std::time::{Duration, Instant};
 pub use self::backend::*;
 pub use self::cli::*;
 pub use self::client::*;
+pub use self::dns::*;
 pub use self::ginx::*;
 pub use self::recording::*;
 pub use self::toml::*;
